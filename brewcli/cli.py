@@ -1,0 +1,178 @@
+"""The `brew` command line. Thin: parse arguments, call the library, render the result or the error."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from brewcli.errors import BrewError, RecipeErrors
+
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False, add_completion=False,
+                  help="Distill large NLP models into small, fast ones from one YAML recipe.")
+
+OVERRIDES = typer.Argument(None, help="key=value overrides, e.g. train.lr=3e-5 distill.temperature=8",
+                           show_default=False)
+
+
+def _guarded(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from brewcli.ui import console
+
+        try:
+            return fn(*args, **kwargs)
+        except RecipeErrors as e:
+            console.print(f"[red]error:[/red] {len(e.errors)} problem(s) in {e.source}:" if len(e.errors) > 1
+                          else f"[red]error in {e.source}:[/red]")
+            for err in e.errors:
+                console.print(f"  {err}", markup=False)
+            raise typer.Exit(2)
+        except BrewError as e:
+            console.print("[red]error:[/red] ", end="")
+            console.print(str(e), markup=False)
+            raise typer.Exit(2)
+        except KeyboardInterrupt:
+            raise typer.Exit(130)
+
+    return wrapper
+
+
+def _run(recipe: Path, overrides: list[str] | None, dry_run: bool, resume: bool, command: str) -> None:
+    from brewcli.errors import RecipeError
+    from brewcli.plan import build_plan
+    from brewcli.recipe import load_recipe
+    from brewcli.ui import render_plan
+
+    r = load_recipe(recipe, overrides or [])
+    if command == "train" and r.teacher is not None:
+        raise RecipeError("teacher", "brew train fine-tunes one model, but this recipe names a teacher",
+                          "use `brew distill` to distill it")
+    plan = build_plan(r)
+    render_plan(plan)
+    if dry_run:
+        return
+    from brewcli.train import run
+
+    run(plan, resume=resume)
+
+
+@app.command(epilog="Examples:  brew distill recipes/bbc/distill-T3.yaml --dry-run  |  "
+             "brew distill r.yaml train.epochs=5  |  brew distill r.yaml --resume")
+@_guarded
+def distill(recipe: Path = typer.Argument(..., help="the YAML recipe"), overrides: Optional[list[str]] = OVERRIDES,
+            dry_run: bool = typer.Option(False, "--dry-run", help="load configs only, print the plan and exit"),
+            resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in output_dir")):
+    """Distill the recipe's teacher into its student: tokenise, train, checkpoint, evaluate."""
+    _run(recipe, overrides, dry_run, resume, "distill")
+
+
+@app.command(epilog="Example:  brew train recipes/bbc/teacher.yaml train.epochs=1")
+@_guarded
+def train(recipe: Path = typer.Argument(..., help="the YAML recipe (no teacher)"),
+          overrides: Optional[list[str]] = OVERRIDES,
+          dry_run: bool = typer.Option(False, "--dry-run", help="load configs only, print the plan and exit"),
+          resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in output_dir")):
+    """Fine-tune one model on labelled data (for example a teacher); same loop and outputs as distill."""
+    _run(recipe, overrides, dry_run, resume, "train")
+
+
+@app.command("eval", epilog="Examples:  brew eval runs/bbc-T3  |  brew eval runs/bbc-T3/best --split eval --json")
+@_guarded
+def eval_(checkpoint: str = typer.Argument(..., help="a brew output folder, best/ or checkpoint-STEP/"),
+          data: Optional[str] = typer.Option(None, help="score on this CSV/JSON/JSONL/Parquet file instead"),
+          split: Optional[str] = typer.Option(None, help="train, eval or test (default: test if the recipe has one)"),
+          batch_size: int = typer.Option(64, help="batch size for scoring"),
+          teacher: bool = typer.Option(True, help="also score the teacher the checkpoint records"),
+          as_json: bool = typer.Option(False, "--json", help="print the report as JSON on stdout")):
+    """Score a checkpoint and compare it with its teacher: quality, size, speed."""
+    from brewcli.evaluate import evaluate_checkpoint
+    from brewcli.tasks import TASKS
+    from brewcli.ui import console, human, results_table
+
+    report = evaluate_checkpoint(checkpoint, data, split, batch_size, teacher)
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    task = TASKS.get(report["task"])
+    rows = [("teacher", report["teacher"])] if "teacher" in report else []
+    rows.append(("student", report["student"]))
+    for _, r in rows:
+        r["params_h"] = human(r["params"])
+        r["size_h"] = human(r["size_bytes"], "B")
+    cols = [(m, m) for m in task.metrics] + [("params_h", "params"), ("size_h", "size on disk"),
+                                               ("latency_ms", "latency ms (batch 1)"), ("throughput", "examples/s")]
+    console.print(results_table(f"{report['checkpoint']} on {report['split']} ({report['rows']} rows, "
+                                f"{report['device']})", rows, cols))
+    if "retained_pct" in report:
+        console.print(f"student keeps [bold]{report['retained_pct']}%[/bold] of the teacher's {task.main_metric} "
+                      f"with {report['size_ratio']:.0%} of its parameters, {report['speedup']}x faster at batch 1")
+
+
+@app.command(epilog="Example:  brew init --task classification --teacher runs/bbc-teacher --student T3 "
+             "--data data/bbc/train.jsonl --out my-recipe.yaml")
+@_guarded
+def init(task: Optional[str] = typer.Option(None, help="classification or regression"),
+         teacher: Optional[str] = typer.Option(None, help="Hugging Face id or local folder of the teacher"),
+         student: Optional[str] = typer.Option(None, help="student preset: T6, T3, T3-small, T4-tiny, T12-nano"),
+         data: Optional[str] = typer.Option(None, help="a local data file, or a Hugging Face dataset as name[:config]"),
+         text: str = typer.Option("text", help="text column (comma-separated for a pair)"),
+         label: str = typer.Option("label", help="label column"),
+         out: Optional[Path] = typer.Option(None, help="where to write the recipe"),
+         force: bool = typer.Option(False, "--force", help="overwrite an existing file")):
+    """Write a commented recipe to start from (asks for what the flags leave out)."""
+    from brewcli.recipe import load_recipe
+    from brewcli.scaffold import render
+    from brewcli.students import PRESETS
+    from brewcli.tasks import TASKS
+    from brewcli.ui import console
+
+    ask = sys.stdin.isatty()
+
+    def value(current, prompt, default, choices=None):
+        if current is not None:
+            return current
+        if not ask:
+            if default is None:
+                raise BrewError(f"brew init: --{prompt.split()[0].lower()} is required when not run interactively")
+            return default
+        return typer.prompt(prompt + (f" ({', '.join(choices)})" if choices else ""), default=default)
+
+    task = value(task, "Task", "classification", TASKS.names())
+    TASKS.canonical(task)
+    teacher = value(teacher, "Teacher (Hugging Face id or folder)", None)
+    student = value(student, "Student preset", "T3", PRESETS.names())
+    PRESETS.canonical(student)
+    data = value(data, "Data (file or dataset[:config])", None)
+    out = Path(value(out, "Recipe file to write", "recipe.yaml"))
+    if out.exists() and not force:
+        raise BrewError(f"{out} exists; pass --force to overwrite it or choose another --out")
+    text_cols = [c.strip() for c in text.split(",")]
+    body = render(task=task, teacher=teacher, student=student, data=data, path=str(out), label=label,
+                  text=text_cols[0] if len(text_cols) == 1 else f"[{', '.join(text_cols)}]")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(body)
+    load_recipe(out)  # the schema accepts what we wrote
+    console.print(f"wrote {out}; check it with: brew distill {out} --dry-run")
+
+
+@app.command("ls")
+@_guarded
+def ls(what: Optional[str] = typer.Argument(None, help="students, matches, losses, schedulers or tasks")):
+    """List what recipes can name: student presets, match presets, losses, schedulers, tasks."""
+    from brewcli.listing import SECTIONS, render_listing
+
+    if what is not None and what not in SECTIONS:
+        from brewcli.errors import did_you_mean
+
+        hint = did_you_mean(what, SECTIONS)
+        raise BrewError(f"brew ls: nothing called '{what}'; choose from {', '.join(SECTIONS)}" + (f"; {hint}" if hint else ""))
+    render_listing([what] if what else list(SECTIONS))
+
+
+def main() -> None:
+    app()

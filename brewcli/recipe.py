@@ -1,0 +1,419 @@
+"""The recipe schema. `load_recipe` is the only place that reads YAML; everything else takes a `Recipe`.
+
+Defaults live here and only here. Every section forbids unknown keys, so a typo is an error, not a silent
+fallback to a default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from brewcli.errors import RecipeError, RecipeErrors
+from brewcli.losses import KD_LOSSES, MATCH_LOSSES
+from brewcli.registry import Registry, UnknownName
+from brewcli.schedulers import LR, TEMPERATURE, WEIGHT
+from brewcli.tasks import TASKS
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _known(registry: Registry, name: str) -> str:
+    try:
+        return registry.canonical(name)
+    except UnknownName as e:
+        raise ValueError(str(e)) from None
+
+
+def _shorthand(key: str):
+    """Let a section be written as a bare string: `teacher: bert-base-uncased` means `teacher: {model: ...}`."""
+
+    def before(cls, v):
+        return {key: v} if isinstance(v, str) else v
+
+    return model_validator(mode="before")(classmethod(before))
+
+
+class TaskSpec(Strict):
+    name: str = "classification"
+    num_labels: int | None = Field(None, ge=1)
+
+    _from_str = _shorthand("name")
+
+    @field_validator("name")
+    @classmethod
+    def _task(cls, v: str) -> str:
+        return _known(TASKS, v)
+
+
+class TeacherSpec(Strict):
+    model: str
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+    _from_str = _shorthand("model")
+
+
+class StudentSpec(Strict):
+    preset: str | None = None
+    model: str | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    init: Literal["auto", "random", "teacher-layers", "pretrained"] = "auto"
+    teacher_layers: Literal["uniform", "first", "last"] | list[int] = "uniform"
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+    _from_str = _shorthand("preset")
+
+    @field_validator("preset")
+    @classmethod
+    def _preset(cls, v: str | None) -> str | None:
+        from brewcli.students import PRESETS
+
+        return None if v is None else _known(PRESETS, v)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.preset and self.model:
+            raise ValueError("give either a preset (built from the teacher) or a model to start from, not both")
+        if self.init == "pretrained" and not self.model:
+            raise ValueError("init 'pretrained' needs student.model (a Hugging Face id or local path)")
+        return self
+
+
+class DataSpec(Strict):
+    dataset: str | None = None
+    config: str | None = None
+    files: dict[str, str | list[str]] | None = None
+    train_split: str = "train"
+    eval_split: str | None = None
+    test_split: str | None = None
+    eval_fraction: float | None = Field(None, gt=0, lt=1)
+    seed: int = 42
+    text: str | list[str] = "text"
+    label: str = "label"
+    max_length: int = Field(128, ge=8)
+    max_train_samples: int | None = Field(None, ge=1)
+    max_eval_samples: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if (self.dataset is None) == (self.files is None):
+            raise ValueError("give exactly one of data.dataset (a Hugging Face dataset) or data.files (local files)")
+        if isinstance(self.text, list) and not 1 <= len(self.text) <= 2:
+            raise ValueError("data.text takes one column or a pair of columns")
+        if self.eval_split and self.eval_fraction:
+            raise ValueError("give data.eval_split or data.eval_fraction, not both")
+        return self
+
+    @property
+    def text_columns(self) -> list[str]:
+        return [self.text] if isinstance(self.text, str) else list(self.text)
+
+
+class TemperatureSchedule(Strict):
+    name: str = "constant"
+    beta: float | None = None
+    gamma: float | None = None
+
+    _from_str = _shorthand("name")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _known(TEMPERATURE, v)
+
+    def kwargs(self) -> dict[str, float]:
+        return {k: v for k, v in (("beta", self.beta), ("gamma", self.gamma)) if v is not None}
+
+
+Layer = Union[int, list[int]]
+
+
+class MatchSpec(Strict):
+    preset: str | None = None
+    teacher_layer: Layer | None = None
+    student_layer: Layer | None = None
+    feature: Literal["hidden", "attention"] | None = None
+    loss: str | None = None
+    weight: float = 1.0
+    proj: Literal["auto", "none", "linear", "relu", "tanh"] = "auto"
+
+    _from_str = _shorthand("preset")
+
+    @field_validator("preset")
+    @classmethod
+    def _preset(cls, v: str | None) -> str | None:
+        from brewcli.matches import MATCH_PRESETS
+
+        return None if v is None else _known(MATCH_PRESETS, v)
+
+    @field_validator("loss")
+    @classmethod
+    def _loss(cls, v: str | None) -> str | None:
+        return None if v is None else _known(MATCH_LOSSES, v)
+
+    @model_validator(mode="after")
+    def _check(self):
+        explicit = self.teacher_layer is not None or self.student_layer is not None
+        if self.preset and explicit:
+            raise ValueError("give a preset or teacher_layer/student_layer, not both")
+        if not self.preset and (self.teacher_layer is None or self.student_layer is None):
+            raise ValueError("an explicit match needs both teacher_layer and student_layer (or name a preset)")
+        if self.preset and self.preset != "uniform" and (self.loss or self.feature):
+            raise ValueError(f"preset '{self.preset}' fixes its feature and loss; to choose them use preset: uniform")
+        return self
+
+
+class DistillSpec(Strict):
+    temperature: float = Field(4.0, gt=0)
+    temperature_scheduler: TemperatureSchedule = Field(default_factory=TemperatureSchedule)
+    kd_loss: str = "ce"
+    scale_by_t2: bool = False
+    kd_weight: float = Field(1.0, ge=0)
+    kd_weight_schedule: str = "none"
+    hard_label_weight: float = Field(0.0, ge=0)
+    hard_label_weight_schedule: str = "none"
+    probability_shift: bool = False
+    matches: list[MatchSpec] = Field(default_factory=list)
+
+    @field_validator("kd_loss")
+    @classmethod
+    def _kd(cls, v: str) -> str:
+        return _known(KD_LOSSES, v)
+
+    @field_validator("kd_weight_schedule", "hard_label_weight_schedule")
+    @classmethod
+    def _weight(cls, v: str) -> str:
+        return _known(WEIGHT, v)
+
+
+Every = Union[int, Literal["epoch"]]
+
+
+class TrainSpec(Strict):
+    output_dir: str = "runs/brew"
+    epochs: float = Field(3.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    projection_lr: float | None = Field(None, gt=0)
+    lr_schedule: str = "linear"
+    warmup: float = Field(0.1, ge=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    seed: int = 42
+    eval_every: Every = "epoch"
+    save_every: Every = "epoch"
+    keep_best: str | None = "auto"
+    keep_checkpoints: int = Field(2, ge=1)
+    log_every: int = Field(10, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+
+    @field_validator("lr_schedule")
+    @classmethod
+    def _lr(cls, v: str) -> str:
+        return _known(LR, v)
+
+
+class Recipe(Strict):
+    name: str | None = None
+    task: TaskSpec = Field(default_factory=TaskSpec)
+    teacher: TeacherSpec | None = None
+    student: StudentSpec
+    data: DataSpec
+    distill: DistillSpec = Field(default_factory=DistillSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+
+    @model_validator(mode="after")
+    def _check(self):
+        task = TASKS.get(self.task.name)
+        if self.teacher is None:
+            if "distill" in self.model_fields_set:
+                raise ValueError("the distill section needs a teacher; add `teacher:` or drop `distill:`")
+            if self.student.model is None:
+                raise ValueError("without a teacher, student.model names the model to fine-tune (presets need one)")
+            if self.student.init == "teacher-layers":
+                raise ValueError("student.init 'teacher-layers' needs a teacher")
+        if self.distill.kd_loss not in task.kd_losses:
+            raise ValueError(
+                f"distill.kd_loss '{self.distill.kd_loss}' does not fit task '{task.name}'; "
+                f"use one of {', '.join(task.kd_losses)}"
+            )
+        if self.distill.probability_shift and task.regression:
+            raise ValueError("distill.probability_shift needs class labels; task 'regression' has none")
+        best = self.train.keep_best
+        if best not in (None, "auto") and best not in task.metrics:
+            raise ValueError(f"train.keep_best '{best}' is not a metric of task '{task.name}': {', '.join(task.metrics)}")
+        return self
+
+    @property
+    def best_metric(self) -> str | None:
+        task = TASKS.get(self.task.name)
+        return task.main_metric if self.train.keep_best == "auto" else self.train.keep_best
+
+    def dump(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def parse_override(text: str) -> tuple[list[str | int], Any]:
+    if text.startswith("-"):
+        raise RecipeError("", f"unknown option '{text}'", "overrides are written key=value, e.g. train.lr=3e-5")
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise RecipeError("", f"override '{text}' is not key=value", "e.g. train.epochs=2 or distill.temperature=8")
+    path: list[str | int] = [int(p) if p.isdigit() else p for p in key.split(".")]
+    return path, yaml.safe_load(value) if value else ""
+
+
+def apply_override(raw: dict, path: list[str | int], value: Any) -> None:
+    """Set `value` at a dotted path of the raw recipe, creating sections as needed."""
+    node: Any = raw
+    for i, part in enumerate(path):
+        last = i == len(path) - 1
+        if isinstance(part, int) != isinstance(node, list) or (isinstance(part, int) and part > len(node) - (not last)):
+            raise RecipeError(_key(path[: i + 1]), "no such key or list item (command-line override)")
+        if last:
+            if isinstance(part, int) and part == len(node):
+                node.append(value)
+            else:
+                node[part] = value
+            return
+        child = node[part] if isinstance(part, int) else node.get(part)
+        if isinstance(child, str) and _shorthand_key(path[: i + 1]):
+            child = {_shorthand_key(path[: i + 1]): child}  # `student: T3` then `student.init=random`
+        elif not isinstance(child, (dict, list)):
+            child = [] if isinstance(path[i + 1], int) else {}
+        node[part] = child
+        node = child
+
+
+def _shorthand_key(path: list[str | int]) -> str | None:
+    if len(path) == 1:
+        return {"teacher": "model", "student": "preset", "task": "name"}.get(str(path[0]))
+    if path == ["distill", "temperature_scheduler"]:
+        return "name"
+    if len(path) == 3 and path[:2] == ["distill", "matches"]:
+        return "preset"
+    return None
+
+
+def raw_get(raw: dict, path: list, default=None):
+    node = raw
+    for part in path:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return default
+    return node
+
+
+def _key(loc: tuple | list) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _line_of(text: str, loc: tuple) -> int | None:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            hit = [(k, v) for k, v in node.value if k.value == part]
+            if not hit:
+                return line
+            line, node = hit[0][0].start_mark.line + 1, hit[0][1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The schema model that holds the key at `loc` (to suggest the nearest valid key)."""
+    import typing
+
+    model: Any = Recipe
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            return None
+        ann = model.model_fields[part].annotation
+        candidates = [ann, *typing.get_args(ann)]
+        candidates += [a for c in candidates for a in typing.get_args(c)]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    return model
+
+
+def _explain(err: dict) -> tuple[tuple, str, str | None]:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        parent = _model_at(loc[:-1])
+        from brewcli.errors import did_you_mean
+
+        hint = did_you_mean(str(loc[-1]), parent.model_fields) if parent else None
+        return loc, "unknown key", hint
+    if kind == "missing":
+        return loc, "required key is missing", None
+    if kind == "literal_error":
+        from brewcli.errors import did_you_mean
+
+        expected = [s.strip().strip("'") for s in err["ctx"]["expected"].replace(" or ", ", ").split(",")]
+        return loc, f"got {err['input']!r}, expected one of {', '.join(expected)}", did_you_mean(
+            str(err["input"]), expected
+        )
+    if kind == "value_error":
+        return loc, str(err["ctx"]["error"]), None
+    return loc, f"{err['msg'].lower()} (got {err['input']!r})" if "input" in err else err["msg"], None
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError("", f"recipe file not found: {path}", "create one with `brew init`")
+    text = path.read_text()
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise RecipeError(str(path), f"not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise RecipeError(str(path), "a recipe is a mapping of sections (task, teacher, student, data, distill, train)")
+    overridden = []
+    for item in overrides:
+        p, value = parse_override(item)
+        apply_override(raw, p, value)
+        overridden.append(tuple(p))
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as e:
+        errors = []
+        for err in e.errors():
+            loc, msg, hint = _explain(err)
+            key = _key(loc) or "recipe"
+            if any(loc[: len(o)] == o or o[: len(loc)] == loc for o in overridden if loc):
+                msg += " (command-line override)"
+            else:
+                line = _line_of(text, loc)
+                if line:
+                    key = f"{path.name}:{line}  {key}"
+            errors.append(RecipeError(key, msg, hint))
+        raise RecipeErrors(errors, str(path)) from None

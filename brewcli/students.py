@@ -1,0 +1,121 @@
+"""Student presets and student initialisation.
+
+A preset is built as the teacher's own model family (same model type, vocabulary, position and type
+embeddings) with fewer or narrower layers. T6, T3 and T3-small keep a width relative to the teacher's, so
+for a BERT-base teacher they are exactly TextBrewer's T6 (6x768), T3 (3x768) and T3-small (3x384); T4-tiny
+(TinyBERT4, 4x312) and T12-nano (12x256) have fixed widths.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+
+from brewcli.errors import RecipeError, did_you_mean
+from brewcli.registry import Registry
+
+
+@dataclass(frozen=True)
+class StudentPreset:
+    layers: int
+    hidden: int | None = None  # None: the teacher's width times `width_ratio`
+    width_ratio: float = 1.0
+    ffn: int | None = None  # None: the teacher's FFN/hidden ratio times the width
+    heads: int | None = None  # None: the teacher's head count
+    matches: tuple[str, ...] = ()  # TextBrewer's published pairing for a 12-layer teacher
+
+
+PRESETS: Registry[StudentPreset] = Registry("student")
+PRESETS.add("T6", StudentPreset(6, matches=("L6_hidden_mse", "L6_hidden_smmd")),
+            "6 layers, teacher's width (BERT-base: 768, FFN 3072); DistilBERT / BERT6-PKD shape")
+PRESETS.add("T3", StudentPreset(3, matches=("L3_hidden_mse", "L3_hidden_smmd")),
+            "3 layers, teacher's width (BERT-base: 768, FFN 3072); BERT3-PKD shape")
+PRESETS.add("T3-small", StudentPreset(3, width_ratio=0.5, matches=("L3n_hidden_mse", "L3_hidden_smmd")),
+            "3 layers, half the teacher's width (BERT-base: 384, FFN 1536)")
+PRESETS.add("T4-tiny", StudentPreset(4, hidden=312, ffn=1200, heads=12, matches=("L4t_hidden_mse", "L4_hidden_smmd")),
+            "4 layers x 312, FFN 1200, 12 heads; TinyBERT4 shape")
+PRESETS.add("T12-nano", StudentPreset(12, hidden=256, ffn=1024, heads=4, matches=("small_hidden_mse", "small_hidden_smmd")),
+            "12 layers x 256, FFN 1024, 4 heads; ELECTRA-small shape")
+
+
+def student_config(teacher_config, preset_name: str | None, overrides: dict):
+    """The student's Hugging Face config: the teacher's config resized by the preset, then `overrides`."""
+    cfg = copy.deepcopy(teacher_config)
+    if preset_name:
+        p = PRESETS.get(preset_name)
+        hidden = p.hidden or int(round(teacher_config.hidden_size * p.width_ratio))
+        ratio = teacher_config.intermediate_size / teacher_config.hidden_size
+        cfg.num_hidden_layers = p.layers
+        cfg.hidden_size = hidden
+        cfg.intermediate_size = p.ffn or int(round(hidden * ratio))
+        cfg.num_attention_heads = p.heads or teacher_config.num_attention_heads
+    apply_config_overrides(cfg, overrides)
+    return cfg
+
+
+def apply_config_overrides(cfg, overrides: dict) -> None:
+    known = set(cfg.to_dict()) | set(getattr(cfg, "attribute_map", {}))
+    for key, value in overrides.items():
+        if key not in known:
+            raise RecipeError(f"student.config.{key}", f"not a field of the {cfg.model_type} config",
+                              did_you_mean(key, known))
+        setattr(cfg, key, value)
+    if cfg.hidden_size % cfg.num_attention_heads:
+        raise RecipeError("student.config", f"hidden_size {cfg.hidden_size} is not divisible by "
+                          f"num_attention_heads {cfg.num_attention_heads}", "change one of them")
+
+
+def teacher_layers(strategy: str | list[int], n_teacher: int, n_student: int) -> list[int]:
+    """Which teacher layers (0-based) initialise the student's layers."""
+    if isinstance(strategy, list):
+        layers = strategy
+        if len(layers) != n_student:
+            raise RecipeError("student.teacher_layers", f"lists {len(layers)} layers but the student has {n_student}")
+        bad = [i for i in layers if not 0 <= i < n_teacher]
+        if bad:
+            raise RecipeError("student.teacher_layers", f"layer {bad[0]} is out of range; the teacher has layers "
+                              f"0..{n_teacher - 1}")
+        return layers
+    if n_student > n_teacher:
+        raise RecipeError("student.teacher_layers", f"the student has {n_student} layers, the teacher only {n_teacher}")
+    if strategy == "first":
+        return list(range(n_student))
+    if strategy == "last":
+        return list(range(n_teacher - n_student, n_teacher))
+    return [round((i + 1) * n_teacher / n_student) - 1 for i in range(n_student)]  # uniform: keeps the last layer
+
+
+def resolve_init(spec, teacher_config, cfg) -> str:
+    """Turn `init: auto` into a concrete choice and check that the choice can work."""
+    init = spec.init
+    same_width = teacher_config is not None and all(
+        getattr(cfg, k) == getattr(teacher_config, k)
+        for k in ("hidden_size", "intermediate_size", "num_attention_heads", "model_type")
+    )
+    if init == "auto":
+        init = "pretrained" if spec.model else ("teacher-layers" if same_width else "random")
+    if init == "teacher-layers" and not same_width:
+        widths = lambda c: f"{c.model_type} {c.hidden_size}/{c.intermediate_size}/{c.num_attention_heads}"  # noqa: E731
+        raise RecipeError("student.init", f"'teacher-layers' copies layers, so the student needs the teacher's "
+                          f"family and hidden/FFN/heads sizes (teacher {widths(teacher_config)}, student {widths(cfg)})",
+                          "use init: random, or a preset that keeps the teacher's width (T6, T3)")
+    return init
+
+
+_LAYER = re.compile(r"(?<=\.)(layers?)\.(\d+)\.")
+
+
+def copy_teacher_layers(student, teacher, layers: list[int]) -> tuple[int, int]:
+    """Copy embeddings, the chosen encoder layers, pooler and head from teacher to student (DistilBERT-style).
+
+    Returns (tensors copied, tensors in the student)."""
+    source = teacher.state_dict()
+    target = student.state_dict()
+    picked = {}
+    for key, value in target.items():
+        src = _LAYER.sub(lambda m: f"{m.group(1)}.{layers[int(m.group(2))]}.", key, count=1)
+        if src in source and source[src].shape == value.shape:
+            picked[key] = source[src]
+    student.load_state_dict(picked, strict=False)
+    return len(picked), len(target)

@@ -1,0 +1,320 @@
+"""The training loop. One loop serves plain fine-tuning and every kind of distillation: what differs is the
+set of loss terms in `Objective`. Read it top to bottom: setup, loop, finish."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from brewcli import __version__
+from brewcli import data as data_mod
+from brewcli.checkpoint import checkpoints, load_checkpoint, rng_state, save_checkpoint, save_model_folder
+from brewcli.errors import BrewError
+from brewcli.evaluate import predict, score
+from brewcli.models import from_config, load_pretrained
+from brewcli.objective import Objective
+from brewcli.schedulers import LR
+from brewcli.students import copy_teacher_layers
+from brewcli.ui import console, is_tty, results_table
+
+PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    best_metric: float | None = None
+    best_step: int | None = None
+    history: list = field(default_factory=list)
+    train_seconds: float = 0.0
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """A shuffled order that depends only on (seed, epoch), sharded by process, able to start mid-epoch.
+    It never touches the global RNG, so resuming replays exactly the batches an unbroken run would see."""
+
+    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1):
+        self.n, self.seed, self.rank, self.world = n, seed, rank, world
+        self.epoch, self.start = 0, 0
+
+    def _order(self) -> list[int]:
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+        order += order[: (-len(order)) % self.world]  # equal shards
+        return order[self.rank :: self.world]
+
+    def per_process(self) -> int:
+        return math.ceil(self.n / self.world)
+
+    def __iter__(self):
+        return iter(self._order()[self.start :])
+
+    def __len__(self) -> int:
+        return self.per_process() - self.start
+
+
+def build_models(plan):
+    r, task = plan.recipe, plan.task
+    teacher = None
+    if r.teacher:
+        teacher = load_pretrained(r.teacher.model, plan.teacher_config, task, r.teacher.revision,
+                                  r.teacher.trust_remote_code)
+        teacher.eval().requires_grad_(False)
+    s = r.student
+    if plan.init == "pretrained":
+        student = load_pretrained(s.model, plan.student_config, task, s.revision, s.trust_remote_code)
+    else:
+        student = from_config(plan.student_config, task)
+        if plan.init == "teacher-layers":
+            copy_teacher_layers(student, teacher, plan.init_layers)
+    if plan.needs_attention:
+        for m in (teacher, student):
+            m.set_attn_implementation("eager")
+    return teacher, student
+
+
+def _param_groups(student, objective, t):
+    decay = [p for p in student.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in student.parameters() if p.requires_grad and p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    proj = list(objective.projections.parameters())
+    if proj:
+        groups.append({"params": proj, "weight_decay": t.weight_decay, "lr": t.projection_lr or t.lr})
+    return groups
+
+
+def _due(every, step: int, end_of_epoch: bool) -> bool:
+    return end_of_epoch if every == "epoch" else step % every == 0
+
+
+def _better(metric: str, new: float, old: float | None) -> bool:
+    return old is None or (new < old if metric in ("mse", "loss") else new > old)
+
+
+def _meta(plan, step: int, metrics: dict | None) -> dict:
+    r = plan.recipe
+    teacher = r.teacher.model if r.teacher else None
+    if teacher and Path(teacher).exists():
+        teacher = str(Path(teacher).resolve())
+    return {"brew_version": __version__, "task": r.task.name, "teacher": teacher, "step": step,
+            "metrics": metrics, "cwd": os.getcwd()}
+
+
+def _publish(src: Path, out: Path) -> None:
+    """Put the final student's files at the top of the output folder (each file replaced atomically)."""
+    for f in src.iterdir():
+        if f.is_file() and f.name != "training_state.pt":
+            tmp = out / (f.name + ".tmp")
+            shutil.copyfile(f, tmp)
+            os.replace(tmp, out / f.name)
+
+
+def run(plan, resume: bool = False) -> dict:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers import get_scheduler
+
+    r, t, task = plan.recipe, plan.recipe.train, plan.task
+    out = Path(t.output_dir)
+    found = checkpoints(out)
+    if resume and not found:
+        raise BrewError(f"--resume: no checkpoint in {out}; start without --resume")
+    if found and not resume:
+        raise BrewError(f"{out} already holds checkpoints of an earlier run (latest: {found[-1].name}); pass "
+                        f"--resume to continue it, or set train.output_dir to a new folder")
+    acc = Accelerator(mixed_precision=PRECISION[t.precision], cpu=t.device == "cpu")
+    main = acc.is_main_process
+    set_seed(t.seed)
+
+    # ---- data
+    tok = plan.tokenizer
+    with acc.main_process_first():
+        train_ds = data_mod.tokenize(plan.splits.train, tok, r.data)
+        eval_ds = data_mod.tokenize(plan.splits.eval, tok, r.data)
+    sampler = EpochSampler(len(train_ds), t.seed, acc.process_index, acc.num_processes)
+    train_dl = data_mod.loader(train_ds, tok, t.batch_size, sampler)
+    batches = math.ceil(sampler.per_process() / t.batch_size)
+    per_epoch = math.ceil(batches / t.grad_accum)
+    total = t.max_steps or max(1, math.ceil(t.epochs * per_epoch))
+
+    # ---- models, objective, optimizer
+    teacher, student = build_models(plan)
+    objective = Objective(r, plan.matches, teacher is not None)
+    fused = {"fused": True} if acc.device.type in ("cpu", "cuda") else {}
+    optimizer = torch.optim.AdamW(_param_groups(student, objective, t), lr=t.lr, **fused)
+    scheduler = get_scheduler(LR.get(t.lr_schedule), optimizer, num_warmup_steps=int(t.warmup * total),
+                              num_training_steps=total)
+    student, optimizer = acc.prepare(student, optimizer)
+    objective = acc.prepare(objective) if len(objective.projections) else objective.to(acc.device)
+    if teacher is not None:
+        teacher.to(acc.device)
+    plain_student, plain_objective = acc.unwrap_model(student), acc.unwrap_model(objective)
+    state = TrainState()
+    recipe_text = r.dump()
+    if resume:
+        state = TrainState(**load_checkpoint(found[-1], model=plain_student, projections=plain_objective.projections,
+                                             optimizer=optimizer.optimizer, scheduler=scheduler, scaler=acc.scaler))
+        console.print(f"resumed from {found[-1]} at step {state.step}/{total}")
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "recipe.yaml").write_text(recipe_text)
+    writer = SummaryWriter(str(out / "logs"), purge_step=state.step or None) if main else None
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+
+    def save(step: int, rng: dict) -> Path:
+        return save_checkpoint(out, step, model=plain_student, tokenizer=tok, projections=plain_objective.projections,
+                               recipe_text=recipe_text, meta=_meta(plan, step, state.history[-1:] or None),
+                               optimizer=optimizer.optimizer, scheduler=scheduler, scaler=acc.scaler,
+                               trainer=asdict(state), keep=t.keep_checkpoints, rng=rng)
+
+    def evaluate(step: int) -> None:
+        if eval_ds is None or not main:
+            return
+        logits, labels, _ = predict(plain_student, eval_ds, tok, t.eval_batch_size, acc)
+        metrics = task.compute_metrics(logits, labels)
+        state.history.append({"step": step, **metrics})
+        for k, v in metrics.items():
+            writer.add_scalar(f"eval/{k}", v, step)
+        metric = r.best_metric
+        line = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+        if metric and _better(metric, metrics[metric], state.best_metric):
+            state.best_metric, state.best_step = metrics[metric], step
+            save_model_folder(out / "best", plain_student, tok, plain_objective.projections, recipe_text,
+                              _meta(plan, step, metrics))
+            line += "  [green]new best[/green]"
+        console.print(f"step {step}: eval {line}")
+
+    # ---- the loop
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console,
+                        disable=not (main and is_tty()))
+    bar = progress.add_task("training", total=total, completed=state.step, info="")
+    sums: dict[str, list[float]] = {}
+    last_saved, started, step_rng = state.step, time.time(), rng_state()
+    want_h, want_a = plain_objective.needs_hidden, plain_objective.needs_attention
+    try:
+        with progress:
+            while state.step < total:
+                epoch, done_steps = divmod(state.step, per_epoch)
+                sampler.epoch, sampler.start = epoch, min(done_steps * t.grad_accum * t.batch_size, sampler.per_process())
+                micro = done_steps * t.grad_accum
+                for batch in train_dl:
+                    group = min(t.grad_accum, batches - (micro - micro % t.grad_accum))
+                    micro += 1
+                    sync = micro % t.grad_accum == 0 or micro == batches
+                    batch = {k: v.to(acc.device) for k, v in batch.items()}
+                    with nullcontext() if sync else acc.no_sync(student):
+                        with acc.autocast():
+                            t_out = None
+                            if teacher is not None:
+                                with torch.no_grad():
+                                    inputs = {k: v for k, v in batch.items() if k != "labels"}
+                                    t_out = teacher(**inputs, output_hidden_states=want_h, output_attentions=want_a)
+                            s_out = student(**batch, output_hidden_states=want_h, output_attentions=want_a)
+                            loss, terms, tau = objective(batch, s_out, t_out, state.step / total)
+                        acc.backward(loss / group)
+                    for name, (value, weight) in terms.items():
+                        acc_ = sums.setdefault(name, [0.0, 0.0])
+                        acc_[0] += value.item() / group
+                        acc_[1] += value.item() * weight / group
+                    sums.setdefault("total", [0.0, 0.0])[0] += loss.item() / group
+                    if tau is not None:
+                        sums.setdefault("temperature", [0.0, 0.0])[0] += tau / group
+                    if not sync:
+                        continue
+                    if t.max_grad_norm:
+                        acc.clip_grad_norm_(params, t.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    state.step += 1
+                    step_rng = rng_state()
+                    n_logged = sums.setdefault("_n", [0.0, 0.0])
+                    n_logged[0] += 1
+                    end_of_epoch = micro == batches
+                    if main and (state.step % t.log_every == 0 or end_of_epoch or state.step == total):
+                        _log(writer, sums, scheduler, state.step, total, progress, bar)
+                        sums = {}
+                    progress.update(bar, completed=state.step)
+                    if state.step == total or _due(t.eval_every, state.step, end_of_epoch):
+                        evaluate(state.step)
+                    if main and (state.step == total or _due(t.save_every, state.step, end_of_epoch)):
+                        state.train_seconds += time.time() - started
+                        started = time.time()
+                        save(state.step, step_rng)
+                        last_saved = state.step
+                    acc.wait_for_everyone()
+                    if state.step >= total:
+                        break
+    except KeyboardInterrupt:
+        if main and state.step > last_saved:
+            state.train_seconds += time.time() - started
+            path = save(state.step, step_rng)
+            console.print(f"\ninterrupted: saved {path}; continue with --resume")
+        raise
+    finally:
+        if writer:
+            writer.close()
+    if not main:
+        return {}
+    return _finish(plan, out, state, acc, teacher)
+
+
+def _log(writer, sums, scheduler, step, total, progress, bar) -> None:
+    n = sums.pop("_n")[0]
+    for name, (raw, weighted) in sums.items():
+        if name in ("total", "temperature"):
+            writer.add_scalar(f"train/{name}", raw / n, step)
+        else:
+            writer.add_scalar(f"loss/{name}", raw / n, step)
+            writer.add_scalar(f"weighted/{name}", weighted / n, step)
+    lrs = scheduler.get_last_lr()
+    writer.add_scalar("train/lr", lrs[0], step)
+    if len(lrs) > 2:
+        writer.add_scalar("train/lr_projections", lrs[2], step)
+    info = f"loss {sums['total'][0] / n:.4f}  lr {lrs[0]:.2e}"
+    progress.update(bar, info=info)
+    if progress.disable:
+        console.print(f"step {step}/{total}  {info}  " + "  ".join(
+            f"{k} {v[0] / n:.4f}" for k, v in sums.items() if k not in ("total",)))
+
+
+def _finish(plan, out: Path, state: TrainState, acc, teacher) -> dict:
+    r, task = plan.recipe, plan.task
+    src = out / "best" if (out / "best").exists() else checkpoints(out)[-1]
+    _publish(src, out)
+    # Score the published student as any user would load it, and the teacher on the same split.
+    split_name, split = ("test", plan.splits.test) if plan.splits.test is not None else ("eval", plan.splits.eval)
+    report = {"recipe": r.name, "steps": state.step, "train_seconds": round(state.train_seconds, 1),
+              "best": {"metric": r.best_metric, "value": state.best_metric, "step": state.best_step},
+              "history": state.history, "final_split": split_name if split is not None else None}
+    if split is not None:
+        ds = data_mod.tokenize(split, plan.tokenizer, r.data)
+        report["student"] = score(out, ds, plan.tokenizer, task, r.train.eval_batch_size, acc)
+        if teacher is not None:
+            logits, labels, _ = predict(teacher, ds, plan.tokenizer, r.train.eval_batch_size, acc)
+            report["teacher"] = task.compute_metrics(logits, labels)
+    (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    rows = [("student", report.get("student", {}))]
+    if "teacher" in report:
+        rows.insert(0, ("teacher", report["teacher"]))
+        main, s, tm = task.main_metric, report["student"].get(task.main_metric), report["teacher"].get(task.main_metric)
+        if s is not None and tm:
+            report["retained_pct"] = round(100 * (tm / s if main == "mse" else s / tm), 2)
+            (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    if split is not None:
+        console.print(results_table(f"{split_name} split ({len(split)} rows)", rows, [(m, m) for m in task.metrics]))
+    if "retained_pct" in report:
+        console.print(f"student keeps [bold]{report['retained_pct']}%[/bold] of the teacher's {task.main_metric}")
+    console.print(f"saved to {out}/ ({state.train_seconds / 60:.1f} min training); next: brew eval {out}")
+    return report

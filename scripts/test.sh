@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Install what the tests need (idempotent), then run the whole suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+.venv/bin/python -m pytest -q "$@"

@@ -1,0 +1,103 @@
+"""Fixtures: tiny, randomly initialised BERT models and small labelled files, built in the test run."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ["COLUMNS"] = "200"  # rich tables unwrapped, so tests can search them
+
+WORDS = ("good great fine lovely superb happy bad awful poor sad terrible boring movie film plot actor the a is "
+         "was very not and it this").split()
+POSITIVE, NEGATIVE = WORDS[:6], WORDS[6:11]
+
+
+def make_tokenizer():
+    from transformers import BertTokenizer
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
+    return BertTokenizer(vocab={w: i for i, w in enumerate(vocab)})
+
+
+def make_model_dir(path: Path, *, layers=4, hidden=32, heads=4, ffn=37, labels=("neg", "pos"), seed=0) -> Path:
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    tok = make_tokenizer()
+    cfg = BertConfig(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                     intermediate_size=ffn, max_position_embeddings=64, num_labels=len(labels),
+                     id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)})
+    model = BertForSequenceClassification(cfg)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def make_rows(n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        pos = rng.random() < 0.5
+        words = rng.sample(POSITIVE if pos else NEGATIVE, 2) + rng.sample(WORDS[11:], 3)
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": "pos" if pos else "neg"})
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict]) -> Path:
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="session")
+def teacher_dir(tmp_path_factory) -> Path:
+    return make_model_dir(tmp_path_factory.mktemp("teacher") / "tiny-teacher")
+
+
+@pytest.fixture(scope="session")
+def data_files(tmp_path_factory) -> dict[str, str]:
+    d = tmp_path_factory.mktemp("data")
+    return {"train": str(write_csv(d / "train.csv", make_rows(48, 1))),
+            "test": str(write_csv(d / "test.csv", make_rows(16, 2)))}
+
+
+def base_recipe(teacher_dir, data_files, out, **changes) -> dict:
+    recipe = {
+        "name": "tiny",
+        "task": "classification",
+        "teacher": str(teacher_dir),
+        "student": {"preset": "T3-small", "init": "random"},
+        "data": {"files": dict(data_files), "test_split": "test", "eval_fraction": 0.25, "max_length": 16},
+        "distill": {"temperature": 2, "matches": [{"preset": "uniform", "feature": "hidden", "loss": "hidden_mse"}]},
+        "train": {"output_dir": str(out), "epochs": 2, "batch_size": 8, "lr": 1e-3, "log_every": 2},
+    }
+    for key, value in changes.items():
+        section, _, field = key.partition("__")
+        if field:
+            recipe[section][field] = value
+        else:
+            recipe[section] = value
+    return recipe
+
+
+@pytest.fixture
+def recipe_file(tmp_path, teacher_dir, data_files):
+    """Write a recipe built from the tiny defaults; keyword `section__field=value` changes one field."""
+
+    def write(**changes) -> Path:
+        path = tmp_path / "recipe.yaml"
+        path.write_text(yaml.safe_dump(base_recipe(teacher_dir, data_files, tmp_path / "out", **changes),
+                                       sort_keys=False))
+        return path
+
+    return write

@@ -1,0 +1,152 @@
+"""The training loop on tiny models: outputs, exact resume, interrupts, attention matches, initialisation."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from brewcli.errors import BrewError
+from brewcli.plan import build_plan
+from brewcli.recipe import load_recipe
+from brewcli.train import build_models, run
+
+
+def plan_for(path, *overrides):
+    return build_plan(load_recipe(path, list(overrides)))
+
+
+def test_teacher_is_frozen_and_layers_are_copied(recipe_file):
+    plan = plan_for(recipe_file(student={"preset": "T3", "teacher_layers": [0, 2, 3]}))
+    assert plan.init == "teacher-layers" and plan.init_layers == [0, 2, 3]
+    teacher, student = build_models(plan)
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    for s_idx, t_idx in enumerate([0, 2, 3]):
+        s = student.bert.encoder.layer[s_idx].attention.self.query.weight
+        t = teacher.bert.encoder.layer[t_idx].attention.self.query.weight
+        assert torch.equal(s, t)
+    assert torch.equal(student.bert.embeddings.word_embeddings.weight, teacher.bert.embeddings.word_embeddings.weight)
+    assert torch.equal(student.classifier.weight, teacher.classifier.weight)
+
+
+def test_uniform_layer_choice():
+    from brewcli.students import teacher_layers
+
+    assert teacher_layers("uniform", 12, 6) == [1, 3, 5, 7, 9, 11]
+    assert teacher_layers("uniform", 6, 3) == [1, 3, 5]
+    assert teacher_layers("first", 12, 3) == [0, 1, 2] and teacher_layers("last", 12, 3) == [9, 10, 11]
+    assert teacher_layers([0, 2, 4, 7, 9, 11], 12, 6) == [0, 2, 4, 7, 9, 11]
+
+
+def test_presets_have_textbrewer_sizes_for_bert_base():
+    from transformers import BertConfig
+
+    from brewcli.models import count_params
+    from brewcli.students import student_config
+    from brewcli.tasks import TASKS
+
+    base = BertConfig(vocab_size=28996)  # BERT-base-cased
+    task = TASKS.get("classification")
+    expected = {"T6": (6, 768, 3072, 65e6), "T3": (3, 768, 3072, 44e6), "T3-small": (3, 384, 1536, 17e6),
+                "T4-tiny": (4, 312, 1200, 14e6), "T12-nano": (12, 256, 1024, 17e6)}
+    for name, (layers, hidden, ffn, params) in expected.items():
+        cfg = student_config(base, name, {})
+        assert (cfg.num_hidden_layers, cfg.hidden_size, cfg.intermediate_size) == (layers, hidden, ffn)
+        assert count_params(cfg, task) == pytest.approx(params, rel=0.08), name  # TextBrewer's README counts
+
+
+def test_distill_run_writes_standard_outputs(recipe_file, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    report = run(plan_for(recipe_file()))
+    out = tmp_path / "out"
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    assert model.config.num_hidden_layers == 3 and model.config.hidden_size == 16
+    assert model.config.id2label == {0: "neg", 1: "pos"}
+    assert AutoTokenizer.from_pretrained(out)("good movie")["input_ids"][1] == 5  # "good" is id 5
+    assert (out / "model.safetensors").exists() and (out / "recipe.yaml").exists()
+    proj = load_file(str(out / "projections.safetensors"))  # 16 -> 32 projections for 4 hidden matches
+    assert {k: tuple(v.shape) for k, v in proj.items() if k.endswith("weight")} == {
+        f"{i}.weight": (32, 16) for i in range(4)}
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-10", "checkpoint-5"]
+    assert (out / "best" / "model.safetensors").exists() and list((out / "logs").glob("events.out.tfevents.*"))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 10 and metrics["final_split"] == "test"
+    assert 0 <= metrics["student"]["accuracy"] <= 1 and 0 <= metrics["teacher"]["accuracy"] <= 1
+    assert metrics["student"]["params"] < metrics["teacher"].get("params", 10**9)
+    assert [h["step"] for h in metrics["history"]] == [5, 10]
+    assert report["retained_pct"] > 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "logs"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/total", "loss/kd", "weighted/kd", "loss/hidden_hidden_mse_3_4", "train/lr",
+            "train/lr_projections", "eval/accuracy"} <= tags
+    kd = [e.value for e in events.Scalars("loss/hidden_hidden_mse_3_4")]
+    assert kd[-1] < kd[0]  # the student moves towards the teacher
+
+
+def test_refuses_to_overwrite_and_resume_is_exact(recipe_file, tmp_path):
+    path = recipe_file(train__save_every=2, train__keep_checkpoints=5, train__max_steps=4, train__eval_every=2)
+    out = tmp_path / "out"
+    run(plan_for(path))
+    full = load_file(str(out / "checkpoint-4" / "model.safetensors"))
+    with pytest.raises(BrewError, match="already holds checkpoints"):
+        run(plan_for(path))
+    shutil.rmtree(out / "checkpoint-4")
+    run(plan_for(path), resume=True)
+    resumed = load_file(str(out / "checkpoint-4" / "model.safetensors"))
+    assert full.keys() == resumed.keys()
+    for k in full:
+        assert torch.equal(full[k], resumed[k]), k
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [h["step"] for h in metrics["history"]] == [2, 4]  # history survives the resume
+
+
+def test_interrupt_saves_a_checkpoint(recipe_file, tmp_path, monkeypatch):
+    import brewcli.train as train_mod
+
+    real_due = train_mod._due
+
+    def due(every, step, end):
+        if step == 3:
+            raise KeyboardInterrupt
+        return real_due(every, step, end)
+
+    monkeypatch.setattr(train_mod, "_due", due)
+    with pytest.raises(KeyboardInterrupt):
+        run(plan_for(recipe_file(train__save_every=2, train__max_steps=6)))
+    assert (tmp_path / "out" / "checkpoint-3" / "training_state.pt").exists()
+    assert (tmp_path / "out" / "checkpoint-2").exists()
+
+
+def test_attention_matches_train_with_eager_attention(recipe_file, tmp_path):
+    plan = plan_for(recipe_file(student={"preset": "T3"},
+                                distill__matches=["uniform", {"preset": "uniform", "feature": "attention",
+                                                              "loss": "attention_ce"},
+                                                  {"teacher_layer": [2, 4], "student_layer": [1, 3], "loss": "fsp"}],
+                                distill__hard_label_weight=0.5, distill__hard_label_weight_schedule="linear_decay",
+                                distill__temperature_scheduler={"name": "flsw", "beta": 1, "gamma": 2}),
+                    "train.max_steps=3")
+    assert plan.student_config.attention_probs_dropout_prob == 0.0
+    teacher, student = build_models(plan)
+    assert teacher.config._attn_implementation == "eager" == student.config._attn_implementation
+    report = run(plan)
+    assert report["steps"] == 3
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "out" / "logs"))
+    events.Reload()
+    values = {t: events.Scalars(t)[-1].value for t in events.Tags()["scalars"]}
+    assert values["loss/attention_attention_ce_3_4"] > 0 and values["loss/hidden_fsp_1-3_2-4"] >= 0
+    assert all(v == v for v in values.values())  # no NaN
+
+
+def test_plain_training_without_teacher(recipe_file, teacher_dir, tmp_path):
+    path = recipe_file(teacher=None, distill=None, student={"model": str(teacher_dir)})
+    raw = path.read_text().replace("distill: null\n", "").replace("teacher: null\n", "")
+    path.write_text(raw)
+    report = run(plan_for(path, "train.max_steps=4", "train.lr=5e-3"))
+    assert report["steps"] == 4 and "teacher" not in report and report["student"]["accuracy"] >= 0
