@@ -105,7 +105,7 @@ def eval_(checkpoint: str = typer.Argument(..., help="a brew output folder, best
         r["params_h"] = human(r["params"])
         r["size_h"] = human(r["size_bytes"], "B")
     cols = [(m, m) for m in task.metrics] + [("params_h", "params"), ("size_h", "size on disk"),
-                                               ("latency_ms", "latency ms (batch 1)"), ("throughput", "examples/s")]
+                                               ("latency_ms", "ms/example"), ("throughput", "examples/s")]
     console.print(results_table(f"{report['checkpoint']} on {report['split']} ({report['rows']} rows, "
                                 f"{report['device']})", rows, cols))
     if "retained_pct" in report:

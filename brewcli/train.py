@@ -286,7 +286,7 @@ def _log(writer, sums, scheduler, step, total, progress, bar) -> None:
     progress.update(bar, info=info)
     if progress.disable:
         console.print(f"step {step}/{total}  {info}  " + "  ".join(
-            f"{k} {v[0] / n:.4f}" for k, v in sums.items() if k not in ("total",)))
+            f"{k} {v[0] / n:.4f}" for k, v in sums.items() if k != "total"), soft_wrap=True)
 
 
 def _finish(plan, out: Path, state: TrainState, acc, teacher) -> dict:
@@ -303,9 +303,10 @@ def _finish(plan, out: Path, state: TrainState, acc, teacher) -> dict:
         report["student"] = score(out, ds, plan.tokenizer, task, r.train.eval_batch_size, acc)
         if teacher is not None:
             logits, labels, _ = predict(teacher, ds, plan.tokenizer, r.train.eval_batch_size, acc)
-            report["teacher"] = task.compute_metrics(logits, labels)
+            report["teacher"] = {**task.compute_metrics(logits, labels),
+                                 "params": sum(p.numel() for p in teacher.parameters())}
     (out / "metrics.json").write_text(json.dumps(report, indent=2))
-    rows = [("student", report.get("student", {}))]
+    rows = [("student" if teacher is not None else "model", report.get("student", {}))]
     if "teacher" in report:
         rows.insert(0, ("teacher", report["teacher"]))
         main, s, tm = task.main_metric, report["student"].get(task.main_metric), report["teacher"].get(task.main_metric)

