@@ -104,7 +104,7 @@ def eval_(checkpoint: str = typer.Argument(..., help="a brew output folder, best
     for _, r in rows:
         r["params_h"] = human(r["params"])
         r["size_h"] = human(r["size_bytes"], "B")
-    cols = [(m, m) for m in task.metrics] + [("params_h", "params"), ("size_h", "size on disk"),
+    cols = [(m, m) for m in task.metrics] + [("params_h", "params"), ("size_h", "size"),
                                                ("latency_ms", "ms/example"), ("throughput", "examples/s")]
     console.print(results_table(f"{report['checkpoint']} on {report['split']} ({report['rows']} rows, "
                                 f"{report['device']})", rows, cols))
@@ -131,7 +131,7 @@ def init(task: Optional[str] = typer.Option(None, help="classification or regres
     from brewcli.tasks import TASKS
     from brewcli.ui import console
 
-    ask = sys.stdin.isatty()
+    ask = _interactive()
 
     def value(current, prompt, default, choices=None):
         if current is not None:
@@ -158,6 +158,10 @@ def init(task: Optional[str] = typer.Option(None, help="classification or regres
     out.write_text(body)
     load_recipe(out)  # the schema accepts what we wrote
     console.print(f"wrote {out}; check it with: brew distill {out} --dry-run")
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty()
 
 
 @app.command("ls")

@@ -107,9 +107,15 @@ def load_splits(recipe, task, teacher_config=None, names: list[str] | None = Non
     """Train/eval/test splits with labels encoded; `names` fixes the label order (e.g. a trained model's)."""
     spec = recipe.data
     raw = _load_raw(spec)
+    eval_name, test_name = spec.eval_split, spec.test_split
+    if spec.files:  # local files: a split keyed eval/validation/dev or test is used without being named twice
+        if eval_name is None and not spec.eval_fraction:
+            eval_name = next((k for k in ("eval", "validation", "dev") if k in raw and k != spec.train_split), None)
+        if test_name is None and "test" in raw and spec.train_split != "test":
+            test_name = "test"
     train = _split(raw, spec.train_split, "data.train_split")
-    evals = _split(raw, spec.eval_split, "data.eval_split")
-    test = _split(raw, spec.test_split, "data.test_split")
+    evals = _split(raw, eval_name, "data.eval_split")
+    test = _split(raw, test_name, "data.test_split")
     for split_name, ds in (("train", train), ("eval", evals), ("test", test)):
         if ds is None:
             continue

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+import yaml
 
 from brewcli import __version__
 from brewcli import data as data_mod
@@ -107,6 +108,13 @@ def _meta(plan, step: int, metrics: dict | None) -> dict:
             "metrics": metrics, "cwd": os.getcwd()}
 
 
+def _changed_keys(old, new, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [k for key in sorted(set(old) | set(new), key=str)
+                for k in _changed_keys(old.get(key), new.get(key), f"{prefix}{key}.")]
+    return [] if old == new else [prefix.rstrip(".")]
+
+
 def _publish(src: Path, out: Path) -> None:
     """Put the final student's files at the top of the output folder (each file replaced atomically)."""
     for f in src.iterdir():
@@ -163,6 +171,9 @@ def run(plan, resume: bool = False) -> dict:
         state = TrainState(**load_checkpoint(found[-1], model=plain_student, projections=plain_objective.projections,
                                              optimizer=optimizer.optimizer, scheduler=scheduler, scaler=acc.scaler))
         console.print(f"resumed from {found[-1]} at step {state.step}/{total}")
+        changed = _changed_keys(yaml.safe_load((found[-1] / "recipe.yaml").read_text()), yaml.safe_load(recipe_text))
+        if changed:
+            console.print(f"[yellow]note:[/yellow] the recipe differs from the checkpoint's in: {', '.join(changed)}")
     if main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "recipe.yaml").write_text(recipe_text)

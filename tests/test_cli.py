@@ -44,7 +44,7 @@ def test_init_distill_eval(tmp_path, teacher_dir, data_files, monkeypatch):
     assert report["student"]["latency_ms"] > 0 and report["speedup"] > 0 and report["student"]["size_bytes"] > 10_000
 
     r = brew("eval", out / "best", "--data", data_files["test"], "--no-teacher")
-    assert r.exit_code == 0 and "on file (16 rows" in r.output and "accuracy" in r.output
+    assert r.exit_code == 0 and "on file (16 rows" in " ".join(r.output.split()) and "accuracy" in r.output
     r = brew("eval", out, "--split", "test")
     assert r.exit_code == 2 and "no test split" in r.output
 
@@ -74,3 +74,16 @@ def test_ls():
 def test_eval_of_a_folder_that_is_not_a_checkpoint(tmp_path):
     r = brew("eval", tmp_path)
     assert r.exit_code == 2 and "not a model folder" in r.output
+
+
+def test_init_asks_for_what_the_flags_leave_out(tmp_path, teacher_dir, data_files, monkeypatch):
+    import brewcli.cli as cli
+
+    monkeypatch.setattr(cli, "_interactive", lambda: True)
+    monkeypatch.chdir(tmp_path)
+    answers = "\n".join(["regression", str(teacher_dir), "T4-tiny", data_files["train"], "asked.yaml"]) + "\n"
+    r = runner.invoke(app, ["init"], input=answers)
+    assert r.exit_code == 0, r.output
+    assert "Task (classification, regression)" in r.output and "Student preset" in r.output
+    text = (tmp_path / "asked.yaml").read_text()
+    assert "task: regression" in text and "kd_loss: mse" in text and "preset: T4-tiny" in text

@@ -161,3 +161,13 @@ def test_dry_run_prints_the_plan(recipe_file):
     for needle in ("brew plan", "teacher", "student", "init random", "layer matches", "hidden_mse", "linear 16->32",
                    "[4, 4] -> [3, 3]", "attention_ce", "eager attention", "train 36, eval 12, test 16", "kd"):
         assert needle in out, needle
+
+
+def test_local_files_named_test_or_eval_are_used(recipe_file, data_files):
+    from brewcli.plan import build_plan
+
+    plan = build_plan(load_recipe(recipe_file(data__test_split=None)))
+    assert plan.splits.sizes() == {"train": 36, "eval": 12, "test": 16}
+    files = {"train": data_files["train"], "validation": data_files["test"]}
+    plan = build_plan(load_recipe(recipe_file(data__test_split=None, data__eval_fraction=None, data__files=files)))
+    assert plan.splits.sizes() == {"train": 48, "eval": 16}

@@ -88,7 +88,7 @@ def test_distill_run_writes_standard_outputs(recipe_file, tmp_path):
     assert kd[-1] < kd[0]  # the student moves towards the teacher
 
 
-def test_refuses_to_overwrite_and_resume_is_exact(recipe_file, tmp_path):
+def test_refuses_to_overwrite_and_resume_is_exact(recipe_file, tmp_path, capsys):
     path = recipe_file(train__save_every=2, train__keep_checkpoints=5, train__max_steps=4, train__eval_every=2)
     out = tmp_path / "out"
     run(plan_for(path))
@@ -96,7 +96,9 @@ def test_refuses_to_overwrite_and_resume_is_exact(recipe_file, tmp_path):
     with pytest.raises(BrewError, match="already holds checkpoints"):
         run(plan_for(path))
     shutil.rmtree(out / "checkpoint-4")
-    run(plan_for(path), resume=True)
+    capsys.readouterr()
+    run(plan_for(path, "train.log_every=1"), resume=True)
+    assert "recipe differs from the checkpoint's in: train.log_every" in " ".join(capsys.readouterr().err.split())
     resumed = load_file(str(out / "checkpoint-4" / "model.safetensors"))
     assert full.keys() == resumed.keys()
     for k in full:
