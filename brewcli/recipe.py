@@ -70,6 +70,16 @@ class StudentSpec(Strict):
 
     _from_str = _shorthand("preset")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _init_shorthand(cls, v):
+        """`init: [0, 2, 4]` or `init: uniform` mean teacher-layers with that choice of layers."""
+        if isinstance(v, dict) and (isinstance(v.get("init"), list) or v.get("init") in ("uniform", "first", "last")):
+            if "teacher_layers" in v:
+                raise ValueError("give the layers either in init or in teacher_layers, not both")
+            v = {**v, "init": "teacher-layers", "teacher_layers": v["init"]}
+        return v
+
     @field_validator("preset")
     @classmethod
     def _preset(cls, v: str | None) -> str | None:

@@ -10,6 +10,8 @@ import pytest
 import yaml
 
 os.environ["COLUMNS"] = "200"  # rich tables unwrapped, so tests can search them
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub here: fail at once instead of retrying
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 WORDS = ("good great fine lovely superb happy bad awful poor sad terrible boring movie film plot actor the a is "
          "was very not and it this").split()

@@ -171,3 +171,15 @@ def test_local_files_named_test_or_eval_are_used(recipe_file, data_files):
     files = {"train": data_files["train"], "validation": data_files["test"]}
     plan = build_plan(load_recipe(recipe_file(data__test_split=None, data__eval_fraction=None, data__files=files)))
     assert plan.splits.sizes() == {"train": 48, "eval": 16}
+
+
+def test_init_accepts_a_layer_list_or_strategy(recipe_file):
+    r = load_recipe(recipe_file(student={"preset": "T3", "init": [0, 2, 3]}))
+    assert r.student.init == "teacher-layers" and r.student.teacher_layers == [0, 2, 3]
+    assert load_recipe(recipe_file(student={"preset": "T3", "init": "last"})).student.teacher_layers == "last"
+
+
+def test_hub_names_that_cannot_be_fetched(recipe_file):
+    fails(recipe_file(teacher="some-org/no-such-model"), "teacher: 'some-org/no-such-model' is neither a local "
+          "folder nor a model we could fetch from the Hugging Face Hub")
+    fails(recipe_file(data={"dataset": "no-such-dataset-xyz"}), "data.dataset: could not load 'no-such-dataset-xyz'")

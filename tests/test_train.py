@@ -152,3 +152,29 @@ def test_plain_training_without_teacher(recipe_file, teacher_dir, tmp_path):
     path.write_text(raw)
     report = run(plan_for(path, "train.max_steps=4", "train.lr=5e-3"))
     assert report["steps"] == 4 and "teacher" not in report and report["student"]["accuracy"] >= 0
+
+
+def test_text_pairs_and_regression(recipe_file, tmp_path):
+    from tests.conftest import make_model_dir, make_rows, write_csv
+
+    rows = [{"premise": r["text"], "hypothesis": r["text"][::-1], "score": float(len(r["text"]) % 5)}
+            for r in make_rows(24, 3)]
+    files = {"train": str(write_csv(tmp_path / "pairs.csv", rows))}
+    teacher = make_model_dir(tmp_path / "reg-teacher", labels=("score",))
+    plan = plan_for(recipe_file(task="regression", teacher=str(teacher), distill__kd_loss="mse",
+                                data={"files": files, "text": ["premise", "hypothesis"], "label": "score",
+                                      "eval_fraction": 0.25, "max_length": 24}),
+                    "train.max_steps=2")
+    assert plan.splits.label_names is None and plan.student_config.num_labels == 1
+    from brewcli.data import tokenize
+
+    ids = tokenize(plan.splits.train, plan.tokenizer, plan.recipe.data)[0]["token_type_ids"]
+    assert 0 in ids and 1 in ids  # both texts of the pair are there
+    report = run(plan)
+    assert set(report["student"]) >= {"pearson", "spearman", "mse"} and report["best"]["metric"] == "pearson"
+
+
+def test_gradient_accumulation_counts_optimizer_steps(recipe_file):
+    # 36 train rows, batch 8 -> 5 batches/epoch; accumulating 2 -> 3 optimizer steps/epoch (the last one smaller)
+    report = run(plan_for(recipe_file(train__grad_accum=2, train__epochs=2)))
+    assert report["steps"] == 6 and [h["step"] for h in report["history"]] == [3, 6]
