@@ -319,16 +319,6 @@ def _shorthand_key(path: list[str | int]) -> str | None:
     return None
 
 
-def raw_get(raw: dict, path: list, default=None):
-    node = raw
-    for part in path:
-        try:
-            node = node[part]
-        except (KeyError, IndexError, TypeError):
-            return default
-    return node
-
-
 def _key(loc: tuple | list) -> str:
     out = ""
     for part in loc:
@@ -418,7 +408,7 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
         errors = []
         for err in e.errors():
             loc, msg, hint = _explain(err)
-            key = _key(loc) or "recipe"
+            key = _key(loc)
             if any(loc[: len(o)] == o or o[: len(loc)] == loc for o in overridden if loc):
                 msg += " (command-line override)"
             else:

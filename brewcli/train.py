@@ -165,6 +165,7 @@ def run(plan, resume: bool = False) -> dict:
     if teacher is not None:
         teacher.to(acc.device)
     plain_student, plain_objective = acc.unwrap_model(student), acc.unwrap_model(objective)
+    student.train()  # from_pretrained returns models in eval mode: dropout must be on while training
     state = TrainState()
     recipe_text = r.dump()
     if resume:

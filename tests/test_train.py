@@ -146,12 +146,24 @@ def test_attention_matches_train_with_eager_attention(recipe_file, tmp_path):
     assert all(v == v for v in values.values())  # no NaN
 
 
-def test_plain_training_without_teacher(recipe_file, teacher_dir, tmp_path):
+def test_plain_training_without_teacher(recipe_file, teacher_dir, tmp_path, monkeypatch):
+    import brewcli.train as train_mod
+
+    modes = []
+    real_build = train_mod.build_models
+
+    def build(plan):
+        teacher, student = real_build(plan)
+        student.register_forward_pre_hook(lambda module, args: modes.append(module.training))
+        return teacher, student
+
+    monkeypatch.setattr(train_mod, "build_models", build)
     path = recipe_file(teacher=None, distill=None, student={"model": str(teacher_dir)})
     raw = path.read_text().replace("distill: null\n", "").replace("teacher: null\n", "")
     path.write_text(raw)
     report = run(plan_for(path, "train.max_steps=4", "train.lr=5e-3"))
     assert report["steps"] == 4 and "teacher" not in report and report["student"]["accuracy"] >= 0
+    assert modes[:4] == [True] * 4  # a from_pretrained model trains with dropout on (eval passes come later)
 
 
 def test_text_pairs_and_regression(recipe_file, tmp_path):
