@@ -126,9 +126,12 @@ def load_splits(recipe, task, teacher_config=None, names: list[str] | None = Non
     if names is None:
         names = label_names(train, spec, task, recipe.task.num_labels, teacher_config)
 
-    def encode(ds):
+    def encode(ds, split_name):
         if ds is None:
             return None
+        if not task.regression and any(v is not None and isinstance(v, int) and v < 0 for v in ds.unique(spec.label)):
+            raise RecipeError(f"data.{split_name}_split", f"the {split_name} split has unlabelled rows (label -1, "
+                              "as in GLUE's test splits)", "score on a labelled split, such as validation")
         if task.regression:
             return ds.map(lambda b: {LABELS: [float(v) for v in b[spec.label]]}, batched=True)
         if hasattr(ds.features[spec.label], "names"):
@@ -145,7 +148,7 @@ def load_splits(recipe, task, teacher_config=None, names: list[str] | None = Non
 
         return ds.map(lambda b: {LABELS: [to_id(v) for v in b[spec.label]]}, batched=True)
 
-    train, evals, test = encode(train), encode(evals), encode(test)
+    train, evals, test = encode(train, "train"), encode(evals, "eval"), encode(test, "test")
     if spec.eval_fraction:
         train, evals = _carve_eval(train, spec, names)
     if spec.max_train_samples:

@@ -183,3 +183,11 @@ def test_hub_names_that_cannot_be_fetched(recipe_file):
     fails(recipe_file(teacher="some-org/no-such-model"), "teacher: 'some-org/no-such-model' is neither a local "
           "folder nor a model we could fetch from the Hugging Face Hub")
     fails(recipe_file(data={"dataset": "no-such-dataset-xyz"}), "data.dataset: could not load 'no-such-dataset-xyz'")
+
+
+def test_unlabelled_test_split_is_refused(recipe_file, tmp_path):
+    from tests.conftest import write_csv
+
+    files = {"train": str(write_csv(tmp_path / "tr.csv", [{"text": "good", "label": 1}, {"text": "bad", "label": 0}])),
+             "test": str(write_csv(tmp_path / "te.csv", [{"text": "fine", "label": -1}]))}
+    fails(recipe_file(data={"files": files, "test_split": "test"}), "data.test_split: the test split has unlabelled rows")
