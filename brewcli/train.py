@@ -211,7 +211,7 @@ def run(plan, resume: bool = False) -> dict:
                         TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console,
                         disable=not (main and is_tty()))
     bar = progress.add_task("training", total=total, completed=state.step, info="")
-    sums: dict[str, list[float]] = {}
+    meter = Meter()
     last_saved, started, step_rng = state.step, time.time(), rng_state()
     want_h, want_a = plain_objective.needs_hidden, plain_objective.needs_attention
     try:
@@ -236,12 +236,10 @@ def run(plan, resume: bool = False) -> dict:
                             loss, terms, tau = objective(batch, s_out, t_out, state.step / total)
                         acc.backward(loss / group)
                     for name, (value, weight) in terms.items():
-                        acc_ = sums.setdefault(name, [0.0, 0.0])
-                        acc_[0] += value.item() / group
-                        acc_[1] += value.item() * weight / group
-                    sums.setdefault("total", [0.0, 0.0])[0] += loss.item() / group
+                        meter.add(name, value.item() / group, weight)
+                    meter.add("total", loss.item() / group)
                     if tau is not None:
-                        sums.setdefault("temperature", [0.0, 0.0])[0] += tau / group
+                        meter.add("temperature", tau / group)
                     if not sync:
                         continue
                     if t.max_grad_norm:
@@ -251,21 +249,23 @@ def run(plan, resume: bool = False) -> dict:
                     optimizer.zero_grad(set_to_none=True)
                     state.step += 1
                     step_rng = rng_state()
-                    n_logged = sums.setdefault("_n", [0.0, 0.0])
-                    n_logged[0] += 1
+                    meter.steps += 1
                     end_of_epoch = micro == batches
                     if main and (state.step % t.log_every == 0 or end_of_epoch or state.step == total):
-                        _log(writer, sums, scheduler, state.step, total, progress, bar)
-                        sums = {}
+                        _log(writer, meter, scheduler, state.step, total, progress, bar)
+                        meter = Meter()
                     progress.update(bar, completed=state.step)
-                    if state.step == total or _due(t.eval_every, state.step, end_of_epoch):
+                    do_eval = state.step == total or _due(t.eval_every, state.step, end_of_epoch)
+                    do_save = state.step == total or _due(t.save_every, state.step, end_of_epoch)
+                    if do_eval:
                         evaluate(state.step)
-                    if main and (state.step == total or _due(t.save_every, state.step, end_of_epoch)):
+                    if main and do_save:
                         state.train_seconds += time.time() - started
                         started = time.time()
                         save(state.step, step_rng)
                         last_saved = state.step
-                    acc.wait_for_everyone()
+                    if do_eval or do_save:
+                        acc.wait_for_everyone()
                     if state.step >= total:
                         break
     except KeyboardInterrupt:
@@ -282,23 +282,37 @@ def run(plan, resume: bool = False) -> dict:
     return _finish(plan, out, state, acc, teacher)
 
 
-def _log(writer, sums, scheduler, step, total, progress, bar) -> None:
-    n = sums.pop("_n")[0]
-    for name, (raw, weighted) in sums.items():
-        if name in ("total", "temperature"):
-            writer.add_scalar(f"train/{name}", raw / n, step)
-        else:
+class Meter:
+    """Loss terms summed over the optimizer steps since the last log line (weighted where a weight applies)."""
+
+    def __init__(self):
+        self.raw: dict[str, float] = {}
+        self.weighted: dict[str, float] = {}
+        self.steps = 0
+
+    def add(self, name: str, value: float, weight: float | None = None) -> None:
+        self.raw[name] = self.raw.get(name, 0.0) + value
+        if weight is not None:
+            self.weighted[name] = self.weighted.get(name, 0.0) + value * weight
+
+
+def _log(writer, meter: Meter, scheduler, step, total, progress, bar) -> None:
+    n = max(meter.steps, 1)
+    for name, raw in meter.raw.items():
+        if name in meter.weighted:
             writer.add_scalar(f"loss/{name}", raw / n, step)
-            writer.add_scalar(f"weighted/{name}", weighted / n, step)
+            writer.add_scalar(f"weighted/{name}", meter.weighted[name] / n, step)
+        else:
+            writer.add_scalar(f"train/{name}", raw / n, step)
     lrs = scheduler.get_last_lr()
     writer.add_scalar("train/lr", lrs[0], step)
     if len(lrs) > 2:
         writer.add_scalar("train/lr_projections", lrs[2], step)
-    info = f"loss {sums['total'][0] / n:.4f}  lr {lrs[0]:.2e}"
+    info = f"loss {meter.raw['total'] / n:.4f}  lr {lrs[0]:.2e}"
     progress.update(bar, info=info)
     if progress.disable:
-        console.print(f"step {step}/{total}  {info}  " + "  ".join(
-            f"{k} {v[0] / n:.4f}" for k, v in sums.items() if k != "total"), soft_wrap=True)
+        terms = "  ".join(f"{k} {v / n:.4f}" for k, v in meter.raw.items() if k != "total")
+        console.print(f"step {step}/{total}  {info}  {terms}", soft_wrap=True)
 
 
 def _finish(plan, out: Path, state: TrainState, acc, teacher) -> dict:
