@@ -151,7 +151,13 @@ def test_missing_recipe_file(tmp_path):
     assert result.exit_code == 2 and "recipe file not found" in result.output
 
 
-def test_dry_run_prints_the_plan(recipe_file):
+def test_dry_run_prints_the_plan(recipe_file, monkeypatch):
+    import transformers
+
+    def no_weights(*a, **k):
+        raise AssertionError("--dry-run loaded weights")
+
+    monkeypatch.setattr(transformers.PreTrainedModel, "from_pretrained", classmethod(no_weights))
     result = brew("distill", recipe_file(student={"preset": "T3-small"},
                                          distill__matches=["uniform", {"preset": "uniform", "loss": "mmd"},
                                                            {"preset": "uniform", "feature": "attention",
