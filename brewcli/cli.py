@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -53,7 +54,8 @@ def _run(recipe: Path, overrides: list[str] | None, dry_run: bool, resume: bool,
         raise RecipeError("teacher", "brew train fine-tunes one model, but this recipe names a teacher",
                           "use `brew distill` to distill it")
     plan = build_plan(r)
-    render_plan(plan)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun / accelerate launch, print the plan once
+        render_plan(plan)
     if dry_run:
         return
     from brewcli.train import run

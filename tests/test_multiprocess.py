@@ -1,0 +1,26 @@
+"""Two processes on the CPU (torchrun, gloo): data is sharded, one process logs and saves."""
+
+import json
+import os
+import subprocess
+import sys
+
+import yaml
+
+from tests.conftest import base_recipe
+
+
+def test_two_process_distill(tmp_path, teacher_dir, data_files):
+    recipe = base_recipe(teacher_dir, data_files, tmp_path / "out")
+    recipe["train"]["device"] = "cpu"
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "brewcli",
+                           "distill", str(path)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.count("brew plan") == 1
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    # 36 train rows split over 2 processes -> 18 each -> 3 batches of 8 per epoch -> 6 steps in 2 epochs
+    assert metrics["steps"] == 6 and [h["step"] for h in metrics["history"]] == [3, 6]
+    assert sorted(p.name for p in (tmp_path / "out").glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-6"]
