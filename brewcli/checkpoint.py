@@ -81,7 +81,6 @@ def checkpoints(out: Path) -> list[Path]:
 
 
 def load_checkpoint(folder: Path, *, model, projections, optimizer, scheduler, scaler) -> dict:
-
     weights = load_file(str(folder / "model.safetensors"))
     missing, unexpected = model.load_state_dict(weights, strict=False)
     tied = set(getattr(model, "_tied_weights_keys", None) or [])

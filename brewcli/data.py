@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from brewcli.errors import BrewError, RecipeError, did_you_mean
+from brewcli.errors import RecipeError, did_you_mean
 
 FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 LABELS = "labels"  # the column name Hugging Face models read
@@ -199,7 +199,3 @@ def loader(ds, tokenizer, batch_size: int, sampler=None):
         return None
     return DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=DataCollatorWithPadding(tokenizer))
 
-
-def check_tokenizer(tokenizer, key: str) -> None:
-    if tokenizer.pad_token is None:
-        raise BrewError(f"{key}: the tokenizer has no padding token; batches of uneven length cannot be formed")

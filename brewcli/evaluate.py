@@ -81,7 +81,7 @@ def evaluate_checkpoint(path: str, data_file: str | None = None, split: str | No
                         batch_size: int = 64, with_teacher: bool = True) -> dict:
     from brewcli.models import load_tokenizer
     from brewcli.recipe import load_recipe
-    from brewcli.tasks import TASKS
+    from brewcli.tasks import TASKS, retained_pct
 
     folder = Path(path)
     if not (folder / "config.json").is_file():
@@ -128,9 +128,9 @@ def evaluate_checkpoint(path: str, data_file: str | None = None, split: str | No
         t_ds = tok_ds if t_tok.get_vocab() == tokenizer.get_vocab() else data_mod.tokenize(ds, t_tok, recipe.data)
         report["teacher_path"] = teacher
         report["teacher"] = score(tdir if tdir.exists() else teacher, t_ds, t_tok, task, batch_size, acc)
-        s, t = report["student"][task.main_metric], report["teacher"][task.main_metric]
-        if t:
-            report["retained_pct"] = round(100 * (t / s if task.main_metric == "mse" else s / t), 2)
+        kept = retained_pct(task.main_metric, report["student"][task.main_metric], report["teacher"][task.main_metric])
+        if kept is not None:
+            report["retained_pct"] = kept
         report["speedup"] = round(report["teacher"]["latency_ms"] / report["student"]["latency_ms"], 2)
         report["size_ratio"] = round(report["student"]["params"] / report["teacher"]["params"], 3)
     return report

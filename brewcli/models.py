@@ -45,8 +45,8 @@ def set_labels(config, task, label_names: list[str] | None) -> None:
 
 
 def has_task_head(config, task) -> bool:
-    arch = getattr(config, "architectures", None) or []
-    return any(a.endswith("ForSequenceClassification") for a in arch)
+    suffix = task.auto_class.removeprefix("AutoModel")  # e.g. ForSequenceClassification
+    return any(a.endswith(suffix) for a in getattr(config, "architectures", None) or [])
 
 
 def count_params(config, task) -> int:

@@ -24,6 +24,7 @@ from brewcli.models import from_config, load_pretrained
 from brewcli.objective import Objective
 from brewcli.schedulers import LR
 from brewcli.students import copy_teacher_layers
+from brewcli.tasks import LOWER_IS_BETTER, retained_pct
 from brewcli.ui import console, is_tty, results_table
 
 PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
@@ -96,7 +97,7 @@ def _due(every, step: int, end_of_epoch: bool) -> bool:
 
 
 def _better(metric: str, new: float, old: float | None) -> bool:
-    return old is None or (new < old if metric in ("mse", "loss") else new > old)
+    return old is None or (new < old if metric in LOWER_IS_BETTER else new > old)
 
 
 def _meta(plan, step: int, metrics: dict | None) -> dict:
@@ -331,14 +332,13 @@ def _finish(plan, out: Path, state: TrainState, acc, teacher) -> dict:
             logits, labels, _ = predict(teacher, ds, plan.tokenizer, r.train.eval_batch_size, acc)
             report["teacher"] = {**task.compute_metrics(logits, labels),
                                  "params": sum(p.numel() for p in teacher.parameters())}
+            kept = retained_pct(task.main_metric, report["student"][task.main_metric], report["teacher"][task.main_metric])
+            if kept is not None:
+                report["retained_pct"] = kept
     (out / "metrics.json").write_text(json.dumps(report, indent=2))
     rows = [("student" if teacher is not None else "model", report.get("student", {}))]
     if "teacher" in report:
         rows.insert(0, ("teacher", report["teacher"]))
-        main, s, tm = task.main_metric, report["student"].get(task.main_metric), report["teacher"].get(task.main_metric)
-        if s is not None and tm:
-            report["retained_pct"] = round(100 * (tm / s if main == "mse" else s / tm), 2)
-            (out / "metrics.json").write_text(json.dumps(report, indent=2))
     if split is not None:
         console.print(results_table(f"{split_name} split ({len(split)} rows)", rows, [(m, m) for m in task.metrics]))
     if "retained_pct" in report:

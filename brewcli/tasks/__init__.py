@@ -32,5 +32,13 @@ class Task:
 
 
 TASKS: Registry[Task] = Registry("task")
+LOWER_IS_BETTER = {"mse"}
+
+
+def retained_pct(metric: str, student: float, teacher: float) -> float | None:
+    """Student as a percentage of the teacher on `metric` (inverted for metrics where lower is better)."""
+    if not teacher or not student:
+        return None
+    return round(100 * (teacher / student if metric in LOWER_IS_BETTER else student / teacher), 2)
 
 from brewcli.tasks import sequence  # noqa: E402,F401  (registers its tasks)
