@@ -30,8 +30,8 @@ class MatchLoss:
     needs_equal_width: bool = True  # hidden size (or head count) must agree, else a projection is needed
 
 
-KD_LOSSES: Registry[Callable[[Tensor, Tensor, Tensor], Tensor]] = Registry("kd loss")
-MATCH_LOSSES: Registry[MatchLoss] = Registry("loss")
+KD_LOSSES: Registry[Callable[[Tensor, Tensor, Tensor], Tensor]] = Registry("kd loss", "losses")
+MATCH_LOSSES: Registry[MatchLoss] = Registry("loss", "losses")
 
 
 def _t(temperature: Tensor | float, like: Tensor) -> Tensor:

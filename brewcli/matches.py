@@ -33,7 +33,7 @@ L4, L4A = _p((0, 0), (3, 1), (6, 2), (9, 3), (12, 4)), _p((3, 1), (6, 2), (9, 3)
 L6 = _p((0, 0), (2, 1), (4, 2), (6, 3), (8, 4), (10, 5), (12, 6))
 SMALL = tuple((i, i) for i in range(0, 13, 2))
 
-MATCH_PRESETS: Registry[MatchPreset] = Registry("match")
+MATCH_PRESETS: Registry[MatchPreset] = Registry("match", "matches")
 MATCH_PRESETS.add("uniform", MatchPreset("hidden", "hidden_mse", ()),
                   "generator for any depths: student layer m <- teacher layer round(m*N/M); set feature and loss")
 for _name, _feature, _loss, _pairs, _doc in [

@@ -25,8 +25,8 @@ class Entry(Generic[T]):
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str):
-        self.kind = kind
+    def __init__(self, kind: str, section: str):
+        self.kind, self.section = kind, section  # section: the `brew ls` argument that lists it
         self._entries: dict[str, Entry[T]] = {}
         self._aliases: dict[str, str] = {}
 
@@ -48,7 +48,7 @@ class Registry(Generic[T]):
             return self._aliases[name]
         hint = did_you_mean(name, self.all_names())
         raise UnknownName(
-            f"'{name}' is not a known {self.kind}" + (f"; {hint}" if hint else "") + f" (see `brew ls {self.kind}s`)"
+            f"'{name}' is not a known {self.kind}" + (f"; {hint}" if hint else "") + f" (see `brew ls {self.section}`)"
         )
 
     def get(self, name: str) -> T:

@@ -11,9 +11,9 @@ from brewcli.registry import Registry
 
 Tensor = torch.Tensor
 
-TEMPERATURE: Registry[Callable[..., Tensor | float]] = Registry("temperature scheduler")
-WEIGHT: Registry[Callable[[float], float]] = Registry("weight schedule")
-LR: Registry[str] = Registry("lr schedule")
+TEMPERATURE: Registry[Callable[..., Tensor | float]] = Registry("temperature scheduler", "schedulers")
+WEIGHT: Registry[Callable[[float], float]] = Registry("weight schedule", "schedulers")
+LR: Registry[str] = Registry("lr schedule", "schedulers")
 
 
 @TEMPERATURE.register("constant", "the configured temperature for every example")

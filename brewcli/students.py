@@ -26,7 +26,7 @@ class StudentPreset:
     matches: tuple[str, ...] = ()  # TextBrewer's published pairing for a 12-layer teacher
 
 
-PRESETS: Registry[StudentPreset] = Registry("student")
+PRESETS: Registry[StudentPreset] = Registry("student", "students")
 PRESETS.add("T6", StudentPreset(6, matches=("L6_hidden_mse", "L6_hidden_smmd")),
             "6 layers, teacher's width (BERT-base: 768, FFN 3072); DistilBERT / BERT6-PKD shape")
 PRESETS.add("T3", StudentPreset(3, matches=("L3_hidden_mse", "L3_hidden_smmd")),

@@ -64,7 +64,7 @@ def test_unknown_key_names_line_and_nearest(recipe_file, tmp_path):
 
 @pytest.mark.parametrize("changes, needles", [
     ({"student": "T4tiny"}, ["student.preset", "'T4tiny' is not a known student; did you mean 'T4-tiny'?"]),
-    ({"distill__kd_loss": "kll"}, ["distill.kd_loss", "did you mean 'kl'?"]),
+    ({"distill__kd_loss": "kll"}, ["distill.kd_loss", "did you mean 'kl'?", "(see `brew ls losses`)"]),
     ({"distill__matches": ["L3_hidden_mes"]}, ["distill.matches[0].preset", "did you mean 'L3_hidden_mse'?"]),
     ({"distill__matches": [{"preset": "uniform", "loss": "hiden_mse"}]}, ["distill.matches[0].loss",
                                                                        "did you mean 'hidden_mse'?"]),

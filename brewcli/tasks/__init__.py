@@ -31,7 +31,7 @@ class Task:
         return getattr(transformers, self.auto_class)
 
 
-TASKS: Registry[Task] = Registry("task")
+TASKS: Registry[Task] = Registry("task", "tasks")
 LOWER_IS_BETTER = {"mse"}
 
 
