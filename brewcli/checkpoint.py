@@ -81,14 +81,23 @@ def checkpoints(out: Path) -> list[Path]:
 
 
 def load_checkpoint(folder: Path, *, model, projections, optimizer, scheduler, scaler) -> dict:
-    weights = load_file(str(folder / "model.safetensors"))
+    from brewcli.errors import BrewError
+
+    try:
+        weights = load_file(str(folder / "model.safetensors"))
+        state = torch.load(folder / TRAINING_STATE, weights_only=False)
+    except Exception as e:  # a damaged or truncated file
+        raise BrewError(f"--resume: {folder} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
+                        "move that folder away to resume from the checkpoint before it") from None
     missing, unexpected = model.load_state_dict(weights, strict=False)
     tied = set(getattr(model, "_tied_weights_keys", None) or [])
-    if unexpected or [k for k in missing if k not in tied]:
-        raise RuntimeError(f"checkpoint {folder} does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    shapes = [k for k, v in weights.items() if k in model.state_dict() and model.state_dict()[k].shape != v.shape]
+    if unexpected or shapes or [k for k in missing if k not in tied]:
+        raise BrewError(f"--resume: the weights in {folder} do not fit the student this recipe builds (missing "
+                        f"{missing[:2]}, unexpected {unexpected[:2]}, other shapes {shapes[:2]}); the student section "
+                        "changed since that run. Restore it, or start in a new train.output_dir")
     if (folder / PROJECTIONS).exists():
         projections.load_state_dict(load_file(str(folder / PROJECTIONS)))
-    state = torch.load(folder / TRAINING_STATE, weights_only=False)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and state["scaler"] is not None:

@@ -21,10 +21,15 @@ OVERRIDES = typer.Argument(None, help="key=value overrides, e.g. train.lr=3e-5 d
 
 
 def _guarded(fn):
+    """User errors print one message (exit 2). Anything unexpected prints what brew was doing and where the full
+    traceback went (exit 1), so a bug can still be reported; never a traceback on the terminal."""
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from brewcli.errors import Activity
         from brewcli.ui import console
 
+        Activity.doing, Activity.log_dir = "starting", None
         try:
             return fn(*args, **kwargs)
         except RecipeErrors as e:
@@ -39,20 +44,59 @@ def _guarded(fn):
             raise typer.Exit(2)
         except KeyboardInterrupt:
             raise typer.Exit(130)
+        except Exception as e:  # the last resort: never a bare traceback
+            log = _crash_log(e)
+            first = (str(e).strip().splitlines() or [""])[0][:300]
+            out_of_memory = type(e).__name__ == "OutOfMemoryError" or "out of memory" in first.lower()
+            console.print(f"[red]error:[/red] brew stopped while {Activity.doing}: ", end="")
+            console.print(f"{type(e).__name__}: {first}", markup=False)
+            if out_of_memory:
+                console.print("  lower train.batch_size (keep the effective batch with train.grad_accum) or "
+                              "data.max_length")
+            console.print(f"  the full traceback is in {log}", markup=False)
+            if not out_of_memory:
+                console.print("  if the recipe and data look right, this is a bug in brew: please report it with "
+                              "that file")
+            raise typer.Exit(2 if out_of_memory else 1)
 
     return wrapper
 
 
+def _crash_log(error: Exception) -> Path:
+    """Write the traceback to brew-error.log in the output folder (or the temp folder before there is one)."""
+    import tempfile
+    import time
+    import traceback
+
+    from brewcli.errors import Activity
+
+    text = (f"brew {' '.join(sys.argv[1:])}\n{time.strftime('%Y-%m-%d %H:%M:%S')}  while {Activity.doing}\n\n"
+            + "".join(traceback.format_exception(error)))
+    for folder in (Activity.log_dir, Path(tempfile.gettempdir())):
+        if folder is None:
+            continue
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / "brew-error.log"
+            path.write_text(text)
+            return path
+        except OSError:
+            continue
+    return Path("(could not be written)")
+
+
 def _run(recipe: Path, overrides: list[str] | None, dry_run: bool, resume: bool, command: str) -> None:
-    from brewcli.errors import RecipeError
+    from brewcli.errors import RecipeError, doing
     from brewcli.plan import build_plan
     from brewcli.recipe import load_recipe
     from brewcli.ui import render_plan
 
+    doing(f"reading the recipe {recipe}")
     r = load_recipe(recipe, overrides or [])
     if command == "train" and r.teacher is not None:
         raise RecipeError("teacher", "brew train fine-tunes one model, but this recipe names a teacher",
                           "use `brew distill` to distill it")
+    doing("checking the recipe against the model configs, tokenizer and data")
     plan = build_plan(r)
     if os.environ.get("RANK", "0") == "0":  # under torchrun / accelerate launch, print the plan once
         render_plan(plan)
@@ -88,7 +132,7 @@ def train(recipe: Path = typer.Argument(..., help="the YAML recipe (no teacher)"
 def eval_(checkpoint: str = typer.Argument(..., help="a brew output folder, best/ or checkpoint-STEP/"),
           data: Optional[str] = typer.Option(None, help="score on this CSV/JSON/JSONL/Parquet file instead"),
           split: Optional[str] = typer.Option(None, help="train, eval or test (default: test if the recipe has one)"),
-          batch_size: int = typer.Option(64, help="batch size for scoring"),
+          batch_size: int = typer.Option(64, min=1, help="batch size for scoring"),
           teacher: bool = typer.Option(True, help="also score the teacher the checkpoint records"),
           as_json: bool = typer.Option(False, "--json", help="print the report as JSON on stdout")):
     """Score a checkpoint and compare it with its teacher: quality, size, speed."""
@@ -150,6 +194,8 @@ def init(task: Optional[str] = typer.Option(None, help="classification or regres
     student = value(student, "Student preset", "T3", PRESETS.names())
     PRESETS.canonical(student)
     data = value(data, "Data (file or dataset[:config])", None)
+    if Path(data).suffix.lower() in (".csv", ".tsv", ".json", ".jsonl", ".parquet") and not Path(data).is_file():
+        raise BrewError(f"brew init: --data {data}: file not found")
     out = Path(value(out, "Recipe file to write", "recipe.yaml"))
     if out.exists() and not force:
         raise BrewError(f"{out} exists; pass --force to overwrite it or choose another --out")

@@ -6,13 +6,15 @@ column or a label set that does not fit the model is reported first.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from brewcli import hub
+from brewcli.datafiles import FORMATS, FileRows, check_file, locate
 from brewcli.errors import RecipeError, did_you_mean
 
-FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 LABELS = "labels"  # the column name Hugging Face models read
 
 
@@ -27,31 +29,35 @@ class Splits:
         return {k: len(v) for k, v in (("train", self.train), ("eval", self.eval), ("test", self.test)) if v is not None}
 
 
-def _load_raw(spec) -> dict:
+def _load_raw(spec) -> tuple[dict, dict[str, list[FileRows]]]:
+    """The splits as datasets, and for local files where each row sits in its file (for messages)."""
     import datasets
 
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
     if spec.files:
-        files, fmt = {}, None
+        files, rows, fmt = {}, {}, None
         for split, paths in spec.files.items():
             paths = [paths] if isinstance(paths, str) else paths
-            for p in paths:
-                if not Path(p).is_file():
-                    raise RecipeError(f"data.files.{split}", f"file not found: {p}")
-                kind = FORMATS.get(Path(p).suffix.lower())
-                if kind is None:
-                    raise RecipeError(f"data.files.{split}", f"cannot read '{p}'",
-                                      f"use one of {', '.join(FORMATS)} files")
-                if fmt and kind != fmt:
-                    raise RecipeError(f"data.files.{split}", f"mixes {fmt} and {kind} files; use one format")
-                fmt = kind
+            if not paths:
+                raise RecipeError(f"data.files.{split}", "lists no files")
+            rows[split] = [check_file(p, f"data.files.{split}") for p in paths]
+            kinds = {FORMATS[Path(p).suffix.lower()] for p in paths} | ({fmt} if fmt else set())
+            if len(kinds) > 1:
+                raise RecipeError(f"data.files.{split}", f"mixes {' and '.join(sorted(kinds))} files; use one format")
+            fmt = kinds.pop()
             files[split] = paths
         kwargs = {"delimiter": "\t"} if any(str(p).endswith(".tsv") for ps in files.values() for p in ps) else {}
-        return dict(datasets.load_dataset(fmt, data_files=files, **kwargs))
+        try:
+            return dict(datasets.load_dataset(fmt, data_files=files, **kwargs)), rows
+        except Exception as e:  # pyarrow/pandas errors on values that passed the structural check
+            raise RecipeError("data.files", f"datasets could not read {', '.join(map(str, files.values()))}: "
+                              f"{type(e).__name__}: {str(e).splitlines()[0][:200]}",
+                              "check that each column holds one type of value") from None
+    hub.unreachable()  # offline: fail now instead of after half a minute of retries
     try:
-        return dict(datasets.load_dataset(spec.dataset, spec.config))
-    except (FileNotFoundError, ValueError, ConnectionError) as e:
+        return dict(datasets.load_dataset(spec.dataset, spec.config)), {}
+    except Exception as e:  # datasets raises many types for a name, config or connection problem
         raise RecipeError("data.dataset", f"could not load '{spec.dataset}'"
                           + (f" (config {spec.config})" if spec.config else "") + f": {str(e).splitlines()[0]}") from None
 
@@ -106,7 +112,7 @@ def label_names(train, spec, task, num_labels: int | None, teacher_config) -> li
 def load_splits(recipe, task, teacher_config=None, names: list[str] | None = None) -> Splits:
     """Train/eval/test splits with labels encoded; `names` fixes the label order (e.g. a trained model's)."""
     spec = recipe.data
-    raw = _load_raw(spec)
+    raw, rows = _load_raw(spec)
     eval_name, test_name = spec.eval_split, spec.test_split
     if spec.files:  # local files: a split keyed eval/validation/dev or test is used without being named twice
         if eval_name is None and not spec.eval_fraction:
@@ -122,7 +128,11 @@ def load_splits(recipe, task, teacher_config=None, names: list[str] | None = Non
         for key, col in [("data.text", c) for c in spec.text_columns] + [("data.label", spec.label)]:
             if col not in ds.column_names:
                 raise RecipeError(key, f"no column '{col}' in the {split_name} split (columns: "
-                                  f"{', '.join(ds.column_names)})", did_you_mean(col, ds.column_names))
+                                  f"{', '.join(ds.column_names)})", _column_hint(col, ds.column_names))
+    split_names = {"train": spec.train_split, "eval": eval_name, "test": test_name}
+    for split_name, ds in (("train", train), ("eval", evals), ("test", test)):
+        if ds is not None:
+            _check_rows(ds, spec, task, lambda i, s=split_names[split_name]: locate(rows.get(s), i, s))
     if names is None:
         names = label_names(train, spec, task, recipe.task.num_labels, teacher_config)
 
@@ -143,9 +153,14 @@ def load_splits(recipe, task, teacher_config=None, names: list[str] | None = Non
                 return index[str(v)]
             if isinstance(v, int) and 0 <= v < len(names):
                 return v
-            raise RecipeError("data.label", f"label {v!r} in an eval or test split never occurs in train "
-                              f"(train labels: {names})")
+            return None
 
+        split = split_names[split_name]
+        unknown = next((i for i, v in enumerate(ds[spec.label]) if to_id(v) is None), None)
+        if unknown is not None:
+            raise RecipeError("data.label", f"{locate(rows.get(split), unknown, split)}: label "
+                              f"{ds[unknown][spec.label]!r} is not one of the labels {names[:20]}",
+                              did_you_mean(str(ds[unknown][spec.label]), names))
         return ds.map(lambda b: {LABELS: [to_id(v) for v in b[spec.label]]}, batched=True)
 
     train, evals, test = encode(train, "train"), encode(evals, "eval"), encode(test, "test")
@@ -159,6 +174,43 @@ def load_splits(recipe, task, teacher_config=None, names: list[str] | None = Non
     if len(train) == 0:
         raise RecipeError("data", "the train split is empty")
     return Splits(train, evals, test, names)
+
+
+def _column_hint(col: str, columns: list[str]) -> str | None:
+    if len(columns) == 1 and ("\t" in columns[0] or ";" in columns[0]):
+        sep = "tab" if "\t" in columns[0] else "semicolon"
+        return f"the file looks {sep}-separated; brew reads .csv as comma-separated and .tsv as tab-separated"
+    return did_you_mean(col, columns)
+
+
+def _check_rows(ds, spec, task, where) -> None:
+    """Every row has text and a label of the task's kind; `where(i)` names row i (file and line when local)."""
+    for col in spec.text_columns:
+        for i, v in enumerate(ds[col]):
+            if v is None or isinstance(v, (list, dict)):
+                what = "no text" if v is None else f"a {type(v).__name__}, not text,"
+                raise RecipeError("data.text", f"{where(i)} has {what} in column '{col}'", "fill in or drop the row")
+    numbers = []
+    for i, v in enumerate(ds[spec.label]):
+        if v is None or (isinstance(v, float) and not math.isfinite(v) and not task.regression):
+            raise RecipeError("data.label", f"{where(i)} has no label in column '{spec.label}'", "fill in or drop the row")
+        if isinstance(v, (list, dict)):
+            raise RecipeError("data.label", f"{where(i)} holds a {type(v).__name__} in column '{spec.label}'; "
+                              f"task '{task.name}' takes one label per row")
+        if task.regression:
+            try:
+                x = float(v) if not isinstance(v, bool) else None
+            except (TypeError, ValueError):
+                x = None
+            if x is None or not math.isfinite(x):
+                raise RecipeError("data.label", f"{where(i)}: label {v!r} is not a finite number, and task "
+                                  "'regression' predicts numbers", "use task: classification for named classes")
+        elif isinstance(v, float):
+            numbers.append((i, v))
+    fractional = next(((i, v) for i, v in numbers if not v.is_integer()), None)
+    if fractional:
+        raise RecipeError("data.label", f"{where(fractional[0])}: label {fractional[1]} is a fraction, so the labels "
+                          "look like a scale rather than classes", "use task: regression to predict a number")
 
 
 def _carve_eval(train, spec, names):

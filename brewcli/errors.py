@@ -4,10 +4,28 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from pathlib import Path
 
 
 class BrewError(Exception):
     """A problem with the user's input or environment, shown without a traceback (exit code 2)."""
+
+
+class TrainingDiverged(BrewError):
+    """The loss or the gradients stopped being finite numbers; nothing of that step is saved."""
+
+
+class Activity:
+    """What brew is doing now, and where a crash log goes: the message for an unexpected failure names both."""
+
+    doing: str = "starting"
+    log_dir: Path | None = None
+
+
+def doing(what: str, log_dir: str | Path | None = None) -> None:
+    Activity.doing = what
+    if log_dir is not None:
+        Activity.log_dir = Path(log_dir)
 
 
 class RecipeError(BrewError):
@@ -40,3 +58,15 @@ def nearest(name: str, choices: Iterable[str]) -> str | None:
 def did_you_mean(name: str, choices: Iterable[str]) -> str | None:
     best = nearest(name, choices)
     return f"did you mean '{best}'?" if best else None
+
+
+def read_text(path: Path) -> str:
+    """A text file as str; a non-UTF-8 byte is reported with its line and column."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise RecipeError(f"{path}:{line}", f"is not UTF-8 text (byte 0x{data[e.start]:02x} at column {col})",
+                          "save the file as UTF-8") from None

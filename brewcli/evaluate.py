@@ -79,17 +79,21 @@ def score(folder_or_model, ds, tokenizer, task, batch_size: int, acc=None) -> di
 
 def evaluate_checkpoint(path: str, data_file: str | None = None, split: str | None = None,
                         batch_size: int = 64, with_teacher: bool = True) -> dict:
-    from brewcli.models import load_tokenizer
+    from brewcli.errors import doing
+    from brewcli.models import check_weights, load_config, load_tokenizer
     from brewcli.recipe import load_recipe
     from brewcli.tasks import TASKS, retained_pct
 
     folder = Path(path)
+    if not folder.is_dir():
+        raise BrewError(f"{path}: no such folder; give a brew output folder, its best/ or a checkpoint-STEP/ folder")
     if not (folder / "config.json").is_file():
         raise BrewError(f"{path}: not a model folder (no config.json); give a brew output folder, its best/ "
                         f"or a checkpoint-STEP/ folder")
     if not (folder / "recipe.yaml").is_file():
         raise BrewError(f"{path}: has no recipe.yaml, so brew does not know its task and data; was it made by brew?")
-    meta = json.loads((folder / "brew.json").read_text()) if (folder / "brew.json").is_file() else {}
+    doing(f"reading {folder}")
+    meta = _read_meta(folder)
     recipe = load_recipe(folder / "recipe.yaml")
     task = TASKS.get(recipe.task.name)
     if data_file:
@@ -99,9 +103,8 @@ def evaluate_checkpoint(path: str, data_file: str | None = None, split: str | No
         recipe = recipe.model_copy(update={"data": data})
     else:
         recipe = _rebase(recipe, Path(meta.get("cwd", ".")))
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(folder)
+    config = load_config(str(folder), "checkpoint")
+    check_weights(str(folder), "checkpoint")
     names = None if task.regression else [config.id2label[i] for i in range(config.num_labels)]
     splits = data_mod.load_splits(recipe, task, names=names)
     available = {"train": splits.train, "eval": splits.eval, "test": splits.test}
@@ -119,11 +122,17 @@ def evaluate_checkpoint(path: str, data_file: str | None = None, split: str | No
     from accelerate import Accelerator
 
     acc = Accelerator(cpu=device == "cpu")
+    doing(f"scoring {folder} on the {split} split")
     report = {"checkpoint": str(folder), "split": split, "rows": len(ds), "task": task.name,
               "device": device, "student": score(folder, tok_ds, tokenizer, task, batch_size, acc)}
     teacher = meta.get("teacher") or (recipe.teacher.model if recipe.teacher else None)
     if with_teacher and teacher:
         tdir = Path(teacher)
+        if tdir.is_absolute() and not tdir.exists():
+            raise BrewError(f"the teacher this checkpoint records, {teacher}, is gone; pass --no-teacher to score the "
+                            "student alone")
+        doing(f"scoring the teacher {teacher}")
+        check_weights(teacher, "teacher")
         t_tok = load_tokenizer(teacher, "teacher")
         t_ds = tok_ds if t_tok.get_vocab() == tokenizer.get_vocab() else data_mod.tokenize(ds, t_tok, recipe.data)
         report["teacher_path"] = teacher
@@ -134,6 +143,18 @@ def evaluate_checkpoint(path: str, data_file: str | None = None, split: str | No
         report["speedup"] = round(report["teacher"]["latency_ms"] / report["student"]["latency_ms"], 2)
         report["size_ratio"] = round(report["student"]["params"] / report["teacher"]["params"], 3)
     return report
+
+
+def _read_meta(folder: Path) -> dict:
+    if not (folder / "brew.json").is_file():
+        return {}
+    try:
+        meta = json.loads((folder / "brew.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BrewError(f"{folder / 'brew.json'} is damaged ({e}); brew writes it with every checkpoint") from None
+    if not isinstance(meta, dict):
+        raise BrewError(f"{folder / 'brew.json'} is damaged (not a JSON object)")
+    return meta
 
 
 def _rebase(recipe, run_dir: Path):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
-from brewcli.errors import RecipeError
+from brewcli import hub
+from brewcli.errors import RecipeError, read_text
 
 
 def quiet_transformers() -> None:
@@ -16,22 +18,61 @@ def quiet_transformers() -> None:
 
 
 def load_config(ref: str, key: str, revision: str | None = None, trust_remote_code: bool = False):
-    """AutoConfig for a local folder or a Hub id; a clear error naming `key` when it cannot be found."""
+    """AutoConfig for a local folder or a Hub id; a clear error naming `key` when it cannot be found or read."""
     from transformers import AutoConfig
 
     quiet_transformers()
     path = Path(ref).expanduser()
     if path.exists():
-        if not (path / "config.json").is_file():
-            raise RecipeError(key, f"'{ref}' has no config.json, so it is not a Hugging Face model folder")
-        return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        if not path.is_dir():
+            raise RecipeError(key, f"'{ref}' is a file; give the model's folder (the one holding config.json)")
+        _check_config_json(path / "config.json", ref, key)
+        try:
+            return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise RecipeError(key, f"{path / 'config.json'} is not a config transformers can read "
+                              f"({str(e).splitlines()[0][:200]})") from None
     if ref.startswith((".", "/", "~")) or ref.count("/") > 1 or os.sep + os.sep in ref:
         raise RecipeError(key, f"folder not found: {ref}")
+    hub.unreachable()  # offline: fail now instead of after half a minute of retries
     try:
         return AutoConfig.from_pretrained(ref, revision=revision, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
-        raise RecipeError(key, f"'{ref}' is neither a local folder nor a model we could fetch from the Hugging "
-                          f"Face Hub ({str(e).splitlines()[0][:160]})") from None
+        raise RecipeError(key, hub.not_found(ref, "model", e)) from None
+
+
+def _check_config_json(file: Path, ref: str, key: str) -> None:
+    if not file.is_file():
+        raise RecipeError(key, f"'{ref}' has no config.json, so it is not a Hugging Face model folder")
+    try:
+        config = json.loads(read_text(file))
+    except json.JSONDecodeError as e:
+        raise RecipeError(key, f"{file}:{e.lineno} is not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(config, dict) or "model_type" not in config:
+        raise RecipeError(key, f"{file} has no model_type, so transformers cannot tell which model it describes")
+
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def check_weights(ref: str, key: str) -> None:
+    """A local model folder must hold weights that can be opened (headers only: cheap, before any load)."""
+    path = Path(ref).expanduser()
+    if not path.is_dir():
+        return  # a Hub id: transformers fetches and checks it
+    found = [f for f in WEIGHT_FILES if (path / f).is_file()]
+    if not found:
+        raise RecipeError(key, f"'{ref}' holds a config but no weights (none of {', '.join(WEIGHT_FILES)})",
+                          "point at the folder save_pretrained wrote")
+    if found[0] == "model.safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path / found[0]), framework="pt") as f:
+                f.keys()
+        except Exception as e:  # safetensors raises its own error types for a damaged header
+            raise RecipeError(key, f"{path / found[0]} is damaged and cannot be read ({str(e).splitlines()[0][:160]})",
+                              "save the model again") from None
 
 
 def set_labels(config, task, label_names: list[str] | None) -> None:
@@ -47,6 +88,20 @@ def set_labels(config, task, label_names: list[str] | None) -> None:
 def has_task_head(config, task) -> bool:
     suffix = task.auto_class.removeprefix("AutoModel")  # e.g. ForSequenceClassification
     return any(a.endswith(suffix) for a in getattr(config, "architectures", None) or [])
+
+
+_PADDING_OFFSET = ("roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text", "xmod", "roberta-prelayernorm")
+
+
+def max_positions(config) -> int | None:
+    """How many tokens the model reads: its absolute position embeddings (RoBERTa-style models reserve
+    padding_idx + 1 of them); None when it has no absolute limit."""
+    n = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if n is None or (config.model_type == "deberta-v2" and not getattr(config, "position_biased_input", True)):
+        return None
+    if config.model_type in _PADDING_OFFSET:
+        n -= (config.pad_token_id if config.pad_token_id is not None else 1) + 1
+    return n
 
 
 def count_params(config, task) -> int:
@@ -72,15 +127,25 @@ def from_config(config, task):
     return task.model_class().from_config(config)
 
 
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                   "tokenizer.model", "spm.model")
+
+
 def load_tokenizer(ref: str, key: str, revision=None, trust_remote_code=False):
     from transformers import AutoTokenizer
 
     path = Path(ref).expanduser()
+    if path.is_dir() and not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise RecipeError(key, f"'{ref}' has no tokenizer files (none of {', '.join(TOKENIZER_FILES[:4])}, ...); "
+                          "without them transformers builds an empty tokenizer and every word becomes [UNK]",
+                          "save the tokenizer beside the model (tokenizer.save_pretrained)")
     try:
         tok = AutoTokenizer.from_pretrained(path if path.exists() else ref, revision=revision,
                                             trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, TypeError) as e:
-        raise RecipeError(key, f"could not load a tokenizer from '{ref}' ({str(e).splitlines()[0][:160]})") from None
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+        message = hub.not_found(ref, "tokenizer", e) if not path.exists() else \
+            f"could not load a tokenizer from '{ref}' ({str(e).splitlines()[0][:160]})"
+        raise RecipeError(key, message) from None
     if tok.pad_token is None:
         raise RecipeError(key, f"the tokenizer of '{ref}' has no padding token, so batches cannot be padded")
     return tok

@@ -7,12 +7,15 @@ weights is found here.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from brewcli import data as data_mod
 from brewcli.errors import RecipeError
 from brewcli.matches import ResolvedMatch, resolve_matches
-from brewcli.models import count_params, has_task_head, load_config, load_tokenizer, set_labels
+from brewcli.models import (check_weights, count_params, has_task_head, load_config, load_tokenizer, max_positions,
+                            set_labels)
 from brewcli.recipe import Recipe
 from brewcli.students import apply_config_overrides, resolve_init, student_config, teacher_layers
 from brewcli.tasks import TASKS, Task
@@ -51,13 +54,53 @@ def _check_device(recipe: Recipe) -> None:
         raise RecipeError("train.precision", "fp16 needs a CUDA GPU", "use fp32 (or bf16 on a CPU that supports it)")
 
 
+def _check_output_dir(recipe: Recipe) -> None:
+    out = Path(recipe.train.output_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise RecipeError("train.output_dir", f"'{out}' is a file, not a folder", "choose a new folder name")
+    parent = next(p for p in (out, *out.parents) if p.exists())
+    if not os.access(parent, os.W_OK):
+        raise RecipeError("train.output_dir", f"cannot write in '{parent}' (permission denied)",
+                          "choose a folder you can write to")
+
+
+def _check_lengths(recipe: Recipe, tokenizer, configs: dict) -> None:
+    """max_length within every model's position embeddings; every token id within every vocabulary."""
+    n = recipe.data.max_length
+    for key, cfg in configs.items():
+        limit = max_positions(cfg)
+        if limit is not None and n > limit:
+            raise RecipeError("data.max_length", f"is {n}, but the {key} ({cfg.model_type}) reads at most {limit} "
+                              "tokens (its position embeddings)", f"set data.max_length: {limit} or less")
+        if len(tokenizer) > cfg.vocab_size:
+            where = "student.config.vocab_size" if key == "student" and "vocab_size" in recipe.student.config else key
+            raise RecipeError(where, f"the tokenizer has {len(tokenizer)} tokens but the {key}'s vocabulary only "
+                              f"{cfg.vocab_size}, so some token ids have no embedding", "use the model's own tokenizer")
+
+
+def _check_tokenizer_reads_the_text(tokenizer, splits, recipe: Recipe, key: str) -> None:
+    """Refuse a tokenizer that turns most of the training text into [UNK] (a wrong or empty tokenizer)."""
+    unk = tokenizer.unk_token_id
+    if unk is None:
+        return
+    rows = splits.train.select(range(min(200, len(splits.train))))
+    texts = [str(t) for c in recipe.data.text_columns for t in rows[c] if t is not None]
+    ids = [i for enc in tokenizer(texts, add_special_tokens=False)["input_ids"] for i in enc]
+    if len(ids) >= 20 and ids.count(unk) / len(ids) > 0.5:
+        raise RecipeError(key, f"its tokenizer turns {ids.count(unk) / len(ids):.0%} of the training text's tokens "
+                          f"into {tokenizer.unk_token}, so the model would read almost nothing",
+                          "check that the folder holds the model's own tokenizer files")
+
+
 def build_plan(recipe: Recipe) -> Plan:
     task = TASKS.get(recipe.task.name)
     _check_device(recipe)
+    _check_output_dir(recipe)
     tc = None
     if recipe.teacher:
         t = recipe.teacher
         tc = load_config(t.model, "teacher", t.revision, t.trust_remote_code)
+        check_weights(t.model, "teacher")
         if recipe.distill.kd_weight > 0 and not has_task_head(tc, task):
             raise RecipeError("teacher", f"'{t.model}' has no {task.name} head (architectures: "
                               f"{', '.join(tc.architectures or ['none'])}), so its logits mean nothing",
@@ -65,6 +108,8 @@ def build_plan(recipe: Recipe) -> Plan:
     s = recipe.student
     if s.model:
         sc = load_config(s.model, "student.model", s.revision, s.trust_remote_code)
+        if s.init in ("auto", "pretrained"):  # auto means pretrained when a model is named
+            check_weights(s.model, "student.model")
         apply_config_overrides(sc, s.config)
         if tc is not None and sc.vocab_size != tc.vocab_size:
             raise RecipeError("student.model", f"its vocabulary ({sc.vocab_size} tokens) differs from the teacher's "
@@ -82,11 +127,24 @@ def build_plan(recipe: Recipe) -> Plan:
             sc.attention_probs_dropout_prob = 0.0  # HF returns maps after dropout; keep them true distributions
     tok_ref, tok_key = (recipe.teacher.model, "teacher") if recipe.teacher else (s.model, "student.model")
     tokenizer = load_tokenizer(tok_ref, tok_key)
+    _check_lengths(recipe, tokenizer, {k: c for k, c in (("teacher", tc), ("student", sc)) if c is not None})
     splits = data_mod.load_splits(recipe, task, tc)
+    _check_tokenizer_reads_the_text(tokenizer, splits, recipe, tok_key)
     set_labels(sc, task, splits.label_names)
+    student_params = _student_params(sc, task, s.config)
     t = recipe.train
     batches = math.ceil(len(splits.train) / t.batch_size)
     per_epoch = math.ceil(batches / t.grad_accum)
     total = t.max_steps or max(1, math.ceil(t.epochs * per_epoch))
     return Plan(recipe, task, tc, sc, init, layers, matches, splits, tokenizer,
-                count_params(tc, task) if tc is not None else None, count_params(sc, task), per_epoch, total)
+                count_params(tc, task) if tc is not None else None, student_params, per_epoch, total)
+
+
+def _student_params(config, task, overrides: dict) -> int:
+    """Build the student on the meta device: a config that cannot make a model fails here, naming the key."""
+    try:
+        return count_params(config, task)
+    except Exception as e:  # transformers raises many types for a config it cannot build
+        key = "student.config" if overrides else "student"
+        raise RecipeError(key, f"the {config.model_type} config does not build a model: "
+                          f"{type(e).__name__}: {str(e).splitlines()[0][:200]}") from None

@@ -6,13 +6,15 @@ fallback to a default.
 
 from __future__ import annotations
 
+import re
+import typing
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from brewcli.errors import RecipeError, RecipeErrors
+from brewcli.errors import RecipeError, RecipeErrors, read_text
 from brewcli.losses import KD_LOSSES, MATCH_LOSSES
 from brewcli.registry import Registry, UnknownName
 from brewcli.schedulers import LR, TEMPERATURE, WEIGHT
@@ -20,7 +22,24 @@ from brewcli.tasks import TASKS
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Unknown keys are errors; NaN and infinities are refused; `true` is not a number."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, v, info: ValidationInfo):
+        if isinstance(v, bool) and _numeric(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"expected a number, got {str(v).lower()}")
+        return v
+
+
+def _numeric(annotation) -> bool:
+    args = typing.get_args(annotation) or (annotation,)
+    return any(a in (int, float) or (typing.get_args(a) and _numeric(a)) for a in args if a is not bool)
+
+
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # what torch and numpy accept
 
 
 def _known(registry: Registry, name: str) -> str:
@@ -104,7 +123,7 @@ class DataSpec(Strict):
     eval_split: str | None = None
     test_split: str | None = None
     eval_fraction: float | None = Field(None, gt=0, lt=1)
-    seed: int = 42
+    seed: Seed = 42
     text: str | list[str] = "text"
     label: str = "label"
     max_length: int = Field(128, ge=8)
@@ -128,8 +147,8 @@ class DataSpec(Strict):
 
 class TemperatureSchedule(Strict):
     name: str = "constant"
-    beta: float | None = None
-    gamma: float | None = None
+    beta: float | None = Field(None, ge=0)
+    gamma: float | None = Field(None, gt=0)
 
     _from_str = _shorthand("name")
 
@@ -151,7 +170,7 @@ class MatchSpec(Strict):
     student_layer: Layer | None = None
     feature: Literal["hidden", "attention"] | None = None
     loss: str | None = None
-    weight: float = 1.0
+    weight: float = Field(1.0, ge=0)
     proj: Literal["auto", "none", "linear", "relu", "tanh"] = "auto"
 
     _from_str = _shorthand("preset")
@@ -203,11 +222,11 @@ class DistillSpec(Strict):
         return _known(WEIGHT, v)
 
 
-Every = Union[int, Literal["epoch"]]
+Every = Union[Annotated[int, Field(ge=1)], Literal["epoch"]]
 
 
 class TrainSpec(Strict):
-    output_dir: str = "runs/brew"
+    output_dir: str = Field("runs/brew", min_length=1)
     epochs: float = Field(3.0, gt=0)
     max_steps: int | None = Field(None, ge=1)
     batch_size: int = Field(32, ge=1)
@@ -219,7 +238,7 @@ class TrainSpec(Strict):
     warmup: float = Field(0.1, ge=0, lt=1)
     weight_decay: float = Field(0.01, ge=0)
     max_grad_norm: float | None = Field(1.0, gt=0)
-    seed: int = 42
+    seed: Seed = 42
     eval_every: Every = "epoch"
     save_every: Every = "epoch"
     keep_best: str | None = "auto"
@@ -258,6 +277,12 @@ class Recipe(Strict):
                 f"distill.kd_loss '{self.distill.kd_loss}' does not fit task '{task.name}'; "
                 f"use one of {', '.join(task.kd_losses)}"
             )
+        d = self.distill
+        if self.teacher is not None and d.kd_weight == 0 and d.hard_label_weight == 0 and not any(
+            m.weight > 0 for m in d.matches
+        ):
+            raise ValueError("distill: every loss weight is 0, so there is nothing to train; set distill.kd_weight, "
+                             "distill.hard_label_weight or a match weight above 0")
         if self.distill.probability_shift and task.regression:
             raise ValueError("distill.probability_shift needs class labels; task 'regression' has none")
         best = self.train.keep_best
@@ -283,8 +308,15 @@ def parse_override(text: str) -> tuple[list[str | int], Any]:
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise RecipeError("", f"override '{text}' is not key=value", "e.g. train.epochs=2 or distill.temperature=8")
+    if any(not part for part in key.split(".")):
+        raise RecipeError(key, f"override '{text}' has an empty key part", "write keys like train.lr or distill.matches.0.weight")
     path: list[str | int] = [int(p) if p.isdigit() else p for p in key.split(".")]
-    return path, yaml.safe_load(value) if value else ""
+    try:
+        return path, parse_yaml(value, f"override {key}") if value else ""
+    except RecipeError as e:
+        raise RecipeError(f"{key} (command-line override)", f"the value {value!r} is not valid YAML",
+                          "quote it for the shell, e.g. " + f"{key}='[1, 2]'" if value.startswith(("[", "{")) else
+                          "give a number, a word, or a quoted string") from None
 
 
 def apply_override(raw: dict, path: list[str | int], value: Any) -> None:
@@ -386,17 +418,87 @@ def _explain(err: dict) -> tuple[tuple, str, str | None]:
     return loc, f"{err['msg'].lower()} (got {err['input']!r})" if "input" in err else err["msg"], None
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:
+                continue  # an unhashable key: PyYAML reports it itself
+            if first != key_node.start_mark.line + 1:
+                raise _DuplicateKey(key, first, key_node.start_mark.line + 1)
+        return super().construct_mapping(node, deep)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key, first: int, second: int):
+        self.key, self.first, self.second = key, first, second
+
+
+_NO_SPACE = re.compile(r"^\s*(-\s+)?([A-Za-z_][\w-]*):(?![\s/]|$)\S")
+
+
+def _yaml_hint(text: str, err: yaml.MarkedYAMLError) -> tuple[int | None, str, str | None]:
+    """(line, what is wrong, how to fix it) for a YAML syntax error, pointing at the line the user must edit."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines, 1):
+        code = line.split(" #")[0]
+        m = _NO_SPACE.match(code)
+        if m and '"' not in code and "'" not in code:
+            key, value = code.strip().lstrip("- ").split(":", 1)
+            return i, f"`{code.strip()}` is not a key: value pair", f"put a space after the colon: `{key}: {value}`"
+    problem = err.problem or "syntax error"
+    line = err.problem_mark.line + 1 if err.problem_mark else None
+    context = err.context or ""
+    if "'\\t'" in problem:
+        return line, "a tab character is used for indentation", "indent with spaces, not tabs"
+    if "quoted scalar" in context and err.context_mark:
+        return err.context_mark.line + 1, "a quote opened on this line is never closed", "close the quote"
+    if "flow sequence" in context or "flow mapping" in context:
+        start = err.context_mark.line + 1 if err.context_mark else line
+        return start, f"a [ or {{ opened on this line is not closed ({problem})", "close the bracket or brace"
+    if "mapping values are not allowed" in problem:
+        return line, "a value holds ': ' (or a key is indented too far)", "quote the value, or fix the indentation"
+    if "block end" in problem or "block" in context:
+        return line, f"the indentation does not line up ({problem})", "indent keys of one section by the same spaces"
+    return line, problem, None
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """Parse YAML text; syntax errors and repeated keys become a RecipeError naming the line."""
+    loader = _Loader(text)
+    try:
+        return loader.get_single_data()
+    except _DuplicateKey as e:
+        raise RecipeError(f"{source}:{e.second}", f"key '{e.key}' is given twice in one section (lines {e.first} "
+                          f"and {e.second}); YAML would silently keep the last one", "keep one of them") from None
+    except yaml.MarkedYAMLError as e:
+        line, what, hint = _yaml_hint(text, e)
+        raise RecipeError(f"{source}:{line}" if line else source, f"not valid YAML: {what}", hint) from None
+    except yaml.YAMLError as e:
+        raise RecipeError(source, f"not valid YAML: {e}") from None
+    finally:
+        loader.dispose()
+
+
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     path = Path(path)
+    if path.is_dir():
+        raise RecipeError("", f"{path} is a folder; give the recipe's YAML file",
+                          "a brew output folder holds the recipe that ran as recipe.yaml")
     if not path.is_file():
         raise RecipeError("", f"recipe file not found: {path}", "create one with `brew init`")
-    text = path.read_text()
-    try:
-        raw = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        raise RecipeError(str(path), f"not valid YAML: {e}") from None
+    text = read_text(path)
+    raw = parse_yaml(text, path.name)
+    if raw is None:
+        raise RecipeError(str(path), "the recipe is empty", "start from `brew init`")
     if not isinstance(raw, dict):
-        raise RecipeError(str(path), "a recipe is a mapping of sections (task, teacher, student, data, distill, train)")
+        raise RecipeError(str(path), f"a recipe is a mapping of sections (task, teacher, student, data, distill, "
+                          f"train), not a {type(raw).__name__}", "start from `brew init`")
     overridden = []
     for item in overrides:
         p, value = parse_override(item)

@@ -57,13 +57,48 @@ def student_config(teacher_config, preset_name: str | None, overrides: dict):
 def apply_config_overrides(cfg, overrides: dict) -> None:
     known = set(cfg.to_dict()) | set(getattr(cfg, "attribute_map", {}))
     for key, value in overrides.items():
+        where = f"student.config.{key}"
         if key not in known:
-            raise RecipeError(f"student.config.{key}", f"not a field of the {cfg.model_type} config",
-                              did_you_mean(key, known))
+            raise RecipeError(where, f"not a field of the {cfg.model_type} config", did_you_mean(key, known))
+        if key in ("num_labels", "id2label", "label2id", "problem_type"):
+            raise RecipeError(where, "is set from the data's labels", "use task.num_labels, or drop it")
+        _check_config_value(where, key, value, getattr(cfg, key, None))
         setattr(cfg, key, value)
     if cfg.hidden_size % cfg.num_attention_heads:
         raise RecipeError("student.config", f"hidden_size {cfg.hidden_size} is not divisible by "
                           f"num_attention_heads {cfg.num_attention_heads}", "change one of them")
+
+
+_COUNTS = re.compile(r"^(num_\w+|n_(?!_)\w+|(hidden|intermediate|vocab|embedding|head)_size|max_position_embeddings|dim|"
+                     r"hidden_dim|head_dim)$")
+
+
+def _check_config_value(where: str, key: str, value, current) -> None:
+    """The override has the type of the config's own value, and a count is at least 1, a probability in [0, 1)."""
+    import math
+
+    def kind(v):
+        return "a boolean" if isinstance(v, bool) else "an integer" if isinstance(v, int) else \
+            "a number" if isinstance(v, float) else "a string" if isinstance(v, str) else type(v).__name__
+
+    if current is not None:
+        ok = (isinstance(value, bool) if isinstance(current, bool) else
+              isinstance(value, int) and not isinstance(value, bool) if isinstance(current, int) else
+              isinstance(value, (int, float)) and not isinstance(value, bool) if isinstance(current, float) else
+              isinstance(value, type(current)))
+        if not ok:
+            raise RecipeError(where, f"expected {kind(current)} (like the config's {current!r}), got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RecipeError(where, f"must be a finite number, got {value}")
+    if isinstance(value, int) and not isinstance(value, bool) and _COUNTS.match(key) and value < 1:
+        raise RecipeError(where, f"must be at least 1, got {value}")
+    if isinstance(value, (int, float)) and ("dropout" in key or key.endswith("_prob")) and not 0 <= value < 1:
+        raise RecipeError(where, f"is a probability and must be in [0, 1), got {value}")
+    if key in ("hidden_act", "activation_function", "hidden_activation"):
+        from transformers.activations import ACT2FN
+
+        if value not in ACT2FN:
+            raise RecipeError(where, f"'{value}' is not an activation transformers knows", did_you_mean(value, ACT2FN))
 
 
 def teacher_layers(strategy: str | list[int], n_teacher: int, n_student: int) -> list[int]:

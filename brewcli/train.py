@@ -18,7 +18,7 @@ import yaml
 from brewcli import __version__
 from brewcli import data as data_mod
 from brewcli.checkpoint import checkpoints, load_checkpoint, rng_state, save_checkpoint, save_model_folder
-from brewcli.errors import BrewError
+from brewcli.errors import BrewError, TrainingDiverged, doing
 from brewcli.evaluate import predict, score
 from brewcli.models import from_config, load_pretrained
 from brewcli.objective import Objective
@@ -144,6 +144,7 @@ def run(plan, resume: bool = False) -> dict:
     set_seed(t.seed)
 
     # ---- data
+    doing("tokenising the data", log_dir=out)
     tok = plan.tokenizer
     with acc.main_process_first():
         train_ds = data_mod.tokenize(plan.splits.train, tok, r.data)
@@ -155,6 +156,7 @@ def run(plan, resume: bool = False) -> dict:
     total = t.max_steps or max(1, math.ceil(t.epochs * per_epoch))
 
     # ---- models, objective, optimizer
+    doing("loading the teacher and building the student")
     teacher, student = build_models(plan)
     objective = Objective(r, plan.matches, teacher is not None)
     fused = {"fused": True} if acc.device.type in ("cpu", "cuda") else {}
@@ -170,6 +172,7 @@ def run(plan, resume: bool = False) -> dict:
     state = TrainState()
     recipe_text = r.dump()
     if resume:
+        doing(f"resuming from {found[-1]}")
         state = TrainState(**load_checkpoint(found[-1], model=plain_student, projections=plain_objective.projections,
                                              optimizer=optimizer.optimizer, scheduler=scheduler, scaler=acc.scaler))
         console.print(f"resumed from {found[-1]} at step {state.step}/{total}")
@@ -183,6 +186,10 @@ def run(plan, resume: bool = False) -> dict:
     params = [p for g in optimizer.param_groups for p in g["params"]]
 
     def save(step: int, rng: dict) -> Path:
+        doing(f"saving the checkpoint of step {step}")
+        broken = [n for n, p in plain_student.named_parameters() if not torch.isfinite(p).all()]
+        if broken:  # never write a checkpoint that --resume would continue from
+            raise _diverged(step, "a weight", {f"{broken[0]} (and {len(broken) - 1} more)": math.nan}, out)
         return save_checkpoint(out, step, model=plain_student, tokenizer=tok, projections=plain_objective.projections,
                                recipe_text=recipe_text, meta=_meta(plan, step, state.history[-1:] or None),
                                optimizer=optimizer.optimizer, scheduler=scheduler, scaler=acc.scaler,
@@ -191,6 +198,7 @@ def run(plan, resume: bool = False) -> dict:
     def evaluate(step: int) -> None:
         if eval_ds is None or not main:
             return
+        doing(f"evaluating at step {step}")
         logits, labels, _ = predict(plain_student, eval_ds, tok, t.eval_batch_size, acc)
         metrics = task.compute_metrics(logits, labels)
         state.history.append({"step": step, **metrics})
@@ -225,6 +233,7 @@ def run(plan, resume: bool = False) -> dict:
                     group = min(t.grad_accum, batches - (micro - micro % t.grad_accum))
                     micro += 1
                     sync = micro % t.grad_accum == 0 or micro == batches
+                    doing(f"training, step {state.step + 1} of {total}")
                     batch = {k: v.to(acc.device) for k, v in batch.items()}
                     with nullcontext() if sync else acc.no_sync(student):
                         with acc.autocast():
@@ -235,16 +244,20 @@ def run(plan, resume: bool = False) -> dict:
                                     t_out = teacher(**inputs, output_hidden_states=want_h, output_attentions=want_a)
                             s_out = student(**batch, output_hidden_states=want_h, output_attentions=want_a)
                             loss, terms, tau = objective(batch, s_out, t_out, state.step / total)
+                        values = {name: value.item() for name, (value, _) in terms.items()}
+                        if not math.isfinite(loss.item()):
+                            raise _diverged(state.step + 1, "the loss", values, out)
                         acc.backward(loss / group)
-                    for name, (value, weight) in terms.items():
-                        meter.add(name, value.item() / group, weight)
+                    for name, (_, weight) in terms.items():
+                        meter.add(name, values[name] / group, weight)
                     meter.add("total", loss.item() / group)
                     if tau is not None:
                         meter.add("temperature", tau / group)
                     if not sync:
                         continue
-                    if t.max_grad_norm:
-                        acc.clip_grad_norm_(params, t.max_grad_norm)
+                    norm = acc.clip_grad_norm_(params, t.max_grad_norm or math.inf)
+                    if acc.scaler is None and not math.isfinite(float(norm)):  # fp16's scaler skips such steps itself
+                        raise _diverged(state.step + 1, "the gradient norm", {"grad_norm": float(norm)}, out)
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
@@ -281,6 +294,16 @@ def run(plan, resume: bool = False) -> dict:
     if not main:
         return {}
     return _finish(plan, out, state, acc, teacher)
+
+
+def _diverged(step: int, what: str, values: dict[str, float], out: Path) -> TrainingDiverged:
+    bad = ", ".join(f"{k} {v}" for k, v in values.items() if not math.isfinite(v)) or "the sum of the terms"
+    found = checkpoints(out)
+    kept = (f"the last good checkpoint, {found[-1]}, is kept: continue from it with --resume after the fix" if found
+            else "no checkpoint had been saved yet")
+    return TrainingDiverged(f"training stopped at step {step}: {what} is not a finite number ({bad}); nothing of this "
+                            f"step was saved and {kept}. Lower train.lr, keep train.max_grad_norm on, or check the "
+                            "data and the teacher for extreme values")
 
 
 class Meter:

@@ -186,9 +186,27 @@ def test_init_accepts_a_layer_list_or_strategy(recipe_file):
 
 
 def test_hub_names_that_cannot_be_fetched(recipe_file):
-    fails(recipe_file(teacher="some-org/no-such-model"), "teacher: 'some-org/no-such-model' is neither a local "
-          "folder nor a model we could fetch from the Hugging Face Hub")
-    fails(recipe_file(data={"dataset": "no-such-dataset-xyz"}), "data.dataset: could not load 'no-such-dataset-xyz'")
+    fails(recipe_file(teacher="some-org/no-such-model"), "teacher: 'some-org/no-such-model' is not a local "
+          "folder and not in the local Hugging Face cache", "offline mode is on")
+    fails(recipe_file(data={"dataset": "no-such-dataset-xyz", "max_length": 16}), "data.dataset: could not load 'no-such-dataset-xyz'")
+
+
+def test_unreachable_hub_fails_at_once(recipe_file, monkeypatch):
+    """Without HF_HUB_OFFLINE, brew probes the Hub once and goes offline instead of retrying for half a minute."""
+    import huggingface_hub.constants
+
+    from brewcli import hub
+
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens there
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    hub.unreachable.cache_clear()
+    try:
+        fails(recipe_file(teacher="some-org/no-such-model"), "the Hub cannot be used: 127.0.0.1:9 cannot be reached")
+        assert huggingface_hub.constants.HF_HUB_OFFLINE is True
+    finally:
+        hub.unreachable.cache_clear()
 
 
 def test_unlabelled_test_split_is_refused(recipe_file, tmp_path):
@@ -196,4 +214,4 @@ def test_unlabelled_test_split_is_refused(recipe_file, tmp_path):
 
     files = {"train": str(write_csv(tmp_path / "tr.csv", [{"text": "good", "label": 1}, {"text": "bad", "label": 0}])),
              "test": str(write_csv(tmp_path / "te.csv", [{"text": "fine", "label": -1}]))}
-    fails(recipe_file(data={"files": files, "test_split": "test"}), "data.test_split: the test split has unlabelled rows")
+    fails(recipe_file(data={"files": files, "test_split": "test", "max_length": 16}), "data.test_split: the test split has unlabelled rows")
