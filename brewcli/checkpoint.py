@@ -89,13 +89,16 @@ def load_checkpoint(folder: Path, *, model, projections, optimizer, scheduler, s
     except Exception as e:  # a damaged or truncated file
         raise BrewError(f"--resume: {folder} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
                         "move that folder away to resume from the checkpoint before it") from None
-    missing, unexpected = model.load_state_dict(weights, strict=False)
+    own = model.state_dict()
     tied = set(getattr(model, "_tied_weights_keys", None) or [])
-    shapes = [k for k, v in weights.items() if k in model.state_dict() and model.state_dict()[k].shape != v.shape]
-    if unexpected or shapes or [k for k in missing if k not in tied]:
+    shapes = [k for k, v in weights.items() if k in own and own[k].shape != v.shape]
+    missing = [k for k in own if k not in weights and k not in tied]
+    unexpected = [k for k in weights if k not in own]
+    if unexpected or shapes or missing:
         raise BrewError(f"--resume: the weights in {folder} do not fit the student this recipe builds (missing "
                         f"{missing[:2]}, unexpected {unexpected[:2]}, other shapes {shapes[:2]}); the student section "
                         "changed since that run. Restore it, or start in a new train.output_dir")
+    model.load_state_dict(weights, strict=False)
     if (folder / PROJECTIONS).exists():
         projections.load_state_dict(load_file(str(folder / PROJECTIONS)))
     optimizer.load_state_dict(state["optimizer"])

@@ -197,6 +197,8 @@ def init(task: Optional[str] = typer.Option(None, help="classification or regres
     if Path(data).suffix.lower() in (".csv", ".tsv", ".json", ".jsonl", ".parquet") and not Path(data).is_file():
         raise BrewError(f"brew init: --data {data}: file not found")
     out = Path(value(out, "Recipe file to write", "recipe.yaml"))
+    if out.is_dir():
+        raise BrewError(f"brew init: --out {out} is a folder; give the recipe file's name, e.g. {out / 'recipe.yaml'}")
     if out.exists() and not force:
         raise BrewError(f"{out} exists; pass --force to overwrite it or choose another --out")
     text_cols = [c.strip() for c in text.split(",")]

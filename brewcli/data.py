@@ -47,6 +47,7 @@ def _load_raw(spec) -> tuple[dict, dict[str, list[FileRows]]]:
                 raise RecipeError(f"data.files.{split}", f"mixes {' and '.join(sorted(kinds))} files; use one format")
             fmt = kinds.pop()
             files[split] = paths
+        _same_columns([f for fs in rows.values() for f in fs])
         kwargs = {"delimiter": "\t"} if any(str(p).endswith(".tsv") for ps in files.values() for p in ps) else {}
         try:
             return dict(datasets.load_dataset(fmt, data_files=files, **kwargs)), rows
@@ -54,12 +55,24 @@ def _load_raw(spec) -> tuple[dict, dict[str, list[FileRows]]]:
             raise RecipeError("data.files", f"datasets could not read {', '.join(map(str, files.values()))}: "
                               f"{type(e).__name__}: {str(e).splitlines()[0][:200]}",
                               "check that each column holds one type of value") from None
-    hub.unreachable()  # offline: fail now instead of after half a minute of retries
+    offline = hub.unreachable()  # offline: fail now instead of after half a minute of retries
     try:
         return dict(datasets.load_dataset(spec.dataset, spec.config)), {}
     except Exception as e:  # datasets raises many types for a name, config or connection problem
-        raise RecipeError("data.dataset", f"could not load '{spec.dataset}'"
-                          + (f" (config {spec.config})" if spec.config else "") + f": {str(e).splitlines()[0]}") from None
+        name = f"'{spec.dataset}'" + (f" (config {spec.config})" if spec.config else "")
+        why = (f"it is not a local folder and not in the local datasets cache, and the Hub cannot be used: {offline}"
+               if offline else str(e).splitlines()[0])
+        raise RecipeError("data.dataset", f"could not load {name}: {why}") from None
+
+
+def _same_columns(files: list[FileRows]) -> None:
+    """datasets reads all splits with the first file's columns: a file with other columns is refused here."""
+    first = files[0]
+    for f in files[1:]:
+        if set(f.columns) != set(first.columns):
+            raise RecipeError("data.files", f"{f.path.name} has the columns {', '.join(f.columns)}, but "
+                              f"{first.path.name} has {', '.join(first.columns)}; every file needs the same columns",
+                              f"add or rename columns in {f.path.name}")
 
 
 def _split(raw: dict, name: str | None, key: str):
@@ -77,6 +90,9 @@ def _is_generic(names: list[str]) -> bool:
 def label_names(train, spec, task, num_labels: int | None, teacher_config) -> list[str] | None:
     """Label names in id order, checked against task.num_labels and the teacher's labels."""
     if task.regression:
+        if teacher_config is not None and teacher_config.num_labels != 1:
+            raise RecipeError("teacher", f"the teacher predicts {teacher_config.num_labels} labels, but task "
+                              "'regression' compares one number per row", "use a regression teacher (num_labels 1)")
         return None
     feature = train.features[spec.label]
     values = sorted(set(train[spec.label]), key=str)
@@ -122,14 +138,15 @@ def load_splits(recipe, task, teacher_config=None, names: list[str] | None = Non
     train = _split(raw, spec.train_split, "data.train_split")
     evals = _split(raw, eval_name, "data.eval_split")
     test = _split(raw, test_name, "data.test_split")
+    split_names = {"train": spec.train_split, "eval": eval_name, "test": test_name}
     for split_name, ds in (("train", train), ("eval", evals), ("test", test)):
         if ds is None:
             continue
+        where = ", ".join(f.path.name for f in rows.get(split_names[split_name], [])) or f"the {split_name} split"
         for key, col in [("data.text", c) for c in spec.text_columns] + [("data.label", spec.label)]:
             if col not in ds.column_names:
-                raise RecipeError(key, f"no column '{col}' in the {split_name} split (columns: "
-                                  f"{', '.join(ds.column_names)})", _column_hint(col, ds.column_names))
-    split_names = {"train": spec.train_split, "eval": eval_name, "test": test_name}
+                raise RecipeError(key, f"no column '{col}' in {where} (columns: {', '.join(ds.column_names)})",
+                                  _column_hint(col, ds.column_names))
     for split_name, ds in (("train", train), ("eval", evals), ("test", test)):
         if ds is not None:
             _check_rows(ds, spec, task, lambda i, s=split_names[split_name]: locate(rows.get(s), i, s))
@@ -165,6 +182,9 @@ def load_splits(recipe, task, teacher_config=None, names: list[str] | None = Non
 
     train, evals, test = encode(train, "train"), encode(evals, "eval"), encode(test, "test")
     if spec.eval_fraction:
+        if round(len(train) * spec.eval_fraction) < 1 or round(len(train) * (1 - spec.eval_fraction)) < 1:
+            raise RecipeError("data.eval_fraction", f"{spec.eval_fraction} of {len(train)} training rows leaves "
+                              "nothing to evaluate on or to train on", "give more rows, or an eval file")
         train, evals = _carve_eval(train, spec, names)
     if spec.max_train_samples:
         train = train.select(range(min(spec.max_train_samples, len(train))))

@@ -25,6 +25,7 @@ class FileRows:
 
     path: Path
     count: int
+    columns: list[str]
     lines: array | None = None
 
     def where(self, i: int) -> str:
@@ -72,6 +73,7 @@ def _lines(path: Path, key: str) -> Iterator[str]:
 def _csv(path: Path, key: str) -> FileRows:
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     reader = csv.reader(_lines(path, key), delimiter=delimiter, strict=True)
+    start = 1
     try:
         header = next(reader, None)
         if header is None:
@@ -89,9 +91,12 @@ def _csv(path: Path, key: str) -> FileRows:
                 lines.append(start)
             start = reader.line_num + 1
     except csv.Error as e:
+        if "unexpected end of data" in str(e):
+            raise RecipeError(key, f"{path.name} line {start} opens a quote that is never closed",
+                              "a field that starts with \" must end with \"") from None
         raise RecipeError(key, f"{path.name} line {reader.line_num} is not valid CSV ({e})",
                           "check the quotes: a field that starts with \" must end with \"") from None
-    return FileRows(path, len(lines), lines)
+    return FileRows(path, len(lines), header, lines)
 
 
 def _json(path: Path, key: str) -> FileRows:
@@ -109,8 +114,8 @@ def _json(path: Path, key: str) -> FileRows:
         if bad is not None:
             raise RecipeError(key, f"{path.name} record {bad + 1} is a {type(records[bad]).__name__}, not an object "
                               "with one key per column")
-        return FileRows(path, len(records))
-    lines = array("l")
+        return FileRows(path, len(records), sorted({k for r in records for k in r}))
+    lines, columns = array("l"), set()
     for n, line in enumerate(_lines(path, key), 1):
         if not line.strip():
             continue
@@ -125,14 +130,16 @@ def _json(path: Path, key: str) -> FileRows:
             raise RecipeError(key, f"{path.name} line {n} is a {type(record).__name__}, not an object with one key "
                               "per column", "write one JSON object per line")
         lines.append(n)
-    return FileRows(path, len(lines), lines)
+        columns.update(record)
+    return FileRows(path, len(lines), sorted(columns), lines)
 
 
 def _parquet(path: Path, key: str) -> FileRows:
     import pyarrow.parquet as pq
 
     try:
-        return FileRows(path, pq.ParquetFile(path).metadata.num_rows)
+        meta = pq.ParquetFile(path)
+        return FileRows(path, meta.metadata.num_rows, list(meta.schema_arrow.names))
     except Exception as e:  # pyarrow raises ArrowInvalid / OSError for a damaged file
         raise RecipeError(key, f"{path.name} is not a readable Parquet file ({str(e).splitlines()[0][:160]})") \
             from None

@@ -29,7 +29,7 @@ def load_config(ref: str, key: str, revision: str | None = None, trust_remote_co
         _check_config_json(path / "config.json", ref, key)
         try:
             return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except Exception as e:  # transformers raises many types for a config it cannot read
             raise RecipeError(key, f"{path / 'config.json'} is not a config transformers can read "
                               f"({str(e).splitlines()[0][:200]})") from None
     if ref.startswith((".", "/", "~")) or ref.count("/") > 1 or os.sep + os.sep in ref:
@@ -46,6 +46,8 @@ def _check_config_json(file: Path, ref: str, key: str) -> None:
         raise RecipeError(key, f"'{ref}' has no config.json, so it is not a Hugging Face model folder")
     try:
         config = json.loads(read_text(file))
+    except RecipeError as e:  # not UTF-8
+        raise RecipeError(key, f"{e.key} {e.message}") from None
     except json.JSONDecodeError as e:
         raise RecipeError(key, f"{file}:{e.lineno} is not valid JSON ({e.msg} at column {e.colno})") from None
     if not isinstance(config, dict) or "model_type" not in config:
@@ -90,18 +92,14 @@ def has_task_head(config, task) -> bool:
     return any(a.endswith(suffix) for a in getattr(config, "architectures", None) or [])
 
 
-_PADDING_OFFSET = ("roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text", "xmod", "roberta-prelayernorm")
-
-
 def max_positions(config) -> int | None:
-    """How many tokens the model reads: its absolute position embeddings (RoBERTa-style models reserve
-    padding_idx + 1 of them); None when it has no absolute limit."""
-    n = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-    if n is None or (config.model_type == "deberta-v2" and not getattr(config, "position_biased_input", True)):
-        return None
-    if config.model_type in _PADDING_OFFSET:
-        n -= (config.pad_token_id if config.pad_token_id is not None else 1) + 1
-    return n
+    """How many tokens the model reads (see families.py); a family brew does not know: its max_position_embeddings."""
+    from brewcli.families import FamilyError, read_widths
+
+    try:
+        return read_widths(config).max_positions
+    except FamilyError:
+        return getattr(config, "max_position_embeddings", None)
 
 
 def count_params(config, task) -> int:

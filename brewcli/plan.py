@@ -59,6 +59,13 @@ def _check_output_dir(recipe: Recipe) -> None:
     if out.exists() and not out.is_dir():
         raise RecipeError("train.output_dir", f"'{out}' is a file, not a folder", "choose a new folder name")
     parent = next(p for p in (out, *out.parents) if p.exists())
+    if not parent.is_dir():
+        raise RecipeError("train.output_dir", f"'{parent}' is a file, so '{out}' cannot be created inside it")
+    models = {"teacher": recipe.teacher.model if recipe.teacher else None, "student.model": recipe.student.model}
+    for key, ref in models.items():
+        if ref and Path(ref).expanduser().exists() and Path(ref).expanduser().resolve() == out.resolve():
+            raise RecipeError("train.output_dir", f"is the {key} folder; the run would overwrite that model",
+                              "write the run to a folder of its own")
     if not os.access(parent, os.W_OK):
         raise RecipeError("train.output_dir", f"cannot write in '{parent}' (permission denied)",
                           "choose a folder you can write to")

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from brewcli.errors import RecipeError, RecipeErrors, read_text
+from brewcli.errors import RecipeError, RecipeErrors, did_you_mean, read_text
 from brewcli.losses import KD_LOSSES, MATCH_LOSSES
 from brewcli.registry import Registry, UnknownName
 from brewcli.schedulers import LR, TEMPERATURE, WEIGHT
@@ -118,7 +118,7 @@ class StudentSpec(Strict):
 class DataSpec(Strict):
     dataset: str | None = None
     config: str | None = None
-    files: dict[str, str | list[str]] | None = None
+    files: dict[str, str | list[str]] | None = Field(None, min_length=1)
     train_split: str = "train"
     eval_split: str | None = None
     test_split: str | None = None
@@ -287,7 +287,9 @@ class Recipe(Strict):
             raise ValueError("distill.probability_shift needs class labels; task 'regression' has none")
         best = self.train.keep_best
         if best not in (None, "auto") and best not in task.metrics:
-            raise ValueError(f"train.keep_best '{best}' is not a metric of task '{task.name}': {', '.join(task.metrics)}")
+            hint = did_you_mean(best, task.metrics)
+            raise ValueError(f"train.keep_best '{best}' is not a metric of task '{task.name}': {', '.join(task.metrics)}"
+                             + (f"; {hint}" if hint else ""))
         return self
 
     @property
@@ -395,20 +397,62 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
     return model
 
 
-def _explain(err: dict) -> tuple[tuple, str, str | None]:
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
+def _field_loc(loc: tuple) -> tuple:
+    """The part of a pydantic error location that names recipe keys (not union members such as 'list[int]')."""
+    model: Any = Recipe
+    out: list = []
+    mapping = False  # the previous key holds a mapping, so this part is one of its keys
+    for part in loc:
+        if isinstance(part, int) or mapping:
+            out.append(part)
+            mapping = False
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            break
+        out.append(part)
+        if part not in model.model_fields:
+            break
+        args = [model.model_fields[part].annotation, *typing.get_args(model.model_fields[part].annotation)]
+        mapping = any(typing.get_origin(a) is dict for a in args)
+        model = _model_at(tuple(out))
+    return tuple(out)
+
+
+_EXPECTED = {"string_type": "a string", "list_type": "a list", "dict_type": "a mapping", "int_type": "a whole number",
+             "int_parsing": "a whole number", "int_from_float": "a whole number", "float_type": "a number",
+             "float_parsing": "a number", "bool_type": "true or false", "bool_parsing": "true or false"}
+
+
+def _expected(err: dict) -> str:
+    ctx = err.get("ctx") or {}
+    if err["type"] == "literal_error":
+        return ctx["expected"]
+    for bound, sign in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+        if bound in ctx:
+            return f"a number {sign} {ctx[bound]}"
+    return _EXPECTED.get(err["type"], err["msg"].lower())
+
+
+def _explain(errs: list[dict]) -> tuple[tuple, str, str | None]:
+    """One message for the errors pydantic reports at one key (a union reports one per member)."""
+    from brewcli.errors import did_you_mean
+
+    err = errs[0]
+    loc = _field_loc(err["loc"])
+    if len(errs) > 1:
+        options = list(dict.fromkeys(_expected(e) for e in errs))
+        names = [n.strip().strip("'") for e in errs if e["type"] == "literal_error"
+                 for n in e["ctx"]["expected"].replace(" or ", ", ").split(",")]
+        hint = did_you_mean(str(err.get("input")), names) if names else None
+        return loc, f"expected {' or '.join(options)}, got {err.get('input')!r}", hint
     kind = err["type"]
     if kind == "extra_forbidden":
         parent = _model_at(loc[:-1])
-        from brewcli.errors import did_you_mean
-
         hint = did_you_mean(str(loc[-1]), parent.model_fields) if parent else None
         return loc, "unknown key", hint
     if kind == "missing":
         return loc, "required key is missing", None
     if kind == "literal_error":
-        from brewcli.errors import did_you_mean
-
         expected = [s.strip().strip("'") for s in err["ctx"]["expected"].replace(" or ", ", ").split(",")]
         return loc, f"got {err['input']!r}, expected one of {', '.join(expected)}", did_you_mean(
             str(err["input"]), expected
@@ -426,11 +470,11 @@ class _Loader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
             try:
-                first = seen.setdefault(key, key_node.start_mark.line + 1)
+                if key in seen:
+                    raise _DuplicateKey(key, seen[key], key_node.start_mark.line + 1)
+                seen[key] = key_node.start_mark.line + 1
             except TypeError:
                 continue  # an unhashable key: PyYAML reports it itself
-            if first != key_node.start_mark.line + 1:
-                raise _DuplicateKey(key, first, key_node.start_mark.line + 1)
         return super().construct_mapping(node, deep)
 
 
@@ -474,8 +518,9 @@ def parse_yaml(text: str, source: str) -> Any:
     try:
         return loader.get_single_data()
     except _DuplicateKey as e:
-        raise RecipeError(f"{source}:{e.second}", f"key '{e.key}' is given twice in one section (lines {e.first} "
-                          f"and {e.second}); YAML would silently keep the last one", "keep one of them") from None
+        lines = f"lines {e.first} and {e.second}" if e.first != e.second else f"both on line {e.first}"
+        raise RecipeError(f"{source}:{e.second}", f"key '{e.key}' is given twice in one section ({lines}); YAML "
+                          "would silently keep the last one", "keep one of them") from None
     except yaml.MarkedYAMLError as e:
         line, what, hint = _yaml_hint(text, e)
         raise RecipeError(f"{source}:{line}" if line else source, f"not valid YAML: {what}", hint) from None
@@ -507,9 +552,15 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     try:
         return Recipe.model_validate(raw)
     except ValidationError as e:
-        errors = []
+        errors, by_key = [], {}
         for err in e.errors():
-            loc, msg, hint = _explain(err)
+            by_key.setdefault(_field_loc(err["loc"]), []).append(err)
+        for errs in by_key.values():
+            loc, msg, hint = _explain(errs)
+            if not loc:  # a check across sections names its key at the start of the message
+                named = re.match(r"([a-z_]+(?:\.[a-z_]+)+)[ :]", msg)
+                loc = tuple(named.group(1).split(".")) if named else loc
+                msg = msg[len(named.group(1)):].lstrip(": ") if named else msg
             key = _key(loc)
             if any(loc[: len(o)] == o or o[: len(loc)] == loc for o in overridden if loc):
                 msg += " (command-line override)"

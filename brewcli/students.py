@@ -69,7 +69,7 @@ def apply_config_overrides(cfg, overrides: dict) -> None:
                           f"num_attention_heads {cfg.num_attention_heads}", "change one of them")
 
 
-_COUNTS = re.compile(r"^(num_\w+|n_(?!_)\w+|(hidden|intermediate|vocab|embedding|head)_size|max_position_embeddings|dim|"
+_COUNTS = re.compile(r"^(num_\w+|n_(?!_)\w+|(hidden|intermediate|vocab|type_vocab|embedding|head)_size|max_position_embeddings|dim|"
                      r"hidden_dim|head_dim)$")
 
 

@@ -136,6 +136,8 @@ def run(plan, resume: bool = False) -> dict:
     found = checkpoints(out)
     if resume and not found:
         raise BrewError(f"--resume: no checkpoint in {out}; start without --resume")
+    if resume:
+        _check_resumable(found[-1], plan.student_config)
     if found and not resume:
         raise BrewError(f"{out} already holds checkpoints of an earlier run (latest: {found[-1].name}); pass "
                         f"--resume to continue it, or set train.output_dir to a new folder")
@@ -294,6 +296,24 @@ def run(plan, resume: bool = False) -> dict:
     if not main:
         return {}
     return _finish(plan, out, state, acc, teacher)
+
+
+def _check_resumable(folder: Path, config) -> None:
+    """Before any weights load: the checkpoint's student has the shape this recipe builds."""
+    try:
+        saved = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise BrewError(f"--resume: {folder / 'config.json'} cannot be read ({e}); move {folder} away to resume from "
+                        "the checkpoint before it") from None
+    mine = config.to_dict()
+    keys = ("model_type", "num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads", "vocab_size",
+            "n_layers", "dim", "n_layer", "n_embd", "num_labels")
+    changed = [f"{k} {saved.get(k)} -> {mine.get(k)}" for k in keys if k in mine and saved.get(k) != mine.get(k)]
+    if "id2label" in saved and len(saved["id2label"]) != len(mine.get("id2label", {})):
+        changed.append(f"labels {len(saved['id2label'])} -> {len(mine.get('id2label', {}))}")
+    if changed:
+        raise BrewError(f"--resume: the student in {folder} differs from the one this recipe builds ({', '.join(changed)}); "
+                        "restore the recipe's student section, or start in a new train.output_dir")
 
 
 def _diverged(step: int, what: str, values: dict[str, float], out: Path) -> TrainingDiverged:

@@ -23,7 +23,7 @@ def test_init_distill_eval(tmp_path, teacher_dir, data_files, monkeypatch):
     assert r.exit_code == 0, r.output
     text = recipe.read_text()
     assert "# brew recipe" in text and "preset: T3-small" in text and "eval_fraction: 0.1" in text
-    r = brew("init", "--task", "classification", "--teacher", teacher_dir, "--student", "T3", "--data", "x.csv",
+    r = brew("init", "--task", "classification", "--teacher", teacher_dir, "--student", "T3", "--data", data_files["train"],
              "--out", recipe)
     assert r.exit_code == 2 and "exists; pass --force" in r.output
 

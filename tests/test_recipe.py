@@ -71,14 +71,14 @@ def test_unknown_key_names_line_and_nearest(recipe_file, tmp_path):
     ({"distill__temperature_scheduler": "fls"}, ["distill.temperature_scheduler.name", "did you mean 'flsw'?"]),
     ({"train__precision": "fp8"}, ["train.precision", "expected one of fp32, bf16, fp16"]),
     ({"task": "regresion"}, ["task.name", "did you mean 'regression'?"]),
-    ({"train__keep_best": "f1"}, ["train.keep_best 'f1' is not a metric", "accuracy, macro_f1"]),
+    ({"train__keep_best": "f1"}, ["train.keep_best: 'f1' is not a metric", "accuracy, macro_f1"]),
 ])
 def test_schema_errors(recipe_file, changes, needles):
     fails(recipe_file(**changes), *needles)
 
 
 def test_regression_rejects_ce_kd(recipe_file):
-    fails(recipe_file(task="regression"), "distill.kd_loss 'ce' does not fit task 'regression'", "use one of mse")
+    fails(recipe_file(task="regression"), "distill.kd_loss: 'ce' does not fit task 'regression'", "use one of mse")
 
 
 @pytest.mark.parametrize("changes, needles", [
@@ -100,7 +100,7 @@ def test_regression_rejects_ce_kd(recipe_file):
                                                                   "did you mean 'hidden_size'?"]),
     ({"teacher": "/no/such/teacher"}, ["teacher: folder not found: /no/such/teacher"]),
     ({"data__files": {"train": "/no/such.csv"}}, ["data.files.train: file not found: /no/such.csv"]),
-    ({"data__text": "txt"}, ["data.text: no column 'txt' in the train split", "did you mean 'text'?"]),
+    ({"data__text": "txt"}, ["data.text: no column 'txt' in train.csv", "did you mean 'text'?"]),
     ({"data__label": "labl"}, ["data.label: no column 'labl'", "did you mean 'label'?"]),
     ({"data__test_split": "tset"}, ["data.test_split: no split 'tset'", "did you mean 'test'?"]),
     ({"task": {"name": "classification", "num_labels": 3}}, ["task.num_labels: is 3 but the data has 2 labels"]),
