@@ -1,5 +1,7 @@
-"""Scoring: task metrics on a split, plus size and measured speed. Used at the end of a run and by
-`brew eval`, which compares a checkpoint with the teacher it recorded."""
+"""Scoring and the report. `evaluate_model` streams a split through a model into the task's metric (sharded
+across processes, states merged). `report` compares a student with its teacher (metric, % retained, size,
+speed); the end of a run and `brew eval` both call it, so metrics.json and `brew eval --json` share its shape.
+"""
 
 from __future__ import annotations
 
@@ -9,43 +11,57 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from brewcli import data as data_mod
-from brewcli.errors import BrewError
+from brewcli.errors import BrewError, doing
 from brewcli.models import quiet_transformers, size_on_disk
+from brewcli.tasks import retained_pct
 
 
 def _device(acc):
     return acc.device if acc is not None else torch.device("cpu")
 
 
+def _shard(encoded, acc):
+    """This process's share of a split, cut at example boundaries (a QA example's windows stay together)."""
+    if acc is None or acc.num_processes == 1:
+        return encoded
+    examples = encoded["example"]
+    n = max(examples) + 1
+    lo, hi = n * acc.process_index // acc.num_processes, n * (acc.process_index + 1) // acc.num_processes
+    return encoded.select([i for i, e in enumerate(examples) if lo <= e < hi])
+
+
 @torch.no_grad()
-def predict(model, ds, tokenizer, batch_size: int, acc=None):
-    """Logits and labels over a tokenised dataset; also the wall time of the pass."""
+def evaluate_model(model, task, encoded, collate, batch_size: int, metric, acc=None) -> tuple[dict, float]:
+    """(metrics, seconds): every process scores its shard, process 0 merges the metric states."""
     was_training = model.training
     model.eval()
     device = _device(acc)
-    logits, labels = [], []
     start = time.perf_counter()
-    for batch in data_mod.loader(ds, tokenizer, batch_size):
-        labels.append(batch.pop("labels").numpy())
+    for batch in data_mod.loader(_shard(encoded, acc), collate, batch_size):
         with acc.autocast() if acc is not None else nullcontext():
-            out = model(**{k: v.to(device) for k, v in batch.items()})
-        logits.append(out.logits.float().cpu().numpy())
+            out = model(**batch.to(device).inputs)
+        metric.update(task.logits(out).float().cpu(), batch)
     seconds = time.perf_counter() - start
     model.train(was_training)
-    return np.concatenate(logits), np.concatenate(labels), seconds
+    if acc is not None and acc.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        states = gather_object([metric.state()])
+        for rank, state in enumerate(states):
+            if rank != acc.process_index:
+                metric.merge(state)
+    return metric.compute(), seconds
 
 
 @torch.no_grad()
-def latency_ms(model, ds, tokenizer, acc=None, runs: int = 20) -> float:
+def latency_ms(model, encoded, collate, acc=None, runs: int = 20) -> float:
     """Median time of one single-example forward pass on real examples, after a warm-up."""
     model.eval()
     device = _device(acc)
-    collate = data_mod.loader(ds.select(range(min(runs, len(ds)))), tokenizer, 1)
-    examples = [{k: v.to(device) for k, v in b.items() if k != "labels"} for b in collate]
+    examples = [b.to(device).inputs for b in data_mod.loader(encoded.select(range(min(runs, len(encoded)))), collate, 1)]
     for ex in examples[:3]:
         model(**ex)
     times = []
@@ -60,29 +76,42 @@ def latency_ms(model, ds, tokenizer, acc=None, runs: int = 20) -> float:
     return 1000 * statistics.median(times)
 
 
-def score(folder_or_model, ds, tokenizer, task, batch_size: int, acc=None) -> dict:
+def score(model, task, encoded, collate, batch_size: int, metric, acc=None, folder: Path | None = None) -> dict:
     """Metrics + parameter count + size on disk + latency + throughput of one model on one split."""
-    if isinstance(folder_or_model, (str, Path)):
-        quiet_transformers()
-        folder = Path(folder_or_model)
-        model = task.model_class().from_pretrained(folder).to(_device(acc))
-        size = size_on_disk(folder)
-    else:
-        model, size = folder_or_model, None
-    logits, labels, seconds = predict(model, ds, tokenizer, batch_size, acc)
-    result = task.compute_metrics(logits, labels)
-    result.update(params=sum(p.numel() for p in model.parameters()), size_bytes=size,
-                  latency_ms=round(latency_ms(model, ds, tokenizer, acc), 2),
-                  throughput=round(len(ds) / seconds, 1))
-    return result
+    metrics, seconds = evaluate_model(model, task, encoded, collate, batch_size, metric, acc)
+    return {**metrics, "params": sum(p.numel() for p in model.parameters()),
+            "size_bytes": size_on_disk(folder) if folder is not None else None,
+            "latency_ms": round(latency_ms(model, encoded, collate, acc), 2),
+            "throughput": round(len(encoded) / seconds, 1) if seconds else None}
+
+
+def report(task, split: str, rows: int, student: dict, teacher: dict | None = None, teacher_path: str | None = None,
+           device: str = "cpu") -> dict:
+    """The comparison both the end of a run and `brew eval` print and save."""
+    out = {"task": task.name, "split": split, "rows": rows, "device": device, "student": student}
+    if teacher is not None:
+        out["teacher"] = teacher
+        out["teacher_path"] = teacher_path
+        main = task.main_metric
+        kept = retained_pct(main, student[main], teacher[main], task.lower_is_better)
+        if kept is not None:
+            out["retained_pct"] = kept
+        out["size_ratio"] = round(student["params"] / teacher["params"], 3)
+        if student.get("latency_ms") and teacher.get("latency_ms"):
+            out["speedup"] = round(teacher["latency_ms"] / student["latency_ms"], 2)
+    return out
+
+
+def load_model(folder, task, acc=None):
+    quiet_transformers()
+    return task.model_class().from_pretrained(folder).to(_device(acc))
 
 
 def evaluate_checkpoint(path: str, data_file: str | None = None, split: str | None = None,
                         batch_size: int = 64, with_teacher: bool = True) -> dict:
-    from brewcli.errors import doing
     from brewcli.models import check_weights, load_config, load_tokenizer
     from brewcli.recipe import load_recipe
-    from brewcli.tasks import TASKS, retained_pct
+    from brewcli.tasks import TASKS
 
     folder = Path(path)
     if not folder.is_dir():
@@ -97,52 +126,50 @@ def evaluate_checkpoint(path: str, data_file: str | None = None, split: str | No
     recipe = load_recipe(folder / "recipe.yaml")
     task = TASKS.get(recipe.task.name)
     if data_file:
-        data = recipe.data.model_copy(update={"dataset": None, "config": None, "files": {"eval": data_file},
-                                              "train_split": "eval", "eval_split": None, "test_split": None,
+        data = recipe.data.model_copy(update={"dataset": None, "config": None, "files": {"file": data_file},
+                                              "train_split": "file", "eval_split": None, "test_split": None,
                                               "eval_fraction": None, "max_train_samples": None})
         recipe = recipe.model_copy(update={"data": data})
     else:
         recipe = _rebase(recipe, Path(meta.get("cwd", ".")))
     config = load_config(str(folder), "checkpoint")
     check_weights(str(folder), "checkpoint")
-    names = None if task.regression else [config.id2label[i] for i in range(config.num_labels)]
+    names = [config.id2label[i] for i in range(config.num_labels)] if task.has_classes else None
     splits = data_mod.load_splits(recipe, task, names=names)
     available = {"train": splits.train, "eval": splits.eval, "test": splits.test}
     if data_file:
-        split, ds = "file", splits.train
+        split, ds = Path(data_file).name, splits.train
     else:
         split = split or ("test" if splits.test is not None else "eval" if splits.eval is not None else "train")
         if split not in available or available[split] is None:
             have = [k for k, v in available.items() if v is not None]
             raise BrewError(f"--split {split}: the recipe's data has no {split} split; choose one of {', '.join(have)}")
         ds = available[split]
-    tokenizer = load_tokenizer(str(folder), "checkpoint")
-    tok_ds = data_mod.tokenize(ds, tokenizer, recipe.data)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     from accelerate import Accelerator
 
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     acc = Accelerator(cpu=device == "cpu")
+    tokenizer = load_tokenizer(str(folder), "checkpoint")
+    encoded = task.encode(ds, tokenizer, recipe, names)
     doing(f"scoring {folder} on the {split} split")
-    report = {"checkpoint": str(folder), "split": split, "rows": len(ds), "task": task.name,
-              "device": device, "student": score(folder, tok_ds, tokenizer, task, batch_size, acc)}
-    teacher = meta.get("teacher") or (recipe.teacher.model if recipe.teacher else None)
-    if with_teacher and teacher:
-        tdir = Path(teacher)
+    student = score(load_model(folder, task, acc), task, encoded, task.collate(tokenizer), batch_size,
+                    task.metric(recipe, names, ds), acc, folder)
+    teacher_ref = meta.get("teacher") or (recipe.teacher.model if recipe.teacher else None)
+    teacher = None
+    if with_teacher and teacher_ref:
+        tdir = Path(teacher_ref)
         if tdir.is_absolute() and not tdir.exists():
-            raise BrewError(f"the teacher this checkpoint records, {teacher}, is gone; pass --no-teacher to score the "
-                            "student alone")
-        doing(f"scoring the teacher {teacher}")
-        check_weights(teacher, "teacher")
-        t_tok = load_tokenizer(teacher, "teacher")
-        t_ds = tok_ds if t_tok.get_vocab() == tokenizer.get_vocab() else data_mod.tokenize(ds, t_tok, recipe.data)
-        report["teacher_path"] = teacher
-        report["teacher"] = score(tdir if tdir.exists() else teacher, t_ds, t_tok, task, batch_size, acc)
-        kept = retained_pct(task.main_metric, report["student"][task.main_metric], report["teacher"][task.main_metric])
-        if kept is not None:
-            report["retained_pct"] = kept
-        report["speedup"] = round(report["teacher"]["latency_ms"] / report["student"]["latency_ms"], 2)
-        report["size_ratio"] = round(report["student"]["params"] / report["teacher"]["params"], 3)
-    return report
+            raise BrewError(f"the teacher this checkpoint records, {teacher_ref}, is gone; pass --no-teacher to score "
+                            "the student alone")
+        doing(f"scoring the teacher {teacher_ref}")
+        check_weights(teacher_ref, "teacher")
+        t_tok = load_tokenizer(teacher_ref, "teacher")
+        t_encoded = encoded if t_tok.get_vocab() == tokenizer.get_vocab() else task.encode(ds, t_tok, recipe, names)
+        t_model = load_model(tdir if tdir.exists() else teacher_ref, task, acc)
+        teacher = score(t_model, task, t_encoded, task.collate(t_tok), batch_size, task.metric(recipe, names, ds), acc,
+                        tdir if tdir.exists() else None)
+    out = report(task, split, len(ds), student, teacher, teacher_ref, device)
+    return {"checkpoint": str(folder), **out}
 
 
 def _read_meta(folder: Path) -> dict:

@@ -255,32 +255,19 @@ class CopyReport:
         return self.copied == self.expected
 
 
-def copy_layers(student, teacher, layers: list[int]) -> CopyReport:
-    """Copy embeddings, teacher layers `layers` (student layer i <- teacher layer layers[i]), final norms, pooler
-    and head from `teacher` into `student`, wherever the shapes match. Both must be the same family."""
-    s_fam, t_fam = family(student.config), family(teacher.config)
-    if s_fam is not t_fam:
-        raise FamilyError(f"cannot copy {t_fam.name} teacher layers into a {s_fam.name} student; "
-                          f"layer copying needs one family")
-    n_student, n_teacher = read_widths(student.config).layers, read_widths(teacher.config).layers
-    layers = list(layers)
-    if len(layers) != n_student:
-        raise FamilyError(f"{len(layers)} teacher layers given, but the student has {n_student} layers")
-    bad = [i for i in layers if not (isinstance(i, int) and 0 <= i < n_teacher)]
-    if bad:
-        raise FamilyError(f"teacher layer {bad[0]} is out of range; the teacher has layers 0..{n_teacher - 1}")
-
-    source, target = teacher.state_dict(), student.state_dict()
-    picked: dict = {}
+def plan_copy(target: dict, source: dict, config, layers: list[int]) -> tuple[dict[str, str], CopyReport]:
+    """Which teacher tensor each student tensor comes from (where the shapes match), and the report. Works on
+    state dicts of real or meta-device models, so the plan checks a copy before any weight is loaded."""
+    picked: dict[str, str] = {}
     copied = expected = 0
     missing, skipped = [], []
     for key, value in target.items():
-        src = map_layer_key(key, student.config, layers)
+        src = map_layer_key(key, config, layers)
         per_layer = src is not None
         src = key if src is None else src
         ok = src in source and source[src].shape == value.shape
         if ok:
-            picked[key] = source[src]
+            picked[key] = src
         if per_layer:
             expected += 1
             copied += ok
@@ -288,6 +275,29 @@ def copy_layers(student, teacher, layers: list[int]) -> CopyReport:
                 missing.append(key)
         elif not ok:
             skipped.append(key)
-    student.load_state_dict(picked, strict=False)
-    return CopyReport(copied=copied, expected=expected, missing_keys=tuple(missing),
-                      shared_copied=len(picked) - copied, shared_skipped=tuple(skipped))
+    return picked, CopyReport(copied=copied, expected=expected, missing_keys=tuple(missing),
+                              shared_copied=len(picked) - copied, shared_skipped=tuple(skipped))
+
+
+def check_copy(student, teacher, layers: list[int]) -> None:
+    s_fam, t_fam = family(student.config), family(teacher.config)
+    if s_fam is not t_fam:
+        raise FamilyError(f"cannot copy {t_fam.name} teacher layers into a {s_fam.name} student; "
+                          f"layer copying needs one family")
+    n_student, n_teacher = read_widths(student.config).layers, read_widths(teacher.config).layers
+    if len(layers) != n_student:
+        raise FamilyError(f"{len(layers)} teacher layers given, but the student has {n_student} layers")
+    bad = [i for i in layers if not (isinstance(i, int) and 0 <= i < n_teacher)]
+    if bad:
+        raise FamilyError(f"teacher layer {bad[0]} is out of range; the teacher has layers 0..{n_teacher - 1}")
+
+
+def copy_layers(student, teacher, layers: list[int]) -> CopyReport:
+    """Copy embeddings, teacher layers `layers` (student layer i <- teacher layer layers[i]), final norms, pooler
+    and head from `teacher` into `student`, wherever the shapes match. Both must be the same family."""
+    layers = list(layers)
+    check_copy(student, teacher, layers)
+    source, target = teacher.state_dict(), student.state_dict()
+    picked, report = plan_copy(target, source, student.config, layers)
+    student.load_state_dict({k: source[v] for k, v in picked.items()}, strict=False)
+    return report

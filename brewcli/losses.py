@@ -28,6 +28,7 @@ class MatchLoss:
     feature: str  # "hidden" or "attention"
     pair: bool = False  # takes [layer_a, layer_b] on each side
     needs_equal_width: bool = True  # hidden size (or head count) must agree, else a projection is needed
+    unit: str = "tokens"  # what the loss averages over: real tokens, or rows (pkd's [CLS], pair-similarity losses)
 
 
 KD_LOSSES: Registry[Callable[[Tensor, Tensor, Tensor], Tensor]] = Registry("kd loss", "losses")
@@ -50,6 +51,12 @@ def kd_kl(s: Tensor, t: Tensor, temperature: Tensor | float) -> Tensor:
     tau = _t(temperature, s)
     log_pt = F.log_softmax(t / tau, dim=-1)
     return (log_pt.exp() * (log_pt - F.log_softmax(s / tau, dim=-1))).sum(-1)
+
+
+@KD_LOSSES.register("bce", "binary cross-entropy of sigmoid(zS/t) against sigmoid(zT/t), mean over labels (multi-label)")
+def kd_bce(s: Tensor, t: Tensor, temperature: Tensor | float) -> Tensor:
+    tau = _t(temperature, s)
+    return F.binary_cross_entropy_with_logits(s / tau, torch.sigmoid(t / tau), reduction="none").mean(-1)
 
 
 @KD_LOSSES.register("mse", "mean squared error of zS/t and zT/t; the one to use for regression")
@@ -122,15 +129,15 @@ def attention_ce_mean(s: Tensor, t: Tensor, mask: Tensor) -> Tensor:
 
 MATCH_LOSSES.add("hidden_mse", MatchLoss(hidden_mse, "hidden"), "masked MSE of hidden states (TinyBERT, TextBrewer)")
 MATCH_LOSSES.add("cos", MatchLoss(cosine, "hidden"), "1 - cosine similarity per token, masked mean (DistilBERT)")
-MATCH_LOSSES.add("pkd", MatchLoss(pkd, "hidden"), "MSE of the L2-normalised [CLS] vectors (BERT-PKD)")
+MATCH_LOSSES.add("pkd", MatchLoss(pkd, "hidden", unit="rows"), "MSE of the L2-normalised [CLS] vectors (BERT-PKD)")
 MATCH_LOSSES.add(
     "mmd",
-    MatchLoss(mmd, "hidden", pair=True, needs_equal_width=False),
+    MatchLoss(mmd, "hidden", pair=True, needs_equal_width=False, unit="rows"),
     "token-token similarity matrices X1 X2^T / D, masked MSE; widths may differ",
     aliases=("nst",),
 )
 MATCH_LOSSES.add(
-    "fsp", MatchLoss(fsp, "hidden", pair=True), "feature gram matrices X1^T X2 / L, MSE (FSP)", aliases=("gram",)
+    "fsp", MatchLoss(fsp, "hidden", pair=True, unit="rows"), "feature gram matrices X1^T X2 / L, MSE (FSP)", aliases=("gram",)
 )
 MATCH_LOSSES.add("attention_mse", MatchLoss(attention_mse, "attention"), "masked MSE of attention maps, head by head")
 MATCH_LOSSES.add(

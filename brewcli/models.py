@@ -77,16 +77,6 @@ def check_weights(ref: str, key: str) -> None:
                               "save the model again") from None
 
 
-def set_labels(config, task, label_names: list[str] | None) -> None:
-    if task.regression:
-        config.num_labels, config.problem_type = 1, "regression"
-        return
-    config.num_labels = len(label_names)
-    config.id2label = dict(enumerate(label_names))
-    config.label2id = {n: i for i, n in enumerate(label_names)}
-    config.problem_type = "single_label_classification"
-
-
 def has_task_head(config, task) -> bool:
     suffix = task.auto_class.removeprefix("AutoModel")  # e.g. ForSequenceClassification
     return any(a.endswith(suffix) for a in getattr(config, "architectures", None) or [])
@@ -102,27 +92,31 @@ def max_positions(config) -> int | None:
         return getattr(config, "max_position_embeddings", None)
 
 
-def count_params(config, task) -> int:
-    """Parameter count of the model a config describes, built on the meta device (no memory, no weights)."""
+def meta_model(config, task):
+    """The model a config describes, built on the meta device: shapes and parameter counts, no memory, no weights."""
     import torch
 
+    quiet_transformers()
     with torch.device("meta"):
-        model = task.model_class().from_config(config)
-    return sum(p.numel() for p in model.parameters())
+        return task.model_class().from_config(config)
 
 
-def load_pretrained(ref: str, config, task, revision=None, trust_remote_code=False):
+def count_params(config, task) -> int:
+    return sum(p.numel() for p in meta_model(config, task).parameters())
+
+
+def load_pretrained(ref: str, config, task, revision=None, trust_remote_code=False, attention: str | None = None):
     quiet_transformers()
     path = Path(ref).expanduser()
     return task.model_class().from_pretrained(
         path if path.exists() else ref, config=config, revision=revision, trust_remote_code=trust_remote_code,
-        ignore_mismatched_sizes=True,
+        ignore_mismatched_sizes=True, **({"attn_implementation": attention} if attention else {}),
     )
 
 
-def from_config(config, task):
+def from_config(config, task, attention: str | None = None):
     quiet_transformers()
-    return task.model_class().from_config(config)
+    return task.model_class().from_config(config, **({"attn_implementation": attention} if attention else {}))
 
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
@@ -144,6 +138,8 @@ def load_tokenizer(ref: str, key: str, revision=None, trust_remote_code=False):
         message = hub.not_found(ref, "tokenizer", e) if not path.exists() else \
             f"could not load a tokenizer from '{ref}' ({str(e).splitlines()[0][:160]})"
         raise RecipeError(key, message) from None
+    if tok.pad_token is None and tok.eos_token is not None:
+        tok.pad_token = tok.eos_token  # decoders (GPT-2, Llama) have no padding token; padding is masked anyway
     if tok.pad_token is None:
         raise RecipeError(key, f"the tokenizer of '{ref}' has no padding token, so batches cannot be padded")
     return tok

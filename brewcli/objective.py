@@ -1,8 +1,10 @@
-"""The training objective: every loss term of a run, weighted and summed.
+"""The training objective: a list of loss terms built once from the plan, weighted and summed.
 
-Distillers differ only by the terms they add: logit KD, hard labels, and one term per layer match. Plain
-fine-tuning (no teacher) is the hard-label term alone. Projections for matches with different widths live
-here, are trained with the student and saved beside it.
+Distillers differ only by their terms: hard labels, logit KD, one term per layer match. Plain fine-tuning is
+the hard-label term alone. Each term says what it reads from each model (`Needs`), so the models compute no
+more than that, and over what it averages (rows, labelled tokens or real tokens), so that a gradient
+accumulation window is normalised by its total count rather than per micro-batch. No term reads the recipe
+at step time.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from brewcli.batch import Batch, Features, Needs
 from brewcli.losses import KD_LOSSES, MATCH_LOSSES
 from brewcli.schedulers import TEMPERATURE, WEIGHT
 
@@ -30,56 +33,135 @@ def probability_shift(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     return out
 
 
-class Objective(nn.Module):
-    def __init__(self, recipe, matches, has_teacher: bool):
-        super().__init__()
-        self.d = recipe.distill
-        self.has_teacher = has_teacher
-        self.matches = matches
-        self.projections = nn.ModuleDict(
-            {str(i): make_projection(m.proj, m.student_width, m.teacher_width) for i, m in enumerate(matches) if m.proj}
-        )
-        self.names = []
-        for m in matches:  # unique, readable term names for logs
-            name = m.name
-            while name in self.names:
-                name += "_"
-            self.names.append(name)
-        self.needs_hidden = any(m.feature == "hidden" for m in matches)
-        self.needs_attention = any(m.feature == "attention" for m in matches)
+class Term:
+    """One loss term: its value on a micro-batch (a mean over `unit`), its weight and what it reads."""
 
-    def _feature(self, out, match, side: str, i: int):
+    name: str
+    unit: str = "rows"  # rows | labels (the task's labelled items) | tokens (real tokens of the student)
+    student = Needs()
+    teacher = Needs()
+
+    def __init__(self, weight: float, schedule: str = "none"):
+        self.weight, self.schedule = weight, WEIGHT.get(schedule)
+
+    def weight_at(self, progress: float) -> float:
+        return self.weight * self.schedule(progress)
+
+    def __call__(self, batch: Batch, s: Features, t: Features | None) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class HardLabel(Term):
+    """The head's own loss on the gold labels (cross-entropy, MSE, BCE or span CE, as the model computes it)."""
+
+    name = "hard_label"
+    student = Needs(loss=True)
+
+    def __init__(self, weight, schedule, unit):
+        super().__init__(weight, schedule)
+        self.unit = unit
+
+    def __call__(self, batch, s, t):
+        return s.loss
+
+
+class LogitKD(Term):
+    """KD on what the task compares (rows of logits, padding and ignored positions removed), at a temperature."""
+
+    name = "kd"
+    student = teacher = Needs(logits=True)
+
+    def __init__(self, task, distill, kd_loss: str, weight: float, schedule: str):
+        super().__init__(weight, schedule)
+        self.task, self.unit = task, task.label_unit
+        self.loss = KD_LOSSES.get(kd_loss)
+        self.temperature, self.scale_by_t2, self.shift = distill.temperature, distill.scale_by_t2, distill.probability_shift
+        self.scheduler = TEMPERATURE.get(distill.temperature_scheduler.name)
+        self.scheduler_args = distill.temperature_scheduler.kwargs()
+        self.last_temperature: float | None = None
+
+    def __call__(self, batch, s, t):
+        zs, zt = self.task.views(s.logits.float(), t.logits.float(), batch)
+        if self.shift:
+            zt = probability_shift(zt, self.task.view_labels(batch))
+        tau = self.scheduler(self.temperature, zs, zt, **self.scheduler_args)
+        per_row = self.loss(zs, zt, tau)
+        if self.scale_by_t2:
+            per_row = per_row * torch.as_tensor(tau, device=zs.device) ** 2
+        self.last_temperature = float(torch.as_tensor(tau).float().mean())
+        return per_row.mean() if per_row.numel() else zs.sum() * 0.0
+
+
+class Match(Term):
+    """An intermediate match: a hidden-state or attention feature of the student pulled towards the teacher's."""
+
+    def __init__(self, match, name: str, projection: nn.Module | None):
+        super().__init__(match.weight)
+        self.match, self.name, self.projection = match, name, projection
+        info = MATCH_LOSSES.get(match.loss)
+        self.fn, self.pair, self.unit = info.fn, info.pair, info.unit
+        layers = lambda side: frozenset(match.layers(side))  # noqa: E731
+        field = "hidden" if match.feature == "hidden" else "attention"
+        self.student, self.teacher = Needs(**{field: layers("student")}), Needs(**{field: layers("teacher")})
+
+    def _feature(self, f: Features, side: str):
         feats = []
-        for layer in match.layers(side):
-            x = out.hidden_states[layer] if match.feature == "hidden" else out.attentions[layer - 1]
-            if side == "student" and str(i) in self.projections:
-                x = self.projections[str(i)](x)
-            feats.append(x)
-        return tuple(feats) if MATCH_LOSSES.get(match.loss).pair else feats[0]
+        for layer in self.match.layers(side):
+            x = f.hidden[layer] if self.match.feature == "hidden" else f.attention[layer]
+            feats.append(self.projection(x) if side == "student" and self.projection is not None else x)
+        return tuple(feats) if self.pair else feats[0]
 
-    def forward(self, batch, s_out, t_out, progress: float):
-        """Returns (total loss, {term: (unweighted value, weight)}, mean temperature or None)."""
-        d, terms, tau_mean = self.d, {}, None
-        if not self.has_teacher:
-            terms["hard_label"] = (s_out.loss, 1.0)
-        else:
-            if d.kd_weight > 0:
-                zs, zt = s_out.logits.float(), t_out.logits.float()
-                if d.probability_shift:
-                    zt = probability_shift(zt, batch["labels"])
-                tau = TEMPERATURE.get(d.temperature_scheduler.name)(d.temperature, zs, zt,
-                                                                     **d.temperature_scheduler.kwargs())
-                per_example = KD_LOSSES.get(d.kd_loss)(zs, zt, tau)
-                if d.scale_by_t2:
-                    per_example = per_example * torch.as_tensor(tau, device=zs.device) ** 2
-                terms["kd"] = (per_example.mean(), d.kd_weight * WEIGHT.get(d.kd_weight_schedule)(progress))
-                tau_mean = float(torch.as_tensor(tau).float().mean())
-            if d.hard_label_weight > 0:
-                terms["hard_label"] = (s_out.loss, d.hard_label_weight * WEIGHT.get(d.hard_label_weight_schedule)(progress))
-            mask = batch["attention_mask"]
-            for i, (m, name) in enumerate(zip(self.matches, self.names)):
-                s = self._feature(s_out, m, "student", i)
-                t = self._feature(t_out, m, "teacher", i)
-                terms[name] = (MATCH_LOSSES.get(m.loss).fn(s, t, mask), m.weight)
-        total = sum(value * weight for value, weight in terms.values())
-        return total, terms, tau_mean
+    def __call__(self, batch, s, t):
+        return self.fn(self._feature(s, "student"), self._feature(t, "teacher"), s.mask)
+
+
+class Objective(nn.Module):
+    """The terms of a run. Holds the projections (trained with the student, saved beside it)."""
+
+    def __init__(self, terms: list[Term], projections: dict[str, nn.Module]):
+        super().__init__()
+        self.terms = terms
+        self.projections = nn.ModuleDict(projections)
+        self.student_needs = self._needs("student")
+        self.teacher_needs = self._needs("teacher")
+
+    def _needs(self, side: str) -> Needs:
+        out = Needs()
+        for term in self.terms:
+            out = out | getattr(term, side)
+        return out
+
+    def forward(self, batch: Batch, s: Features, t: Features | None, progress: float, scale: dict[str, float]):
+        """(weighted sum, {term: (value, weight)}, logged scalars). `scale[unit]` is this micro-batch's share of
+        its accumulation window, so the window's gradient is a mean over all of its rows or tokens."""
+        values = {term.name: (term(batch, s, t), term.weight_at(progress)) for term in self.terms}
+        total = sum(value * weight * scale[term.unit] for term, (value, weight) in zip(self.terms, values.values()))
+        scalars = {"temperature": term.last_temperature for term in self.terms if isinstance(term, LogitKD)}
+        return total, values, scalars
+
+
+def unique_names(names: list[str]) -> list[str]:
+    out: list[str] = []
+    for name in names:
+        while name in out:
+            name += "_"
+        out.append(name)
+    return out
+
+
+def build_objective(plan) -> Objective:
+    """The terms a plan asks for: plain training is the hard-label term; distillation adds KD and the matches."""
+    r, task = plan.recipe, plan.task
+    d = r.distill
+    if r.teacher is None:
+        return Objective([HardLabel(1.0, "none", task.label_unit)], {})
+    terms: list[Term] = []
+    if d.kd_weight > 0:
+        terms.append(LogitKD(task, d, r.kd_loss, d.kd_weight, d.kd_weight_schedule))
+    if d.hard_label_weight > 0:
+        terms.append(HardLabel(d.hard_label_weight, d.hard_label_weight_schedule, task.label_unit))
+    projections = {str(i): make_projection(m.proj, m.student_width, m.teacher_width)
+                   for i, m in enumerate(plan.matches) if m.proj}
+    names = unique_names([m.name for m in plan.matches])
+    terms += [Match(m, name, projections.get(str(i))) for i, (m, name) in enumerate(zip(plan.matches, names))]
+    return Objective(terms, projections)

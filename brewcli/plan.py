@@ -14,10 +14,11 @@ from pathlib import Path
 from brewcli import data as data_mod
 from brewcli.errors import RecipeError
 from brewcli.matches import ResolvedMatch, resolve_matches
-from brewcli.models import (check_weights, count_params, has_task_head, load_config, load_tokenizer, max_positions,
-                            set_labels)
+from brewcli.families import FamilyError, read_widths
+from brewcli.models import check_weights, has_task_head, load_config, load_tokenizer, max_positions, meta_model
 from brewcli.recipe import Recipe
-from brewcli.students import apply_config_overrides, resolve_init, student_config, teacher_layers
+from brewcli.students import (apply_config_overrides, check_layer_copy, resolve_init, student_config,
+                              teacher_layers)
 from brewcli.tasks import TASKS, Task
 
 
@@ -31,15 +32,18 @@ class Plan:
     init_layers: list[int] | None
     matches: list[ResolvedMatch]
     splits: data_mod.Splits
+    encoded: dict  # split -> the task's encoded features (tokenised; QA: one row per window)
     tokenizer: object
     teacher_params: int | None
     student_params: int
+    processes: int  # the run's process count (WORLD_SIZE under torchrun / accelerate launch)
     steps_per_epoch: int
     total_steps: int
+    attention: str | None  # "eager" when a match reads attention maps (SDPA returns none); else the default
 
     @property
     def needs_attention(self) -> bool:
-        return any(m.feature == "attention" for m in self.matches)
+        return self.attention == "eager"
 
 
 def _check_device(recipe: Recipe) -> None:
@@ -85,18 +89,24 @@ def _check_lengths(recipe: Recipe, tokenizer, configs: dict) -> None:
                               f"{cfg.vocab_size}, so some token ids have no embedding", "use the model's own tokenizer")
 
 
-def _check_tokenizer_reads_the_text(tokenizer, splits, recipe: Recipe, key: str) -> None:
+def _check_tokenizer_reads_the_text(tokenizer, splits, recipe: Recipe, task, key: str) -> None:
     """Refuse a tokenizer that turns most of the training text into [UNK] (a wrong or empty tokenizer)."""
     unk = tokenizer.unk_token_id
     if unk is None:
         return
-    rows = splits.train.select(range(min(200, len(splits.train))))
-    texts = [str(t) for c in recipe.data.text_columns for t in rows[c] if t is not None]
+    texts = task.sample_texts(splits.train, recipe)
     ids = [i for enc in tokenizer(texts, add_special_tokens=False)["input_ids"] for i in enc]
     if len(ids) >= 20 and ids.count(unk) / len(ids) > 0.5:
         raise RecipeError(key, f"its tokenizer turns {ids.count(unk) / len(ids):.0%} of the training text's tokens "
                           f"into {tokenizer.unk_token}, so the model would read almost nothing",
                           "check that the folder holds the model's own tokenizer files")
+
+
+def _layers(config) -> int:
+    try:
+        return read_widths(config).layers
+    except FamilyError:
+        return config.num_hidden_layers
 
 
 def build_plan(recipe: Recipe) -> Plan:
@@ -108,7 +118,7 @@ def build_plan(recipe: Recipe) -> Plan:
         t = recipe.teacher
         tc = load_config(t.model, "teacher", t.revision, t.trust_remote_code)
         check_weights(t.model, "teacher")
-        if recipe.distill.kd_weight > 0 and not has_task_head(tc, task):
+        if (recipe.distill.kd_weight > 0 or recipe.distill.hard_label_weight > 0) and not has_task_head(tc, task):
             raise RecipeError("teacher", f"'{t.model}' has no {task.name} head (architectures: "
                               f"{', '.join(tc.architectures or ['none'])}), so its logits mean nothing",
                               "fine-tune it first with `brew train`, or set distill.kd_weight: 0")
@@ -125,32 +135,46 @@ def build_plan(recipe: Recipe) -> Plan:
     else:
         sc = student_config(tc, s.preset, s.config)
     init = resolve_init(s, tc, sc)
-    layers = teacher_layers(s.teacher_layers, tc.num_hidden_layers, sc.num_hidden_layers) if init == "teacher-layers" else None
+    layers = teacher_layers(s.teacher_layers, _layers(tc), _layers(sc)) if init == "teacher-layers" else None
     matches = resolve_matches(recipe.distill.matches, tc, sc) if tc is not None else []
-    if any(m.feature == "attention" for m in matches):
-        for cfg in (tc, sc):
-            cfg._attn_implementation = "eager"  # SDPA returns no attention maps
-        if hasattr(sc, "attention_probs_dropout_prob"):
-            sc.attention_probs_dropout_prob = 0.0  # HF returns maps after dropout; keep them true distributions
+    attention = "eager" if any(m.feature == "attention" for m in matches) else None
+    if attention and hasattr(sc, "attention_probs_dropout_prob"):
+        sc.attention_probs_dropout_prob = 0.0  # HF returns maps after dropout; keep them true distributions
     tok_ref, tok_key = (recipe.teacher.model, "teacher") if recipe.teacher else (s.model, "student.model")
     tokenizer = load_tokenizer(tok_ref, tok_key)
+    if task.needs_fast_tokenizer and not tokenizer.is_fast:
+        raise RecipeError(tok_key, f"task '{task.name}' maps words and answers to sub-words, which needs a fast "
+                          f"(Rust) tokenizer; '{tok_ref}' has only a slow one", "save a tokenizer.json beside the model")
+    for cfg in (tc, sc):
+        if cfg is not None and getattr(cfg, "pad_token_id", None) is None:
+            cfg.pad_token_id = tokenizer.pad_token_id  # decoders (GPT-2, Llama) pad with their end-of-text token
     _check_lengths(recipe, tokenizer, {k: c for k, c in (("teacher", tc), ("student", sc)) if c is not None})
     splits = data_mod.load_splits(recipe, task, tc)
-    _check_tokenizer_reads_the_text(tokenizer, splits, recipe, tok_key)
-    set_labels(sc, task, splits.label_names)
-    student_params = _student_params(sc, task, s.config)
+    _check_tokenizer_reads_the_text(tokenizer, splits, recipe, task, tok_key)
+    task.configure(sc, splits.label_names)
+    student = _meta_student(sc, task, s.config)
+    teacher = meta_model(tc, task) if tc is not None else None
+    if layers is not None:
+        check_layer_copy(student, teacher, layers)
+    encoded = {k: task.encode(v, tokenizer, recipe, splits.label_names)
+               for k, v in (("train", splits.train), ("eval", splits.eval), ("test", splits.test)) if v is not None}
+    if len(encoded["train"]) == 0:
+        raise RecipeError("data", "the train split is empty")
     t = recipe.train
-    batches = math.ceil(len(splits.train) / t.batch_size)
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    batches = math.ceil(math.ceil(len(encoded["train"]) / processes) / t.batch_size)  # per process and epoch
     per_epoch = math.ceil(batches / t.grad_accum)
     total = t.max_steps or max(1, math.ceil(t.epochs * per_epoch))
-    return Plan(recipe, task, tc, sc, init, layers, matches, splits, tokenizer,
-                count_params(tc, task) if tc is not None else None, student_params, per_epoch, total)
+    params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    return Plan(recipe, task, tc, sc, init, layers, matches, splits, encoded, tokenizer,
+                params(teacher) if teacher is not None else None, params(student), processes, per_epoch, total,
+                attention)
 
 
-def _student_params(config, task, overrides: dict) -> int:
+def _meta_student(config, task, overrides: dict):
     """Build the student on the meta device: a config that cannot make a model fails here, naming the key."""
     try:
-        return count_params(config, task)
+        return meta_model(config, task)
     except Exception as e:  # transformers raises many types for a config it cannot build
         key = "student.config" if overrides else "student"
         raise RecipeError(key, f"the {config.model_type} config does not build a model: "

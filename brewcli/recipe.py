@@ -12,62 +12,24 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from brewcli.errors import RecipeError, RecipeErrors, did_you_mean, read_text
+from brewcli.schema import Seed, Strict, known, shorthand
 from brewcli.losses import KD_LOSSES, MATCH_LOSSES
 from brewcli.registry import Registry, UnknownName
 from brewcli.schedulers import LR, TEMPERATURE, WEIGHT
 from brewcli.tasks import TASKS
 
 
-class Strict(BaseModel):
-    """Unknown keys are errors; NaN and infinities are refused; `true` is not a number."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_bool_numbers(cls, v, info: ValidationInfo):
-        if isinstance(v, bool) and _numeric(cls.model_fields[info.field_name].annotation):
-            raise ValueError(f"expected a number, got {str(v).lower()}")
-        return v
+# The `task:` block: each task defines its own (name plus the task's options), told apart by `name`.
+def _task_tag(v) -> str | None:
+    return v.get("name", "classification") if isinstance(v, dict) else getattr(v, "name", None)
 
 
-def _numeric(annotation) -> bool:
-    args = typing.get_args(annotation) or (annotation,)
-    return any(a in (int, float) or (typing.get_args(a) and _numeric(a)) for a in args if a is not bool)
-
-
-Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # what torch and numpy accept
-
-
-def _known(registry: Registry, name: str) -> str:
-    try:
-        return registry.canonical(name)
-    except UnknownName as e:
-        raise ValueError(str(e)) from None
-
-
-def _shorthand(key: str):
-    """Let a section be written as a bare string: `teacher: bert-base-uncased` means `teacher: {model: ...}`."""
-
-    def before(cls, v):
-        return {key: v} if isinstance(v, str) else v
-
-    return model_validator(mode="before")(classmethod(before))
-
-
-class TaskSpec(Strict):
-    name: str = "classification"
-    num_labels: int | None = Field(None, ge=1)
-
-    _from_str = _shorthand("name")
-
-    @field_validator("name")
-    @classmethod
-    def _task(cls, v: str) -> str:
-        return _known(TASKS, v)
+TaskSpec = Annotated[Union[tuple(Annotated[TASKS.get(n).spec, Tag(n)] for n in TASKS.names())],
+                     Discriminator(_task_tag)]
+COLUMN_KEYS = ("text", "label", "tokens", "tags", "question", "context", "answers")
 
 
 class TeacherSpec(Strict):
@@ -75,7 +37,7 @@ class TeacherSpec(Strict):
     revision: str | None = None
     trust_remote_code: bool = False
 
-    _from_str = _shorthand("model")
+    _from_str = shorthand("model")
 
 
 class StudentSpec(Strict):
@@ -87,11 +49,11 @@ class StudentSpec(Strict):
     revision: str | None = None
     trust_remote_code: bool = False
 
-    _from_str = _shorthand("preset")
+    _from_str = shorthand("preset")
 
     @model_validator(mode="before")
     @classmethod
-    def _init_shorthand(cls, v):
+    def _initshorthand(cls, v):
         """`init: [0, 2, 4]` or `init: uniform` mean teacher-layers with that choice of layers."""
         if isinstance(v, dict) and (isinstance(v.get("init"), list) or v.get("init") in ("uniform", "first", "last")):
             if "teacher_layers" in v:
@@ -104,7 +66,7 @@ class StudentSpec(Strict):
     def _preset(cls, v: str | None) -> str | None:
         from brewcli.students import PRESETS
 
-        return None if v is None else _known(PRESETS, v)
+        return None if v is None else known(PRESETS, v)
 
     @model_validator(mode="after")
     def _check(self):
@@ -124,8 +86,13 @@ class DataSpec(Strict):
     test_split: str | None = None
     eval_fraction: float | None = Field(None, gt=0, lt=1)
     seed: Seed = 42
-    text: str | list[str] = "text"
-    label: str = "label"
+    text: str | list[str] | None = None  # the task's columns; each task has its defaults (`brew ls tasks`)
+    label: str | None = None
+    tokens: str | None = None
+    tags: str | None = None
+    question: str | None = None
+    context: str | None = None
+    answers: str | None = None
     max_length: int = Field(128, ge=8)
     max_train_samples: int | None = Field(None, ge=1)
     max_eval_samples: int | None = Field(None, ge=1)
@@ -140,22 +107,18 @@ class DataSpec(Strict):
             raise ValueError("give data.eval_split or data.eval_fraction, not both")
         return self
 
-    @property
-    def text_columns(self) -> list[str]:
-        return [self.text] if isinstance(self.text, str) else list(self.text)
-
 
 class TemperatureSchedule(Strict):
     name: str = "constant"
     beta: float | None = Field(None, ge=0)
     gamma: float | None = Field(None, gt=0)
 
-    _from_str = _shorthand("name")
+    _from_str = shorthand("name")
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        return _known(TEMPERATURE, v)
+        return known(TEMPERATURE, v)
 
     def kwargs(self) -> dict[str, float]:
         return {k: v for k, v in (("beta", self.beta), ("gamma", self.gamma)) if v is not None}
@@ -173,19 +136,19 @@ class MatchSpec(Strict):
     weight: float = Field(1.0, ge=0)
     proj: Literal["auto", "none", "linear", "relu", "tanh"] = "auto"
 
-    _from_str = _shorthand("preset")
+    _from_str = shorthand("preset")
 
     @field_validator("preset")
     @classmethod
     def _preset(cls, v: str | None) -> str | None:
         from brewcli.matches import MATCH_PRESETS
 
-        return None if v is None else _known(MATCH_PRESETS, v)
+        return None if v is None else known(MATCH_PRESETS, v)
 
     @field_validator("loss")
     @classmethod
     def _loss(cls, v: str | None) -> str | None:
-        return None if v is None else _known(MATCH_LOSSES, v)
+        return None if v is None else known(MATCH_LOSSES, v)
 
     @model_validator(mode="after")
     def _check(self):
@@ -202,7 +165,7 @@ class MatchSpec(Strict):
 class DistillSpec(Strict):
     temperature: float = Field(4.0, gt=0)
     temperature_scheduler: TemperatureSchedule = Field(default_factory=TemperatureSchedule)
-    kd_loss: str = "ce"
+    kd_loss: str = "auto"  # the task's first KD loss (`brew ls tasks`)
     scale_by_t2: bool = False
     kd_weight: float = Field(1.0, ge=0)
     kd_weight_schedule: str = "none"
@@ -214,12 +177,12 @@ class DistillSpec(Strict):
     @field_validator("kd_loss")
     @classmethod
     def _kd(cls, v: str) -> str:
-        return _known(KD_LOSSES, v)
+        return v if v == "auto" else known(KD_LOSSES, v)
 
     @field_validator("kd_weight_schedule", "hard_label_weight_schedule")
     @classmethod
     def _weight(cls, v: str) -> str:
-        return _known(WEIGHT, v)
+        return known(WEIGHT, v)
 
 
 Every = Union[Annotated[int, Field(ge=1)], Literal["epoch"]]
@@ -250,21 +213,41 @@ class TrainSpec(Strict):
     @field_validator("lr_schedule")
     @classmethod
     def _lr(cls, v: str) -> str:
-        return _known(LR, v)
+        return known(LR, v)
 
 
 class Recipe(Strict):
     name: str | None = None
-    task: TaskSpec = Field(default_factory=TaskSpec)
+    task: TaskSpec = Field(default_factory=lambda: TASKS.get("classification").spec())
     teacher: TeacherSpec | None = None
     student: StudentSpec
     data: DataSpec
     distill: DistillSpec = Field(default_factory=DistillSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _task_name(cls, v):
+        """`task: ner-ish-name` or `{name: ...}`: the registry checks the name (with did-you-mean) first."""
+        if isinstance(v, dict) and "task" in v:
+            task = v["task"]
+            task = {"name": task} if isinstance(task, str) else task
+            if isinstance(task, dict):
+                try:
+                    task = {**task, "name": TASKS.canonical(str(task.get("name", "classification")))}
+                except UnknownName as e:
+                    raise ValueError(f"task.name: {e}") from None
+            v = {**v, "task": task}
+        return v
+
     @model_validator(mode="after")
     def _check(self):
         task = TASKS.get(self.task.name)
+        reads = {c.key for c in task.columns}
+        unused = [k for k in COLUMN_KEYS if getattr(self.data, k) is not None and k not in reads]
+        if unused:
+            raise ValueError(f"data.{unused[0]}: task '{task.name}' does not read it; its columns are "
+                             + ", ".join(f"data.{c.key} (default {c.default})" for c in task.columns))
         if self.teacher is None:
             if "distill" in self.model_fields_set:
                 raise ValueError("the distill section needs a teacher; add `teacher:` or drop `distill:`")
@@ -272,7 +255,7 @@ class Recipe(Strict):
                 raise ValueError("without a teacher, student.model names the model to fine-tune (presets need one)")
             if self.student.init == "teacher-layers":
                 raise ValueError("student.init 'teacher-layers' needs a teacher")
-        if self.distill.kd_loss not in task.kd_losses:
+        if self.distill.kd_loss not in (*task.kd_losses, "auto"):
             raise ValueError(
                 f"distill.kd_loss '{self.distill.kd_loss}' does not fit task '{task.name}'; "
                 f"use one of {', '.join(task.kd_losses)}"
@@ -283,14 +266,19 @@ class Recipe(Strict):
         ):
             raise ValueError("distill: every loss weight is 0, so there is nothing to train; set distill.kd_weight, "
                              "distill.hard_label_weight or a match weight above 0")
-        if self.distill.probability_shift and task.regression:
-            raise ValueError("distill.probability_shift needs class labels; task 'regression' has none")
+        if self.distill.probability_shift and (not task.has_classes or task.name == "multi-label"):
+            raise ValueError(f"distill.probability_shift needs one gold class per prediction; task '{task.name}' "
+                             "has none")
         best = self.train.keep_best
         if best not in (None, "auto") and best not in task.metrics:
             hint = did_you_mean(best, task.metrics)
             raise ValueError(f"train.keep_best '{best}' is not a metric of task '{task.name}': {', '.join(task.metrics)}"
                              + (f"; {hint}" if hint else ""))
         return self
+
+    @property
+    def kd_loss(self) -> str:
+        return TASKS.get(self.task.name).kd_losses[0] if self.distill.kd_loss == "auto" else self.distill.kd_loss
 
     @property
     def best_metric(self) -> str | None:
@@ -403,6 +391,9 @@ def _field_loc(loc: tuple) -> tuple:
     out: list = []
     mapping = False  # the previous key holds a mapping, so this part is one of its keys
     for part in loc:
+        if out == ["task"] and part in TASKS:  # the tag of the task union: that task's own block
+            model = TASKS.get(part).spec
+            continue
         if isinstance(part, int) or mapping:
             out.append(part)
             mapping = False
@@ -447,7 +438,8 @@ def _explain(errs: list[dict]) -> tuple[tuple, str, str | None]:
         return loc, f"expected {' or '.join(options)}, got {err.get('input')!r}", hint
     kind = err["type"]
     if kind == "extra_forbidden":
-        parent = _model_at(loc[:-1])
+        tag = err["loc"][1] if len(err["loc"]) > 2 and err["loc"][0] == "task" else None
+        parent = TASKS.get(tag).spec if tag in TASKS else _model_at(loc[:-1])
         hint = did_you_mean(str(loc[-1]), parent.model_fields) if parent else None
         return loc, "unknown key", hint
     if kind == "missing":

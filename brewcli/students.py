@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 from brewcli.errors import RecipeError, did_you_mean
+from brewcli.families import FamilyError, check_copy, copy_layers, plan_copy, read_widths, resize
 from brewcli.registry import Registry
 
 
@@ -40,16 +41,20 @@ PRESETS.add("T12-nano", StudentPreset(12, hidden=256, ffn=1024, heads=4, matches
 
 
 def student_config(teacher_config, preset_name: str | None, overrides: dict):
-    """The student's Hugging Face config: the teacher's config resized by the preset, then `overrides`."""
+    """The student's Hugging Face config: the teacher's config resized by the preset (through its family's field
+    names, so BERT, RoBERTa, DistilBERT, ELECTRA, DeBERTa, GPT-2 and Llama-style teachers all work), then
+    `overrides`."""
     cfg = copy.deepcopy(teacher_config)
     if preset_name:
         p = PRESETS.get(preset_name)
-        hidden = p.hidden or int(round(teacher_config.hidden_size * p.width_ratio))
-        ratio = teacher_config.intermediate_size / teacher_config.hidden_size
-        cfg.num_hidden_layers = p.layers
-        cfg.hidden_size = hidden
-        cfg.intermediate_size = p.ffn or int(round(hidden * ratio))
-        cfg.num_attention_heads = p.heads or teacher_config.num_attention_heads
+        try:
+            w = read_widths(teacher_config)
+            hidden = p.hidden or int(round(w.hidden * p.width_ratio))
+            heads = p.heads or w.heads
+            cfg = resize(teacher_config, layers=p.layers, hidden=hidden, ffn=p.ffn or int(round(hidden * w.ffn / w.hidden)),
+                         heads=heads)
+        except FamilyError as e:
+            raise RecipeError("student.preset", str(e), "give student.model (a model to start from) instead") from None
     apply_config_overrides(cfg, overrides)
     return cfg
 
@@ -64,9 +69,13 @@ def apply_config_overrides(cfg, overrides: dict) -> None:
             raise RecipeError(where, "is set from the data's labels", "use task.num_labels, or drop it")
         _check_config_value(where, key, value, getattr(cfg, key, None))
         setattr(cfg, key, value)
-    if cfg.hidden_size % cfg.num_attention_heads:
-        raise RecipeError("student.config", f"hidden_size {cfg.hidden_size} is not divisible by "
-                          f"num_attention_heads {cfg.num_attention_heads}", "change one of them")
+    try:
+        w = read_widths(cfg)
+    except FamilyError:
+        return
+    if w.hidden % w.heads:
+        raise RecipeError("student.config", f"the hidden width {w.hidden} is not divisible by {w.heads} attention "
+                          "heads", "change one of them")
 
 
 _COUNTS = re.compile(r"^(num_\w+|n_(?!_)\w+|(hidden|intermediate|vocab|type_vocab|embedding|head)_size|max_position_embeddings|dim|"
@@ -124,33 +133,41 @@ def teacher_layers(strategy: str | list[int], n_teacher: int, n_student: int) ->
 def resolve_init(spec, teacher_config, cfg) -> str:
     """Turn `init: auto` into a concrete choice and check that the choice can work."""
     init = spec.init
-    same_width = teacher_config is not None and all(
-        getattr(cfg, k) == getattr(teacher_config, k)
-        for k in ("hidden_size", "intermediate_size", "num_attention_heads", "model_type")
-    )
+
+    def widths(c):
+        try:
+            w = read_widths(c)
+            return c.model_type, w.hidden, w.ffn, w.heads, w.embedding
+        except FamilyError:
+            return c.model_type, None, None, None, None
+
+    same_width = teacher_config is not None and widths(cfg) == widths(teacher_config) and widths(cfg)[1] is not None
     if init == "auto":
         init = "pretrained" if spec.model else ("teacher-layers" if same_width else "random")
     if init == "teacher-layers" and not same_width:
-        widths = lambda c: f"{c.model_type} {c.hidden_size}/{c.intermediate_size}/{c.num_attention_heads}"  # noqa: E731
+        show = lambda c: "{} {}/{}/{}".format(*widths(c)[:4])  # noqa: E731
         raise RecipeError("student.init", f"'teacher-layers' copies layers, so the student needs the teacher's "
-                          f"family and hidden/FFN/heads sizes (teacher {widths(teacher_config)}, student {widths(cfg)})",
+                          f"family and hidden/FFN/heads sizes (teacher {show(teacher_config)}, student {show(cfg)})",
                           "use init: random, or a preset that keeps the teacher's width (T6, T3)")
     return init
 
 
-_LAYER = re.compile(r"(?<=\.)(layers?)\.(\d+)\.")
+def check_layer_copy(student, teacher, layers: list[int]) -> None:
+    """At plan time, on meta-device models: refuse an init that would leave student layer tensors random."""
+    try:
+        check_copy(student, teacher, layers)
+    except FamilyError as e:
+        raise RecipeError("student.init", str(e)) from None
+    _, report = plan_copy(student.state_dict(), teacher.state_dict(), student.config, layers)
+    if not report.complete:
+        raise RecipeError("student.init", f"teacher-layers would copy only {report.copied} of the student's "
+                          f"{report.expected} layer tensors (not found or another shape: "
+                          f"{', '.join(report.missing_keys[:3])})", "use init: random")
 
 
-def copy_teacher_layers(student, teacher, layers: list[int]) -> tuple[int, int]:
-    """Copy embeddings, the chosen encoder layers, pooler and head from teacher to student (DistilBERT-style).
-
-    Returns (tensors copied, tensors in the student)."""
-    source = teacher.state_dict()
-    target = student.state_dict()
-    picked = {}
-    for key, value in target.items():
-        src = _LAYER.sub(lambda m: f"{m.group(1)}.{layers[int(m.group(2))]}.", key, count=1)
-        if src in source and source[src].shape == value.shape:
-            picked[key] = source[src]
-    student.load_state_dict(picked, strict=False)
-    return len(picked), len(target)
+def copy_teacher_layers(student, teacher, layers: list[int]):
+    """Copy embeddings, the chosen layers, final norms, pooler and head from teacher to student (DistilBERT-style)."""
+    report = copy_layers(student, teacher, layers)
+    if not report.complete:  # the plan checked this on the same shapes; a mismatch here is a bug
+        raise RuntimeError(f"copied {report.copied} of {report.expected} layer tensors: {report.missing_keys[:3]}")
+    return report

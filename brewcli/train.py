@@ -1,5 +1,6 @@
-"""The training loop. One loop serves plain fine-tuning and every kind of distillation: what differs is the
-set of loss terms in `Objective`. Read it top to bottom: setup, loop, finish."""
+"""Training: `build_job` builds every object a run needs from the plan; `fit` is the one loop that serves plain
+fine-tuning and every kind of distillation. Tasks, teacher sources and students plug into the job's objects
+(the task's collate and views, the teacher source, the objective's terms); none of them edits `fit`."""
 
 from __future__ import annotations
 
@@ -17,15 +18,16 @@ import yaml
 
 from brewcli import __version__
 from brewcli import data as data_mod
+from brewcli.batch import run_model
 from brewcli.checkpoint import checkpoints, load_checkpoint, rng_state, save_checkpoint, save_model_folder
 from brewcli.errors import BrewError, TrainingDiverged, doing
-from brewcli.evaluate import predict, score
+from brewcli.evaluate import evaluate_model, load_model, report, score
 from brewcli.models import from_config, load_pretrained
-from brewcli.objective import Objective
+from brewcli.objective import Objective, build_objective
 from brewcli.schedulers import LR
 from brewcli.students import copy_teacher_layers
-from brewcli.tasks import LOWER_IS_BETTER, retained_pct
-from brewcli.ui import console, is_tty, results_table
+from brewcli.teachers import LiveTeacher
+from brewcli.ui import Progress, console, results_table
 
 PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
@@ -62,23 +64,37 @@ class EpochSampler(torch.utils.data.Sampler):
         return self.per_process() - self.start
 
 
+class Meter:
+    """Loss terms summed over the optimizer steps since the last log line (weighted where a weight applies)."""
+
+    def __init__(self):
+        self.raw: dict[str, float] = {}
+        self.weighted: dict[str, float] = {}
+        self.steps = 0
+
+    def add(self, name: str, value: float, weight: float | None = None) -> None:
+        self.raw[name] = self.raw.get(name, 0.0) + value
+        if weight is not None:
+            self.weighted[name] = self.weighted.get(name, 0.0) + value * weight
+
+
+# ---------------------------------------------------------------------------------------------- building
+
+
 def build_models(plan):
     r, task = plan.recipe, plan.task
     teacher = None
     if r.teacher:
         teacher = load_pretrained(r.teacher.model, plan.teacher_config, task, r.teacher.revision,
-                                  r.teacher.trust_remote_code)
+                                  r.teacher.trust_remote_code, plan.attention)
         teacher.eval().requires_grad_(False)
     s = r.student
     if plan.init == "pretrained":
-        student = load_pretrained(s.model, plan.student_config, task, s.revision, s.trust_remote_code)
+        student = load_pretrained(s.model, plan.student_config, task, s.revision, s.trust_remote_code, plan.attention)
     else:
-        student = from_config(plan.student_config, task)
+        student = from_config(plan.student_config, task, plan.attention)
         if plan.init == "teacher-layers":
             copy_teacher_layers(student, teacher, plan.init_layers)
-    if plan.needs_attention:
-        for m in (teacher, student):
-            m.set_attn_implementation("eager")
     return teacher, student
 
 
@@ -92,40 +108,117 @@ def _param_groups(student, objective, t):
     return groups
 
 
-def _due(every, step: int, end_of_epoch: bool) -> bool:
-    return end_of_epoch if every == "epoch" else step % every == 0
+@dataclass
+class Job:
+    """Everything the loop touches, built once from the plan."""
+
+    plan: object
+    acc: object
+    out: Path
+    student: object  # as prepared by accelerate (DDP-wrapped under several processes)
+    plain_student: object
+    teacher: object | None  # a teacher source: batch -> Features
+    teacher_model: object | None
+    objective: Objective
+    optimizer: object
+    scheduler: object
+    sampler: EpochSampler
+    loader: object
+    collate: object
+    state: TrainState
+    recipe_text: str
+    writer: object | None
+    batches: int  # micro-batches per epoch and process
+
+    @property
+    def main(self) -> bool:
+        return self.acc.is_main_process
+
+    def windows(self):
+        """(micro-batches of one optimizer step, end of epoch), starting where the state says."""
+        t = self.plan.recipe.train
+        epoch, done = divmod(self.state.step, self.plan.steps_per_epoch)
+        self.sampler.epoch = epoch
+        self.sampler.start = min(done * t.grad_accum * t.batch_size, self.sampler.per_process())
+        window, micro = [], done * t.grad_accum
+        for batch in self.loader:
+            window.append(batch)
+            micro += 1
+            if len(window) == t.grad_accum or micro == self.batches:
+                yield window, micro == self.batches
+                window = []
+
+    def step(self, window, meter: Meter) -> None:
+        """Forward and backward over a window's micro-batches, each weighted by its share of the window's rows or
+        tokens, then one optimizer step. A loss or gradient that is not finite stops the run before any update."""
+        acc, task, objective = self.acc, self.plan.task, self.objective
+        step, progress = self.state.step + 1, self.state.step / self.plan.total_steps
+        units = [{"rows": b.size, "labels": task.units(b), "tokens": int(b.mask.sum())} for b in window]
+        totals = {k: max(sum(u[k] for u in units), 1) for k in units[0]}
+        for i, (batch, unit) in enumerate(zip(window, units)):
+            batch = batch.to(acc.device)
+            with nullcontext() if i == len(window) - 1 else acc.no_sync(self.student), acc.autocast():
+                s = run_model(self.student, batch.inputs, objective.student_needs, task, batch.labels)
+                t = self.teacher(batch) if self.teacher is not None else None
+                loss, terms, scalars = objective(batch, s, t, progress, {k: unit[k] / totals[k] for k in unit})
+                values = {name: value.item() for name, (value, _) in terms.items()}
+                if not math.isfinite(loss.item()):
+                    raise _diverged(step, "the loss", values, self.out)
+                acc.backward(loss)
+            share = unit["rows"] / totals["rows"]
+            for name, (_, weight) in terms.items():
+                meter.add(name, values[name] * share, weight)
+            meter.add("total", loss.item())
+            for name, value in scalars.items():
+                meter.add(name, value * share)
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        norm = acc.clip_grad_norm_(params, self.plan.recipe.train.max_grad_norm or math.inf)
+        if acc.scaler is None and not math.isfinite(float(norm)):  # fp16's scaler skips such steps itself
+            raise _diverged(step, "the gradient norm", {"grad_norm": float(norm)}, self.out)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.step = step
+        meter.steps += 1
+
+    def evaluate(self) -> None:
+        """Score the eval split (all processes, merged); process 0 logs it and keeps the best student."""
+        plan, state = self.plan, self.state
+        if "eval" not in plan.encoded:
+            return
+        doing(f"evaluating at step {state.step}")
+        r = plan.recipe
+        metric = plan.task.metric(r, plan.splits.label_names, plan.splits.eval)
+        metrics, _ = evaluate_model(self.plain_student, plan.task, plan.encoded["eval"], self.collate,
+                                    r.train.eval_batch_size, metric, self.acc)
+        state.history.append({"step": state.step, **metrics})
+        if not self.main:
+            return
+        for k, v in metrics.items():
+            self.writer.add_scalar(f"eval/{k}", v, state.step)
+        line = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+        best = r.best_metric
+        if best and _better(best, metrics[best], state.best_metric, plan.task.lower_is_better):
+            state.best_metric, state.best_step = metrics[best], state.step
+            save_model_folder(self.out / "best", self.plain_student, plan.tokenizer, self.objective.projections,
+                              self.recipe_text, _meta(plan, state.step, metrics))
+            line += "  [green]new best[/green]"
+        console.print(f"step {state.step}: eval {line}")
+
+    def save(self, rng: dict) -> Path:
+        step = self.state.step
+        doing(f"saving the checkpoint of step {step}")
+        broken = [n for n, p in self.plain_student.named_parameters() if not torch.isfinite(p).all()]
+        if broken:  # never write a checkpoint that --resume would continue from
+            raise _diverged(step, "a weight", {f"{broken[0]} (and {len(broken) - 1} more)": math.nan}, self.out)
+        return save_checkpoint(self.out, step, model=self.plain_student, tokenizer=self.plan.tokenizer,
+                               projections=self.objective.projections, recipe_text=self.recipe_text,
+                               meta=_meta(self.plan, step, self.state.history[-1:] or None),
+                               optimizer=self.optimizer.optimizer, scheduler=self.scheduler, scaler=self.acc.scaler,
+                               trainer=asdict(self.state), keep=self.plan.recipe.train.keep_checkpoints, rng=rng)
 
 
-def _better(metric: str, new: float, old: float | None) -> bool:
-    return old is None or (new < old if metric in LOWER_IS_BETTER else new > old)
-
-
-def _meta(plan, step: int, metrics: dict | None) -> dict:
-    r = plan.recipe
-    teacher = r.teacher.model if r.teacher else None
-    if teacher and Path(teacher).exists():
-        teacher = str(Path(teacher).resolve())
-    return {"brew_version": __version__, "task": r.task.name, "teacher": teacher, "step": step,
-            "metrics": metrics, "cwd": os.getcwd()}
-
-
-def _changed_keys(old, new, prefix: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        return [k for key in sorted(set(old) | set(new), key=str)
-                for k in _changed_keys(old.get(key), new.get(key), f"{prefix}{key}.")]
-    return [] if old == new else [prefix.rstrip(".")]
-
-
-def _publish(src: Path, out: Path) -> None:
-    """Put the final student's files at the top of the output folder (each file replaced atomically)."""
-    for f in src.iterdir():
-        if f.is_file() and f.name != "training_state.pt":
-            tmp = out / (f.name + ".tmp")
-            shutil.copyfile(f, tmp)
-            os.replace(tmp, out / f.name)
-
-
-def run(plan, resume: bool = False) -> dict:
+def build_job(plan, resume: bool = False) -> Job:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from torch.utils.tensorboard import SummaryWriter
@@ -142,160 +235,117 @@ def run(plan, resume: bool = False) -> dict:
         raise BrewError(f"{out} already holds checkpoints of an earlier run (latest: {found[-1].name}); pass "
                         f"--resume to continue it, or set train.output_dir to a new folder")
     acc = Accelerator(mixed_precision=PRECISION[t.precision], cpu=t.device == "cpu")
-    main = acc.is_main_process
+    if acc.num_processes != plan.processes:
+        raise BrewError(f"the plan counted steps for {plan.processes} process(es) but {acc.num_processes} are running; "
+                        "launch with torchrun or accelerate launch so WORLD_SIZE is set")
     set_seed(t.seed)
-
-    # ---- data
-    doing("tokenising the data", log_dir=out)
-    tok = plan.tokenizer
-    with acc.main_process_first():
-        train_ds = data_mod.tokenize(plan.splits.train, tok, r.data)
-        eval_ds = data_mod.tokenize(plan.splits.eval, tok, r.data)
-    sampler = EpochSampler(len(train_ds), t.seed, acc.process_index, acc.num_processes)
-    train_dl = data_mod.loader(train_ds, tok, t.batch_size, sampler)
-    batches = math.ceil(sampler.per_process() / t.batch_size)
-    per_epoch = math.ceil(batches / t.grad_accum)
-    total = t.max_steps or max(1, math.ceil(t.epochs * per_epoch))
-
-    # ---- models, objective, optimizer
-    doing("loading the teacher and building the student")
-    teacher, student = build_models(plan)
-    objective = Objective(r, plan.matches, teacher is not None)
+    doing("loading the teacher and building the student", log_dir=out)
+    teacher_model, student = build_models(plan)
+    objective = build_objective(plan)
     fused = {"fused": True} if acc.device.type in ("cpu", "cuda") else {}
     optimizer = torch.optim.AdamW(_param_groups(student, objective, t), lr=t.lr, **fused)
-    scheduler = get_scheduler(LR.get(t.lr_schedule), optimizer, num_warmup_steps=int(t.warmup * total),
-                              num_training_steps=total)
+    scheduler = get_scheduler(LR.get(t.lr_schedule), optimizer, num_warmup_steps=int(t.warmup * plan.total_steps),
+                              num_training_steps=plan.total_steps)
     student, optimizer = acc.prepare(student, optimizer)
     objective = acc.prepare(objective) if len(objective.projections) else objective.to(acc.device)
-    if teacher is not None:
-        teacher.to(acc.device)
-    plain_student, plain_objective = acc.unwrap_model(student), acc.unwrap_model(objective)
+    plain_objective = acc.unwrap_model(objective)
+    teacher = None
+    if teacher_model is not None:
+        teacher = LiveTeacher(teacher_model.to(acc.device), task, plain_objective.teacher_needs)
     student.train()  # from_pretrained returns models in eval mode: dropout must be on while training
-    state = TrainState()
-    recipe_text = r.dump()
+    state, recipe_text = TrainState(), r.dump()
+    plain_student = acc.unwrap_model(student)
     if resume:
         doing(f"resuming from {found[-1]}")
         state = TrainState(**load_checkpoint(found[-1], model=plain_student, projections=plain_objective.projections,
                                              optimizer=optimizer.optimizer, scheduler=scheduler, scaler=acc.scaler))
-        console.print(f"resumed from {found[-1]} at step {state.step}/{total}")
+        console.print(f"resumed from {found[-1]} at step {state.step}/{plan.total_steps}")
         changed = _changed_keys(yaml.safe_load((found[-1] / "recipe.yaml").read_text()), yaml.safe_load(recipe_text))
         if changed:
             console.print(f"[yellow]note:[/yellow] the recipe differs from the checkpoint's in: {', '.join(changed)}")
-    if main:
+    if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "recipe.yaml").write_text(recipe_text)
-    writer = SummaryWriter(str(out / "logs"), purge_step=state.step or None) if main else None
-    params = [p for g in optimizer.param_groups for p in g["params"]]
+    writer = SummaryWriter(str(out / "logs"), purge_step=state.step or None) if acc.is_main_process else None
+    sampler = EpochSampler(len(plan.encoded["train"]), t.seed, acc.process_index, acc.num_processes)
+    collate = task.collate(plan.tokenizer)
+    loader = data_mod.loader(plan.encoded["train"], collate, t.batch_size, sampler)
+    batches = math.ceil(sampler.per_process() / t.batch_size)
+    return Job(plan, acc, out, student, plain_student, teacher, teacher_model, plain_objective, optimizer, scheduler,
+               sampler, loader, collate, state, recipe_text, writer, batches)
 
-    def save(step: int, rng: dict) -> Path:
-        doing(f"saving the checkpoint of step {step}")
-        broken = [n for n, p in plain_student.named_parameters() if not torch.isfinite(p).all()]
-        if broken:  # never write a checkpoint that --resume would continue from
-            raise _diverged(step, "a weight", {f"{broken[0]} (and {len(broken) - 1} more)": math.nan}, out)
-        return save_checkpoint(out, step, model=plain_student, tokenizer=tok, projections=plain_objective.projections,
-                               recipe_text=recipe_text, meta=_meta(plan, step, state.history[-1:] or None),
-                               optimizer=optimizer.optimizer, scheduler=scheduler, scaler=acc.scaler,
-                               trainer=asdict(state), keep=t.keep_checkpoints, rng=rng)
 
-    def evaluate(step: int) -> None:
-        if eval_ds is None or not main:
-            return
-        doing(f"evaluating at step {step}")
-        logits, labels, _ = predict(plain_student, eval_ds, tok, t.eval_batch_size, acc)
-        metrics = task.compute_metrics(logits, labels)
-        state.history.append({"step": step, **metrics})
-        for k, v in metrics.items():
-            writer.add_scalar(f"eval/{k}", v, step)
-        metric = r.best_metric
-        line = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-        if metric and _better(metric, metrics[metric], state.best_metric):
-            state.best_metric, state.best_step = metrics[metric], step
-            save_model_folder(out / "best", plain_student, tok, plain_objective.projections, recipe_text,
-                              _meta(plan, step, metrics))
-            line += "  [green]new best[/green]"
-        console.print(f"step {step}: eval {line}")
+# ---------------------------------------------------------------------------------------------- the loop
 
-    # ---- the loop
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console,
-                        disable=not (main and is_tty()))
-    bar = progress.add_task("training", total=total, completed=state.step, info="")
-    meter = Meter()
-    last_saved, started, step_rng = state.step, time.time(), rng_state()
-    want_h, want_a = plain_objective.needs_hidden, plain_objective.needs_attention
+def fit(job: Job) -> TrainState:
+    t, state, total = job.plan.recipe.train, job.state, job.plan.total_steps
+    meter, last_saved, started, rng = Meter(), state.step, time.time(), rng_state()
+    progress = Progress(total, state.step, enabled=job.main)
     try:
         with progress:
             while state.step < total:
-                epoch, done_steps = divmod(state.step, per_epoch)
-                sampler.epoch, sampler.start = epoch, min(done_steps * t.grad_accum * t.batch_size, sampler.per_process())
-                micro = done_steps * t.grad_accum
-                for batch in train_dl:
-                    group = min(t.grad_accum, batches - (micro - micro % t.grad_accum))
-                    micro += 1
-                    sync = micro % t.grad_accum == 0 or micro == batches
+                for window, end_of_epoch in job.windows():
                     doing(f"training, step {state.step + 1} of {total}")
-                    batch = {k: v.to(acc.device) for k, v in batch.items()}
-                    with nullcontext() if sync else acc.no_sync(student):
-                        with acc.autocast():
-                            t_out = None
-                            if teacher is not None:
-                                with torch.no_grad():
-                                    inputs = {k: v for k, v in batch.items() if k != "labels"}
-                                    t_out = teacher(**inputs, output_hidden_states=want_h, output_attentions=want_a)
-                            s_out = student(**batch, output_hidden_states=want_h, output_attentions=want_a)
-                            loss, terms, tau = objective(batch, s_out, t_out, state.step / total)
-                        values = {name: value.item() for name, (value, _) in terms.items()}
-                        if not math.isfinite(loss.item()):
-                            raise _diverged(state.step + 1, "the loss", values, out)
-                        acc.backward(loss / group)
-                    for name, (_, weight) in terms.items():
-                        meter.add(name, values[name] / group, weight)
-                    meter.add("total", loss.item() / group)
-                    if tau is not None:
-                        meter.add("temperature", tau / group)
-                    if not sync:
-                        continue
-                    norm = acc.clip_grad_norm_(params, t.max_grad_norm or math.inf)
-                    if acc.scaler is None and not math.isfinite(float(norm)):  # fp16's scaler skips such steps itself
-                        raise _diverged(state.step + 1, "the gradient norm", {"grad_norm": float(norm)}, out)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    state.step += 1
-                    step_rng = rng_state()
-                    meter.steps += 1
-                    end_of_epoch = micro == batches
-                    if main and (state.step % t.log_every == 0 or end_of_epoch or state.step == total):
-                        _log(writer, meter, scheduler, state.step, total, progress, bar)
+                    job.step(window, meter)
+                    rng = rng_state()
+                    if job.main and (state.step % t.log_every == 0 or end_of_epoch or state.step == total):
+                        _log(job.writer, meter, job.scheduler, state.step, total, progress)
                         meter = Meter()
-                    progress.update(bar, completed=state.step)
-                    do_eval = state.step == total or _due(t.eval_every, state.step, end_of_epoch)
-                    do_save = state.step == total or _due(t.save_every, state.step, end_of_epoch)
-                    if do_eval:
-                        evaluate(state.step)
-                    if main and do_save:
-                        state.train_seconds += time.time() - started
-                        started = time.time()
-                        save(state.step, step_rng)
+                    progress.update(state.step)
+                    if state.step == total or _due(t.eval_every, state.step, end_of_epoch):
+                        job.evaluate()
+                    if state.step == total or _due(t.save_every, state.step, end_of_epoch):
+                        state.train_seconds, started = state.train_seconds + time.time() - started, time.time()
+                        if job.main:
+                            job.save(rng)
                         last_saved = state.step
-                    if do_eval or do_save:
-                        acc.wait_for_everyone()
+                        job.acc.wait_for_everyone()
                     if state.step >= total:
                         break
     except KeyboardInterrupt:
-        if main and state.step > last_saved:
+        if job.main and state.step > last_saved:
             state.train_seconds += time.time() - started
-            path = save(state.step, step_rng)
-            console.print(f"\ninterrupted: saved {path}; continue with --resume")
+            console.print(f"\ninterrupted: saved {job.save(rng)}; continue with --resume")
         raise
     finally:
-        if writer:
-            writer.close()
-    if not main:
-        return {}
-    return _finish(plan, out, state, acc, teacher)
+        if job.writer:
+            job.writer.close()
+    return state
+
+
+def run(plan, resume: bool = False) -> dict:
+    """Build the job, train it, and report on the test (or eval) split."""
+    job = build_job(plan, resume)
+    fit(job)
+    return finish(job)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _due(every, step: int, end_of_epoch: bool) -> bool:
+    return end_of_epoch if every == "epoch" else step % every == 0
+
+
+def _better(metric: str, new: float, old: float | None, lower_is_better=frozenset()) -> bool:
+    return old is None or (new < old if metric in lower_is_better else new > old)
+
+
+def _meta(plan, step: int, metrics) -> dict:
+    r = plan.recipe
+    teacher = r.teacher.model if r.teacher else None
+    if teacher and Path(teacher).exists():
+        teacher = str(Path(teacher).resolve())
+    return {"brew_version": __version__, "task": r.task.name, "teacher": teacher, "step": step,
+            "metrics": metrics, "cwd": os.getcwd()}
+
+
+def _changed_keys(old, new, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [k for key in sorted(set(old) | set(new), key=str)
+                for k in _changed_keys(old.get(key), new.get(key), f"{prefix}{key}.")]
+    return [] if old == new else [prefix.rstrip(".")]
 
 
 def _check_resumable(folder: Path, config) -> None:
@@ -312,8 +362,9 @@ def _check_resumable(folder: Path, config) -> None:
     if "id2label" in saved and len(saved["id2label"]) != len(mine.get("id2label", {})):
         changed.append(f"labels {len(saved['id2label'])} -> {len(mine.get('id2label', {}))}")
     if changed:
-        raise BrewError(f"--resume: the student in {folder} differs from the one this recipe builds ({', '.join(changed)}); "
-                        "restore the recipe's student section, or start in a new train.output_dir")
+        raise BrewError(f"--resume: the student in {folder} differs from the one this recipe builds "
+                        f"({', '.join(changed)}); restore the recipe's student section, or start in a new "
+                        "train.output_dir")
 
 
 def _diverged(step: int, what: str, values: dict[str, float], out: Path) -> TrainingDiverged:
@@ -326,21 +377,7 @@ def _diverged(step: int, what: str, values: dict[str, float], out: Path) -> Trai
                             "data and the teacher for extreme values")
 
 
-class Meter:
-    """Loss terms summed over the optimizer steps since the last log line (weighted where a weight applies)."""
-
-    def __init__(self):
-        self.raw: dict[str, float] = {}
-        self.weighted: dict[str, float] = {}
-        self.steps = 0
-
-    def add(self, name: str, value: float, weight: float | None = None) -> None:
-        self.raw[name] = self.raw.get(name, 0.0) + value
-        if weight is not None:
-            self.weighted[name] = self.weighted.get(name, 0.0) + value * weight
-
-
-def _log(writer, meter: Meter, scheduler, step, total, progress, bar) -> None:
+def _log(writer, meter: Meter, scheduler, step, total, progress) -> None:
     n = max(meter.steps, 1)
     for name, raw in meter.raw.items():
         if name in meter.weighted:
@@ -353,38 +390,50 @@ def _log(writer, meter: Meter, scheduler, step, total, progress, bar) -> None:
     if len(lrs) > 2:
         writer.add_scalar("train/lr_projections", lrs[2], step)
     info = f"loss {meter.raw['total'] / n:.4f}  lr {lrs[0]:.2e}"
-    progress.update(bar, info=info)
-    if progress.disable:
-        terms = "  ".join(f"{k} {v / n:.4f}" for k, v in meter.raw.items() if k != "total")
-        console.print(f"step {step}/{total}  {info}  {terms}", soft_wrap=True)
+    terms = "  ".join(f"{k} {v / n:.4f}" for k, v in meter.raw.items() if k != "total")
+    progress.log(step, info, terms)
 
 
-def _finish(plan, out: Path, state: TrainState, acc, teacher) -> dict:
+def _publish(src: Path, out: Path) -> None:
+    """Put the final student's files at the top of the output folder (each file replaced atomically)."""
+    for f in src.iterdir():
+        if f.is_file() and f.name != "training_state.pt":
+            tmp = out / (f.name + ".tmp")
+            shutil.copyfile(f, tmp)
+            os.replace(tmp, out / f.name)
+
+
+def finish(job: Job) -> dict:
+    """Publish the best student, score it (loaded from disk, as a user would) and the teacher on the test split
+    (or eval), and write metrics.json: the same report as `brew eval`, plus the training history."""
+    plan, out, state, acc = job.plan, job.out, job.state, job.acc
     r, task = plan.recipe, plan.task
-    src = out / "best" if (out / "best").exists() else checkpoints(out)[-1]
-    _publish(src, out)
-    # Score the published student as any user would load it, and the teacher on the same split.
-    split_name, split = ("test", plan.splits.test) if plan.splits.test is not None else ("eval", plan.splits.eval)
-    report = {"recipe": r.name, "steps": state.step, "train_seconds": round(state.train_seconds, 1),
+    if job.main:
+        _publish(out / "best" if (out / "best").exists() else checkpoints(out)[-1], out)
+    acc.wait_for_everyone()  # scoring is shared by all processes
+    split = "test" if "test" in plan.encoded else "eval" if "eval" in plan.encoded else None
+    result = {"recipe": r.name, "steps": state.step, "train_seconds": round(state.train_seconds, 1),
               "best": {"metric": r.best_metric, "value": state.best_metric, "step": state.best_step},
-              "history": state.history, "final_split": split_name if split is not None else None}
+              "history": state.history}
     if split is not None:
-        ds = data_mod.tokenize(split, plan.tokenizer, r.data)
-        report["student"] = score(out, ds, plan.tokenizer, task, r.train.eval_batch_size, acc)
-        if teacher is not None:
-            logits, labels, _ = predict(teacher, ds, plan.tokenizer, r.train.eval_batch_size, acc)
-            report["teacher"] = {**task.compute_metrics(logits, labels),
-                                 "params": sum(p.numel() for p in teacher.parameters())}
-            kept = retained_pct(task.main_metric, report["student"][task.main_metric], report["teacher"][task.main_metric])
-            if kept is not None:
-                report["retained_pct"] = kept
-    (out / "metrics.json").write_text(json.dumps(report, indent=2))
-    rows = [("student" if teacher is not None else "model", report.get("student", {}))]
-    if "teacher" in report:
-        rows.insert(0, ("teacher", report["teacher"]))
-    if split is not None:
-        console.print(results_table(f"{split_name} split ({len(split)} rows)", rows, [(m, m) for m in task.metrics]))
-    if "retained_pct" in report:
-        console.print(f"student keeps [bold]{report['retained_pct']}%[/bold] of the teacher's {task.main_metric}")
+        doing(f"scoring the student and the teacher on the {split} split")
+        raw, encoded, names = getattr(plan.splits, split), plan.encoded[split], plan.splits.label_names
+        batch_size = r.train.eval_batch_size
+        student = score(load_model(out, task, acc), task, encoded, job.collate, batch_size,
+                        task.metric(r, names, raw), acc, out)
+        teacher = None
+        if job.teacher_model is not None:
+            teacher = score(job.teacher_model, task, encoded, job.collate, batch_size, task.metric(r, names, raw), acc)
+        result.update(report(task, split, len(raw), student, teacher, _meta(plan, 0, None)["teacher"],
+                             acc.device.type))
+        if not job.main:
+            return {}
+        rows = ([("teacher", teacher)] if teacher else []) + [("student" if teacher else "model", student)]
+        console.print(results_table(f"{split} split ({len(raw)} rows)", rows, [(m, m) for m in task.metrics]))
+        if "retained_pct" in result:
+            console.print(f"student keeps [bold]{result['retained_pct']}%[/bold] of the teacher's {task.main_metric}")
+    if not job.main:
+        return {}
+    (out / "metrics.json").write_text(json.dumps(result, indent=2))
     console.print(f"saved to {out}/ ({state.train_seconds / 60:.1f} min training); next: brew eval {out}")
-    return report
+    return result

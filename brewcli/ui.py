@@ -20,8 +20,13 @@ def human(n: float | None, unit: str = "") -> str:
 
 
 def _arch(cfg) -> str:
-    return (f"{cfg.model_type}, {cfg.num_hidden_layers} layers x {cfg.hidden_size}, FFN {cfg.intermediate_size}, "
-            f"{cfg.num_attention_heads} heads, vocab {cfg.vocab_size}")
+    from brewcli.families import FamilyError, read_widths
+
+    try:
+        w = read_widths(cfg)
+    except FamilyError:
+        return f"{cfg.model_type}, vocab {cfg.vocab_size}"
+    return f"{cfg.model_type}, {w.layers} layers x {w.hidden}, FFN {w.ffn}, {w.heads} heads, vocab {w.vocab}"
 
 
 def render_plan(plan) -> None:
@@ -36,12 +41,17 @@ def render_plan(plan) -> None:
     ratio = f" ({plan.student_params / plan.teacher_params:.0%} of teacher)" if plan.teacher_params else ""
     t.add_row("student", f"{src}, init {init}\n{_arch(plan.student_config)}, {human(plan.student_params)} params{ratio}")
     sizes = ", ".join(f"{k} {v}" for k, v in plan.splits.sizes().items())
-    labels = plan.splits.label_names
-    t.add_row("task", f"{plan.task.name}" + (f", {len(labels)} labels: {', '.join(labels[:8])}" if labels else ""))
-    t.add_row("data", f"{sizes} rows; text {', '.join(r.data.text_columns)}; max_length {r.data.max_length}")
+    head, compared = plan.task.describe(plan.splits.label_names)
+    t.add_row("task", f"{plan.task.name} ({plan.task.auto_class.removeprefix('AutoModel')}): {head}")
+    columns = ", ".join(f"{c.key} {plan.task.column(r.data, c.key)}" for c in plan.task.columns)
+    features = ", ".join(f"{k} {len(v)}" for k, v in plan.encoded.items())
+    shown = "" if features == sizes else f" -> {features} features"
+    t.add_row("data", f"{sizes} rows{shown}; columns: {columns}; max_length {r.data.max_length}")
     tr = r.train
-    t.add_row("training", f"{plan.total_steps} steps ({plan.steps_per_epoch}/epoch), batch {tr.batch_size} x accum "
-              f"{tr.grad_accum}, lr {tr.lr:g} {tr.lr_schedule}, warmup {tr.warmup:g}, {tr.precision}, device {tr.device}")
+    procs = f" x {plan.processes} processes" if plan.processes > 1 else ""
+    t.add_row("training", f"{plan.total_steps} steps ({plan.steps_per_epoch}/epoch), batch {tr.batch_size}{procs} x "
+              f"accum {tr.grad_accum}, lr {tr.lr:g} {tr.lr_schedule}, warmup {tr.warmup:g}, {tr.precision}, "
+              f"device {tr.device}")
     t.add_row("output", tr.output_dir)
     console.print(t)
     terms = Table(title="loss terms", title_justify="left")
@@ -55,7 +65,7 @@ def render_plan(plan) -> None:
             sched = d.temperature_scheduler
             kw = ", ".join(f"{k}={v}" for k, v in sched.kwargs().items())
             terms.add_row("kd", _w(d.kd_weight, d.kd_weight_schedule),
-                          f"{d.kd_loss} on logits, T={d.temperature:g} ({sched.name}{', ' + kw if kw else ''})"
+                          f"{r.kd_loss} on {compared}, T={d.temperature:g} ({sched.name}{', ' + kw if kw else ''})"
                           + (", x T^2" if d.scale_by_t2 else "") + (", probability shift" if d.probability_shift else ""))
         if d.hard_label_weight > 0:
             terms.add_row("hard_label", _w(d.hard_label_weight, d.hard_label_weight_schedule), "task loss on gold labels")
@@ -101,3 +111,32 @@ def _fmt(v) -> str:
 
 def is_tty() -> bool:
     return sys.stderr.isatty()
+
+
+class Progress:
+    """The training progress bar on a terminal; a plain line per log step otherwise (CI, files, other processes)."""
+
+    def __init__(self, total: int, completed: int, enabled: bool = True):
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import Progress as RichProgress
+
+        self.total = total
+        self.bar = RichProgress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+                                console=console, disable=not (enabled and is_tty()))
+        self.task = self.bar.add_task("training", total=total, completed=completed, info="")
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.bar.__exit__(*exc)
+
+    def update(self, step: int) -> None:
+        self.bar.update(self.task, completed=step)
+
+    def log(self, step: int, info: str, terms: str) -> None:
+        self.bar.update(self.task, info=info)
+        if self.bar.disable:
+            console.print(f"step {step}/{self.total}  {info}  {terms}", soft_wrap=True)

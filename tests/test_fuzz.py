@@ -195,10 +195,18 @@ def _key(path: tuple) -> str:
 
 
 def _flat(ann) -> list:
-    """The alternatives of an annotation, with Optional/Union flattened."""
+    """The alternatives of an annotation, with Optional/Union and Annotated (tags, discriminators) flattened."""
+    if typing.get_origin(ann) is typing.Annotated:
+        return _flat(typing.get_args(ann)[0])
     if typing.get_origin(ann) in (typing.Union, types.UnionType):
         return [x for a in typing.get_args(ann) for x in _flat(a)]
     return [ann]
+
+
+def _tagged_models(alts) -> list[type[BaseModel]]:
+    """The members of a union of blocks told apart by `name` (the task block: one model per task)."""
+    models = [a for a in alts if isinstance(a, type) and issubclass(a, BaseModel)]
+    return models if len(models) > 1 and all("name" in m.model_fields for m in models) else []
 
 
 def _model_in(alts) -> type[BaseModel] | None:
@@ -244,9 +252,10 @@ def section_base(ctx: Ctx, path: tuple, field_name: str | None = None) -> Any:
     return None
 
 
-def recipe_with(ctx: Ctx, section: tuple, field_name: str | None, mutate: Callable[[dict], None]) -> dict:
+def recipe_with(ctx: Ctx, section: tuple, field_name: str | None, mutate: Callable[[dict], None],
+                block: dict | None = None) -> dict:
     raw = ctx.base()
-    base = section_base(ctx, section, field_name)
+    base = dict(block) if block is not None else section_base(ctx, section, field_name)
     if base is not None:
         if isinstance(section[-1], int):
             _get(raw, section[:-1][:-1])[section[-2]] = [base]
@@ -281,6 +290,10 @@ LITERAL_TYPOS = {"train.eval_every": ("epochs", "epoch"), "train.save_every": ("
 # Values out of range, beyond NaN and +-inf (which every float field gets).
 RANGES: dict[str, list] = {
     "task.num_labels": [0, -1],
+    "task.threshold": [0, 1, -0.5],
+    "task.doc_stride": [0, -1],
+    "task.n_best": [0],
+    "task.max_answer_length": [0],
     "data.eval_fraction": [0, 1, -0.5, 1.5],
     "data.seed": [-1],
     "data.max_length": [0, -16],
@@ -319,30 +332,41 @@ def _set(field_name, value):
     return mutate
 
 
-def walk(model: type[BaseModel], path: tuple = ()) -> list[Case]:
+def walk(model: type[BaseModel], path: tuple = (), block: dict | None = None) -> list[Case]:
+    """Cases for every field of `model` at `path`; `block` is the section to start from (a task's {name: ...})."""
     cases: list[Case] = []
+    tag = f"{block['name']}:" if block else ""
     for name, info in model.model_fields.items():
+        if block and name == "name":
+            continue
         alts = _flat(info.annotation)
         fpath = path + (name,)
         k = _key(fpath)
         sub, sub_list = _model_in(alts), _list_model_in(alts)
+        members = _tagged_models(alts)
 
         def case(kind: str, value: Any, *needles: Needle, field_name=name, section=path, label=None):
             shown = label or yaml.safe_dump(value, default_flow_style=True).removesuffix("...\n").strip()
             shown = shown.replace(" ", "")
-            cid = f"schema:{kind}:{_key(section + (field_name,))}={shown}"
+            cid = f"schema:{kind}:{tag}{_key(section + (field_name,))}={shown}"
             cases.append(Case(cid, lambda ctx, s=section, f=field_name, v=value:
-                              ctx.dry(recipe_with(ctx, s, f, _set(f, v))), needles))
+                              ctx.dry(recipe_with(ctx, s, f, _set(f, v), block)), needles))
 
         # 1. an unknown sibling key: a misspelling of this field
         typo = misspell(name, model.model_fields)
         tk = _key(path + (typo,))
-        cases.append(Case(f"schema:unknown-key:{tk}",
+        cases.append(Case(f"schema:unknown-key:{tag}{tk}",
                           lambda ctx, s=path, f=name, t=typo: ctx.dry(recipe_with(
-                              ctx, s, f, lambda node: node.__setitem__(t, node.get(f, 1)))),
+                              ctx, s, f, lambda node: node.__setitem__(t, node.get(f, 1)), block)),
                           (at_line(tk), lit("unknown key"), lit(f"did you mean '{name}'?"))))
 
         # 2. a value of the wrong type
+        if members:  # a block per task: each is walked with its own name
+            case("type", [1, 2], at_line(k))
+            for member in members:
+                cases.extend(walk(member, fpath, {"name": member.model_fields["name"].default}))
+            case("misspelt", "clasification", at_line(k + ".name"), lit("did you mean 'classification'?"))
+            continue
         if sub is not None:
             case("type", [1, 2], at_line(k))
             if sub is not model:

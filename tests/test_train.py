@@ -72,7 +72,7 @@ def test_distill_run_writes_standard_outputs(recipe_file, tmp_path):
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-10", "checkpoint-5"]
     assert (out / "best" / "model.safetensors").exists() and list((out / "logs").glob("events.out.tfevents.*"))
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["steps"] == 10 and metrics["final_split"] == "test"
+    assert metrics["steps"] == 10 and metrics["split"] == "test"
     assert 0 <= metrics["student"]["accuracy"] <= 1 and 0 <= metrics["teacher"]["accuracy"] <= 1
     assert metrics["student"]["params"] < metrics["teacher"].get("params", 10**9)
     assert [h["step"] for h in metrics["history"]] == [5, 10]
@@ -178,9 +178,7 @@ def test_text_pairs_and_regression(recipe_file, tmp_path):
                                       "eval_fraction": 0.25, "max_length": 24}),
                     "train.max_steps=2")
     assert plan.splits.label_names is None and plan.student_config.num_labels == 1
-    from brewcli.data import tokenize
-
-    ids = tokenize(plan.splits.train, plan.tokenizer, plan.recipe.data)[0]["token_type_ids"]
+    ids = plan.encoded["train"][0]["token_type_ids"]
     assert 0 in ids and 1 in ids  # both texts of the pair are there
     report = run(plan)
     assert set(report["student"]) >= {"pearson", "spearman", "mse"} and report["best"]["metric"] == "pearson"
