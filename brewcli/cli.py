@@ -44,7 +44,9 @@ def _guarded(fn):
             raise typer.Exit(2)
         except KeyboardInterrupt:
             raise typer.Exit(130)
-        except Exception as e:  # the last resort: never a bare traceback
+        except (typer.Exit, typer.Abort, SystemExit, GeneratorExit):
+            raise
+        except BaseException as e:  # the last resort (Rust panics from tokenizers are BaseExceptions too)
             log = _crash_log(e)
             first = (str(e).strip().splitlines() or [""])[0][:300]
             out_of_memory = type(e).__name__ == "OutOfMemoryError" or "out of memory" in first.lower()
@@ -159,55 +161,84 @@ def eval_(checkpoint: str = typer.Argument(..., help="a brew output folder, best
                       f"with {report['size_ratio']:.0%} of its parameters, {report['speedup']}x faster at batch 1")
 
 
-@app.command(epilog="Example:  brew init --task classification --teacher runs/bbc-teacher --student T3 "
-             "--data data/bbc/train.jsonl --out my-recipe.yaml")
+@app.command(epilog="Examples:  brew init --teacher runs/bbc-teacher --student T3 --data data/bbc/train.jsonl  |  "
+             "brew init --train --model bert-base-cased --data train.conll --out teacher.yaml")
 @_guarded
-def init(task: Optional[str] = typer.Option(None, help="classification or regression"),
+def init(task: Optional[str] = typer.Option(None, help="the task (`brew ls tasks`); proposed from the data if left out"),
          teacher: Optional[str] = typer.Option(None, help="Hugging Face id or local folder of the teacher"),
          student: Optional[str] = typer.Option(None, help="student preset: T6, T3, T3-small, T4-tiny, T12-nano"),
          data: Optional[str] = typer.Option(None, help="a local data file, or a Hugging Face dataset as name[:config]"),
-         text: str = typer.Option("text", help="text column (comma-separated for a pair)"),
-         label: str = typer.Option("label", help="label column"),
+         column: Optional[list[str]] = typer.Option(None, help="KEY=COLUMN, e.g. text=review or tags=ner (repeat it)"),
+         text: Optional[str] = typer.Option(None, help="text column (comma-separated for a pair)"),
+         label: Optional[str] = typer.Option(None, help="label column"),
+         train: bool = typer.Option(False, "--train", help="write a `brew train` recipe that fine-tunes --model "
+                                    "(for a pretrained model without the task's head)"),
+         model: Optional[str] = typer.Option(None, help="with --train: the model to fine-tune"),
          out: Optional[Path] = typer.Option(None, help="where to write the recipe"),
          force: bool = typer.Option(False, "--force", help="overwrite an existing file")):
-    """Write a commented recipe to start from (asks for what the flags leave out)."""
+    """Write a commented recipe to start from: reads the data, proposes the task and its columns, asks for what
+    the flags leave out."""
     from brewcli.recipe import load_recipe
-    from brewcli.scaffold import render
+    from brewcli.scaffold import LOCAL, model_max_length, peek, propose_columns, propose_task, render
     from brewcli.students import PRESETS
     from brewcli.tasks import TASKS
     from brewcli.ui import console
 
     ask = _interactive()
 
-    def value(current, prompt, default, choices=None):
+    def value(current, flag, prompt, default, choices=None):
         if current is not None:
             return current
         if not ask:
             if default is None:
-                raise BrewError(f"brew init: --{prompt.split()[0].lower()} is required when not run interactively")
+                raise BrewError(f"brew init: {flag} is required when not run interactively")
             return default
         return typer.prompt(prompt + (f" ({', '.join(choices)})" if choices else ""), default=default)
 
-    task = value(task, "Task", "classification", TASKS.names())
-    TASKS.canonical(task)
-    teacher = value(teacher, "Teacher (Hugging Face id or folder)", None)
-    student = value(student, "Student preset", "T3", PRESETS.names())
-    PRESETS.canonical(student)
-    data = value(data, "Data (file or dataset[:config])", None)
-    if Path(data).suffix.lower() in (".csv", ".tsv", ".json", ".jsonl", ".parquet") and not Path(data).is_file():
-        raise BrewError(f"brew init: --data {data}: file not found")
-    out = Path(value(out, "Recipe file to write", "recipe.yaml"))
+    data = value(data, "--data", "Data (file or dataset[:config])", None)
+    kind, columns = "hub", {}
+    if Path(data).suffix.lower() in LOCAL:
+        if not Path(data).is_file():
+            raise BrewError(f"brew init: --data {data}: file not found")
+        kind, columns = peek(data)
+    task = TASKS.canonical(value(task, "--task", "Task", propose_task(kind, columns) if columns else "classification",
+                                 TASKS.names()))
+    if train:
+        model = value(model or teacher, "--model", "Model to fine-tune (Hugging Face id or folder)", None)
+    else:
+        model = value(teacher, "--teacher", "Teacher (Hugging Face id or folder)", None)
+        student = PRESETS.canonical(value(student, "--student", "Student preset", "T3", PRESETS.names()))
+    chosen = propose_columns(TASKS.get(task), columns) if columns else {}
+    given = dict(item.split("=", 1) for item in column or [] if "=" in item)
+    bad = [item for item in column or [] if "=" not in item]
+    if bad:
+        raise BrewError(f"brew init: --column {bad[0]}: write KEY=COLUMN, e.g. --column text=review")
+    given.update({k: v for k, v in (("text", text), ("label", label)) if v})
+    for col in TASKS.get(task).columns:
+        if col.key in given:
+            parts = [c.strip() for c in given[col.key].split(",")]
+            chosen[col.key] = parts[0] if len(parts) == 1 else parts
+        elif chosen.get(col.key) is None and columns:
+            if not ask:
+                raise BrewError(f"brew init: cannot tell which column of {data} holds {col.what} (columns: "
+                                f"{', '.join(columns)}); pass --column {col.key}=NAME")
+            chosen[col.key] = typer.prompt(f"Column holding {col.what} ({', '.join(columns)})")
+        elif chosen.get(col.key) is None:
+            chosen[col.key] = col.default
+    out = Path(value(out, "--out", "Recipe file to write", "teacher.yaml" if train else "recipe.yaml"))
     if out.is_dir():
         raise BrewError(f"brew init: --out {out} is a folder; give the recipe file's name, e.g. {out / 'recipe.yaml'}")
     if out.exists() and not force:
         raise BrewError(f"{out} exists; pass --force to overwrite it or choose another --out")
-    text_cols = [c.strip() for c in text.split(",")]
-    body = render(task=task, teacher=teacher, student=student, data=data, path=str(out), label=label,
-                  text=text_cols[0] if len(text_cols) == 1 else f"[{', '.join(text_cols)}]")
+    max_length = model_max_length(model, 384 if task == "question-answering" else 128)
+    body = render(task=task, model=model, student=None if train else student, data=data, path=str(out),
+                  columns=chosen, max_length=max_length)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(body)
     load_recipe(out)  # the schema accepts what we wrote
-    console.print(f"wrote {out}; check it with: brew distill {out} --dry-run")
+    shown = ", ".join(f"{k} <- {v}" for k, v in chosen.items())
+    console.print(f"wrote {out} (task {task}; columns {shown}); check it with: "
+                  f"brew {'train' if train else 'distill'} {out} --dry-run")
 
 
 def _interactive() -> bool:

@@ -153,19 +153,17 @@ class Job:
         tokens, then one optimizer step. A loss or gradient that is not finite stops the run before any update."""
         acc, task, objective = self.acc, self.plan.task, self.objective
         step, progress = self.state.step + 1, self.state.step / self.plan.total_steps
-        units = [{"rows": b.size, "labels": task.units(b), "tokens": int(b.mask.sum())} for b in window]
-        totals = {k: max(sum(u[k] for u in units), 1) for k in units[0]}
-        for i, (batch, unit) in enumerate(zip(window, units)):
+        for i, (batch, scale) in enumerate(zip(window, window_shares(window, task))):
             batch = batch.to(acc.device)
             with nullcontext() if i == len(window) - 1 else acc.no_sync(self.student), acc.autocast():
                 s = run_model(self.student, batch.inputs, objective.student_needs, task, batch.labels)
                 t = self.teacher(batch) if self.teacher is not None else None
-                loss, terms, scalars = objective(batch, s, t, progress, {k: unit[k] / totals[k] for k in unit})
+                loss, terms, scalars = objective(batch, s, t, progress, scale)
                 values = {name: value.item() for name, (value, _) in terms.items()}
                 if not math.isfinite(loss.item()):
                     raise _diverged(step, "the loss", values, self.out)
                 acc.backward(loss)
-            share = unit["rows"] / totals["rows"]
+            share = scale["rows"]
             for name, (_, weight) in terms.items():
                 meter.add(name, values[name] * share, weight)
             meter.add("total", loss.item())
@@ -322,6 +320,14 @@ def run(plan, resume: bool = False) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+
+
+def window_shares(window, task) -> list[dict[str, float]]:
+    """Each micro-batch's share of its accumulation window, per unit a loss averages over (rows, labelled items,
+    real tokens): a term's mean times this share, summed over the window, is the mean over the whole window."""
+    units = [{"rows": b.size, "labels": task.units(b), "tokens": int(b.mask.sum())} for b in window]
+    totals = {k: max(sum(u[k] for u in units), 1) for k in units[0]}
+    return [{k: u[k] / totals[k] for k in u} for u in units]
 
 
 def _due(every, step: int, end_of_epoch: bool) -> bool:

@@ -52,11 +52,11 @@ def test_init_distill_eval(tmp_path, teacher_dir, data_files, monkeypatch):
 
 def test_init_without_a_terminal_needs_the_required_flags(tmp_path):
     r = brew("init", "--out", tmp_path / "r.yaml")
-    assert r.exit_code == 2 and "--teacher is required" in r.output
+    assert r.exit_code == 2 and "--data is required" in r.output
 
 
-def test_init_rejects_unknown_student(tmp_path):
-    r = brew("init", "--teacher", "x", "--student", "T5", "--data", "d.csv", "--out", tmp_path / "r.yaml")
+def test_init_rejects_unknown_student(tmp_path, data_files):
+    r = brew("init", "--teacher", "x", "--student", "T5", "--data", data_files["train"], "--out", tmp_path / "r.yaml")
     assert r.exit_code == 2 and "not a known student" in r.output
 
 
@@ -82,9 +82,10 @@ def test_init_asks_for_what_the_flags_leave_out(tmp_path, teacher_dir, data_file
 
     monkeypatch.setattr(cli, "_interactive", lambda: True)
     monkeypatch.chdir(tmp_path)
-    answers = "\n".join(["regression", str(teacher_dir), "T4-tiny", data_files["train"], "asked.yaml"]) + "\n"
+    answers = "\n".join([data_files["train"], "regression", str(teacher_dir), "T4-tiny", "asked.yaml"]) + "\n"
     r = runner.invoke(app, ["init"], input=answers)
     assert r.exit_code == 0, r.output
     assert "Task (classification, regression, multi-label, token-classification, question-answering)" in r.output and "Student preset" in r.output
     text = (tmp_path / "asked.yaml").read_text()
-    assert "task: regression" in text and "kd_loss: mse" in text and "preset: T4-tiny" in text
+    assert "task: regression" in text and "auto: mse for regression" in text and "preset: T4-tiny" in text
+    assert "Task (classification, " in r.output and "[classification]" in r.output  # proposed from the data

@@ -36,18 +36,60 @@ def workdir(tmp_path_factory):
     return d
 
 
+TASK_SETS = ("wnut16", "bbc-multilabel", "bbc-qa")
+
+
 def test_every_recipe_is_covered():
     assert [p.relative_to(ROOT / "recipes").as_posix() for p in RECIPES] == [
-        "bbc/distill-T3.yaml", "bbc/distill-T4-tiny.yaml", "bbc/teacher.yaml"]
+        f"{s}/{r}.yaml" for s in ("bbc", "bbc-multilabel", "bbc-qa", "wnut16")
+        for r in ("distill-T3", "distill-T4-tiny", "teacher")]
 
 
-@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+@pytest.mark.parametrize("recipe", [r for r in RECIPES if r.parent.name == "bbc"], ids=lambda p: p.name)
 def test_recipe_dry_run(recipe, workdir, monkeypatch):
     monkeypatch.chdir(workdir)
     command = "train" if "teacher" in recipe.name else "distill"
     r = runner.invoke(app, [command, str(recipe), "--dry-run"])
     assert r.exit_code == 0, r.output
     assert "train 1602, eval 179, test 444" in r.output
+
+
+@pytest.fixture(scope="module")
+def task_workdir(workdir):
+    """The NER, multi-label and QA recipes' data paths filled with small stand-in files of the same formats
+    (the real files come from scripts/prepare_tasks.sh, which needs spaCy), and a 1-step MiniLM teacher each."""
+    import os
+
+    from tests.test_tasks import multilabel_rows, ner_rows, qa_rows, write_conll, write_jsonl, write_squad
+
+    for split, seed in (("train", 1), ("validation", 2), ("test", 3)):
+        (workdir / "data/wnut16").mkdir(parents=True, exist_ok=True)
+        write_conll(workdir / f"data/wnut16/{split}.conll", ner_rows(24, seed))
+    for split, seed in (("train", 1), ("test", 3)):
+        (workdir / "data/bbc-qa").mkdir(parents=True, exist_ok=True)
+        (workdir / "data/bbc-multilabel").mkdir(parents=True, exist_ok=True)
+        write_squad(workdir / f"data/bbc-qa/{split}.json", qa_rows(24, seed))
+        write_jsonl(workdir / f"data/bbc-multilabel/{split}.jsonl", multilabel_rows(24, seed))
+    old = os.getcwd()
+    os.chdir(workdir)
+    try:
+        for name in TASK_SETS:
+            r = runner.invoke(app, ["train", str(ROOT / f"recipes/{name}/teacher.yaml"), "train.max_steps=1",
+                                    "data.max_train_samples=8", "data.max_eval_samples=4"])
+            assert r.exit_code == 0, r.output
+    finally:
+        os.chdir(old)
+    return workdir
+
+
+@pytest.mark.parametrize("recipe", [r for r in RECIPES if r.parent.name in TASK_SETS],
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_task_recipe_dry_run(recipe, task_workdir, monkeypatch):
+    monkeypatch.chdir(task_workdir)
+    command = "train" if "teacher" in recipe.name else "distill"
+    r = runner.invoke(app, [command, str(recipe), "--dry-run"])
+    assert r.exit_code == 0, r.output
+    assert "layer matches" in r.output or command == "train"
 
 
 def test_quickstart_distill_runs_on_real_weights(workdir, monkeypatch):

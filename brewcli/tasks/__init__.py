@@ -49,7 +49,7 @@ class Task:
     metrics: tuple[str, ...]  # reported metrics; the first is the main one
     lower_is_better: frozenset[str] = frozenset()
     kd_losses: tuple[str, ...]  # the first is the default (`kd_loss: auto`)
-    label_unit: str = "rows"  # what the hard-label and KD losses average over: rows, or labelled tokens
+    label_unit: str = "rows"  # what the hard-label and KD losses average over: rows, or "labels" (labelled tokens)
     has_classes: bool = True  # a label set (probability shift, label checks) rather than numbers or spans
     needs_fast_tokenizer: bool = False
     file_formats: dict[str, str] = {}

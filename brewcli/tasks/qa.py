@@ -29,11 +29,12 @@ MASKED = -1e4  # logit for positions outside the context: softmax gives them no 
 
 class QASpec(Strict):
     name: Literal["question-answering"] = "question-answering"
-    doc_stride: int = Field(128, ge=1)  # tokens shared by consecutive windows of a long context
-    n_best: int = Field(20, ge=1)  # start and end candidates tried per window
-    max_answer_length: int = Field(30, ge=1)  # longest answer, in tokens
-    unanswerable: Literal["auto"] | bool = "auto"  # SQuAD 2.0: questions may have no answer; auto: if the data has some
-    null_threshold: float = 0.0  # answer "" when the [CLS] score beats the best span by more than this
+    doc_stride: int = Field(128, ge=1, description="tokens shared by consecutive windows of a long context")
+    n_best: int = Field(20, ge=1, description="start and end candidates tried per window")
+    max_answer_length: int = Field(30, ge=1, description="longest answer, in tokens")
+    unanswerable: Literal["auto"] | bool = Field("auto", description="SQuAD 2.0: questions may have no answer; auto: "
+                                                 "when the data has such questions")
+    null_threshold: float = Field(0.0, description="answer nothing when [CLS] beats the best span by more than this")
 
 
 def read_squad(path: Path, key: str, data_spec, columns) -> tuple[FileRows, list[dict]] | None:
@@ -176,8 +177,17 @@ class QuestionAnswering(Task):
         right = tokenizer.padding_side == "right"  # question first unless the tokenizer pads on the left
         side = 1 if right else 0
 
+        room = max_length - tokenizer.num_special_tokens_to_add(pair=True) - spec.doc_stride
+
         def fn(batch, idx):
             questions = [x.lstrip() for x in batch[q]]
+            lengths = [len(ids) for ids in tokenizer(questions, add_special_tokens=False)["input_ids"]]
+            longest = max(range(len(lengths)), key=lengths.__getitem__)
+            if lengths[longest] >= room:  # the tokenizer cannot slide a window with no room for context
+                raise RecipeError("task.doc_stride", f"question {idx[longest] + 1} has {lengths[longest]} tokens, so "
+                                  f"a window of data.max_length {max_length} leaves no more than doc_stride "
+                                  f"({spec.doc_stride}) tokens of context", "raise data.max_length or lower "
+                                  "task.doc_stride")
             first, second = (questions, batch[c]) if right else (batch[c], questions)
             enc = tokenizer(first, second, truncation="only_second" if right else "only_first", max_length=max_length,
                             stride=spec.doc_stride, return_overflowing_tokens=True, return_offsets_mapping=True)

@@ -85,7 +85,7 @@ class SequenceTask(Task):
 
 class ClassificationSpec(Strict):
     name: Literal["classification"] = "classification"
-    num_labels: int | None = Field(None, ge=1)
+    num_labels: int | None = Field(None, ge=1, description="number of classes; null: read from the data")
 
 
 class ConfusionMetric(Metric):
@@ -285,8 +285,8 @@ class Regression(SequenceTask):
 
 class MultiLabelSpec(Strict):
     name: Literal["multi-label"] = "multi-label"
-    num_labels: int | None = Field(None, ge=1)
-    threshold: float = Field(0.5, gt=0, lt=1)  # a label is predicted when its sigmoid probability reaches this
+    num_labels: int | None = Field(None, ge=1, description="number of labels; null: read from the data")
+    threshold: float = Field(0.5, gt=0, lt=1, description="a label is predicted when its probability reaches this")
 
 
 class MultiLabelMetric(Metric):

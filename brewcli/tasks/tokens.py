@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from pydantic import Field
 
 from brewcli.batch import Batch
 from brewcli.datafiles import FileRows
@@ -26,8 +27,9 @@ IGNORE = -100
 
 class TokenSpec(Strict):
     name: Literal["token-classification"] = "token-classification"
-    label_all_tokens: bool = False  # tag every sub-word of a word (B- becomes I- after the first), not only the first
-    scheme: Literal["auto", "iob1", "iob2", "bioes"] = "auto"  # how tags form entities; auto reads the tag set
+    label_all_tokens: bool = Field(False, description="train on every sub-word of a word, not only the first")
+    scheme: Literal["auto", "iob1", "iob2", "bioes"] = Field("auto", description="how tags form entities; auto "
+                                                             "reads the tag set")
 
 
 def read_conll(path: Path, key: str, tokens: str, tags: str) -> tuple[FileRows, list[dict]]:
@@ -93,7 +95,7 @@ class TokenClassification(Task):
     columns = (Column("tokens", "tokens", "a list of words"), Column("tags", "ner_tags", "a list of tags"))
     metrics = ("f1", "precision", "recall", "accuracy")
     kd_losses = ("ce", "kl", "mse")
-    label_unit = "tokens"
+    label_unit = "labels"
     needs_fast_tokenizer = True
     text_keys = ("tokens",)
     file_formats = {".conll": "CoNLL-2003 text", ".txt": "CoNLL-2003 text"}
