@@ -326,3 +326,50 @@ def test_teacher_without_the_task_head(tmp_path):
     other = make_task_teacher(tmp_path / "qa-teacher", "question-answering")
     r = brew("distill", path, "--dry-run", f"teacher={other}")
     assert r.exit_code == 2 and "has no token-classification head" in r.output
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "distilbert", "roberta"])
+def test_presets_and_layer_copy_for_other_families(family, tmp_path):
+    """A decoder or another encoder family as the teacher: the preset resizes it through the family's own field
+    names and teacher-layers copies the right layers (GPT-2's h.N., Llama's layers.N.)."""
+    import transformers
+
+    from brewcli.families import read_widths
+    from brewcli.train import build_models
+    from tests.conftest import make_tokenizer
+
+    tok = make_tokenizer()
+    common = dict(vocab_size=len(tok), num_labels=2, id2label={0: "neg", 1: "pos"}, pad_token_id=0)
+    config = {"gpt2": transformers.GPT2Config(n_embd=32, n_layer=4, n_head=4, n_positions=64, **common),
+              "llama": transformers.LlamaConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=4,
+                                                num_attention_heads=4, num_key_value_heads=2,
+                                                max_position_embeddings=64, **common),
+              "distilbert": transformers.DistilBertConfig(dim=32, hidden_dim=48, n_layers=4, n_heads=4,
+                                                          max_position_embeddings=64, **common),
+              "roberta": transformers.RobertaConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=4,
+                                                    num_attention_heads=4, max_position_embeddings=66,
+                                                    **{**common, "pad_token_id": 1})}[family]
+    teacher_dir = tmp_path / "teacher"
+    torch.manual_seed(0)
+    transformers.AutoModelForSequenceClassification.from_config(config).save_pretrained(teacher_dir)
+    tok.save_pretrained(teacher_dir)
+    files = {"train": str(write_csv(tmp_path / "train.csv", make_rows(16, 1)))}
+    recipe = {"teacher": str(teacher_dir), "student": {"preset": "T3", "init": "teacher-layers"},
+              "data": {"files": files, "max_length": 16},
+              "distill": {"matches": [{"preset": "uniform", "feature": "hidden", "loss": "hidden_mse"}]},
+              "train": {"output_dir": str(tmp_path / "out"), "max_steps": 1, "batch_size": 8}}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    plan = build_plan(load_recipe(path))
+    assert read_widths(plan.student_config).layers == 3 and plan.init_layers == [0, 2, 3]
+    teacher, student = build_models(plan)
+    pattern = {"gpt2": "h.{}.", "llama": "layers.{}.", "distilbert": "transformer.layer.{}.",
+               "roberta": "encoder.layer.{}."}[family]
+    t_state, s_state = teacher.state_dict(), student.state_dict()
+    for s_layer, t_layer in enumerate(plan.init_layers):
+        keys = [k for k in s_state if pattern.format(s_layer) in k]
+        assert keys
+        for k in keys:
+            assert torch.equal(s_state[k], t_state[k.replace(pattern.format(s_layer), pattern.format(t_layer))]), k
+    r = brew("distill", path)
+    assert r.exit_code == 0, r.output
