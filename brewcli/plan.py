@@ -13,12 +13,11 @@ from pathlib import Path
 
 from brewcli import data as data_mod
 from brewcli.errors import RecipeError
-from brewcli.matches import ResolvedMatch, resolve_matches
 from brewcli.families import FamilyError, read_widths
+from brewcli.matches import ResolvedMatch, resolve_matches
 from brewcli.models import check_weights, has_task_head, load_config, load_tokenizer, max_positions, meta_model
 from brewcli.recipe import Recipe
-from brewcli.students import (apply_config_overrides, check_layer_copy, resolve_init, student_config,
-                              teacher_layers)
+from brewcli.students import apply_config_overrides, check_layer_copy, resolve_init, student_config, teacher_layers
 from brewcli.tasks import TASKS, Task
 
 

@@ -15,10 +15,10 @@ import yaml
 from pydantic import BaseModel, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from brewcli.errors import RecipeError, RecipeErrors, did_you_mean, read_text
-from brewcli.schema import Seed, Strict, known, shorthand
 from brewcli.losses import KD_LOSSES, MATCH_LOSSES
-from brewcli.registry import Registry, UnknownName
+from brewcli.registry import UnknownName
 from brewcli.schedulers import LR, TEMPERATURE, WEIGHT
+from brewcli.schema import Seed, Strict, known, shorthand
 from brewcli.tasks import TASKS
 
 
@@ -303,7 +303,7 @@ def parse_override(text: str) -> tuple[list[str | int], Any]:
     path: list[str | int] = [int(p) if p.isdigit() else p for p in key.split(".")]
     try:
         return path, parse_yaml(value, f"override {key}") if value else ""
-    except RecipeError as e:
+    except RecipeError:
         raise RecipeError(f"{key} (command-line override)", f"the value {value!r} is not valid YAML",
                           "quote it for the shell, e.g. " + f"{key}='[1, 2]'" if value.startswith(("[", "{")) else
                           "give a number, a word, or a quoted string") from None

@@ -10,8 +10,17 @@ import transformers as tf
 from transformers import AutoModel, AutoModelForSequenceClassification
 
 from brewcli.families import (
-    FAMILIES, CopyReport, FamilyError, Widths, copy_layers, count_layer_tensors, family, layer_key_pattern,
-    map_layer_key, read_widths, resize,
+    FAMILIES,
+    CopyReport,
+    FamilyError,
+    Widths,
+    copy_layers,
+    count_layer_tensors,
+    family,
+    layer_key_pattern,
+    map_layer_key,
+    read_widths,
+    resize,
 )
 
 V, H, HEADS, FFN, POS = 100, 32, 4, 37, 64

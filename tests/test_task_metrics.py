@@ -7,8 +7,16 @@ import json
 import pytest
 
 from brewcli.tasks.spans import SpanCounter, detect_scheme, entities, parse_tag, span_scores
-from brewcli.tasks.squad import (QACounter, best_spans, exact_match, f1, has_answer, normalize_answer,
-                                 predict_answer, qa_scores)
+from brewcli.tasks.squad import (
+    QACounter,
+    best_spans,
+    exact_match,
+    f1,
+    has_answer,
+    normalize_answer,
+    predict_answer,
+    qa_scores,
+)
 
 # ---------------------------------------------------------------- span extraction
 

@@ -220,7 +220,7 @@ def test_multi_label_kd_by_hand():
 def test_qa_answer_positions_and_windows(tmp_path):
     path = recipe_for("question-answering", tmp_path)
     plan = build_plan(load_recipe(path, ["data.max_length=17", "task.doc_stride=2"]))  # short windows
-    enc, raw, tok = plan.encoded["train"], plan.splits.train, plan.tokenizer
+    enc, raw = plan.encoded["train"], plan.splits.train
     assert len(enc) > len(raw)  # several windows per example
     for row in enc:
         example = raw[row["example"]]

@@ -135,6 +135,14 @@ class Task:
 TASKS: Registry[Task] = Registry("task", "tasks")
 
 
+def register(task: Task) -> None:
+    """Add a task; `brew ls tasks` shows its doc, its columns and its options."""
+    columns = ", ".join(f"data.{c.key} ({c.default if isinstance(c.default, str) else c.default[0]})"
+                        for c in task.columns)
+    options = ", ".join(k for k in task.spec.model_fields if k != "name")
+    TASKS.add(task.name, task, f"{task.doc}. Columns: {columns}" + (f". Options: {options}" if options else ""))
+
+
 def retained_pct(metric: str, student: float, teacher: float, lower_is_better=frozenset()) -> float | None:
     """Student as a percentage of the teacher on `metric` (inverted for metrics where lower is better)."""
     if not teacher or not student:

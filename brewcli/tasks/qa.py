@@ -20,7 +20,7 @@ from brewcli.batch import Batch
 from brewcli.datafiles import FileRows
 from brewcli.errors import RecipeError
 from brewcli.schema import Strict
-from brewcli.tasks import TASKS, Column, Metric, Task
+from brewcli.tasks import Column, Metric, Task, register
 from brewcli.tasks.sequence import pad_inputs
 from brewcli.tasks.squad import QACounter, predict_answer
 
@@ -257,4 +257,4 @@ def _span(answers: dict, offsets, ctx: list[int], cls: int) -> tuple[int, int]:
     return start, end
 
 
-TASKS.add("question-answering", QuestionAnswering(), QuestionAnswering.doc)
+register(QuestionAnswering())

@@ -14,7 +14,7 @@ from pydantic import Field
 from brewcli.batch import Batch
 from brewcli.errors import RecipeError, did_you_mean
 from brewcli.schema import Strict
-from brewcli.tasks import TASKS, Column, Metric, Task
+from brewcli.tasks import Column, Metric, Task, register
 
 LABELS = "labels"  # the column name Hugging Face heads read
 INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
@@ -401,4 +401,4 @@ class MultiLabel(SequenceTask):
 
 
 for _task in (Classification(), Regression(), MultiLabel()):
-    TASKS.add(_task.name, _task, _task.doc)
+    register(_task)

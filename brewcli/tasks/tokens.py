@@ -18,7 +18,7 @@ from brewcli.batch import Batch
 from brewcli.datafiles import FileRows
 from brewcli.errors import RecipeError, did_you_mean
 from brewcli.schema import Strict
-from brewcli.tasks import TASKS, Column, Metric, Task
+from brewcli.tasks import Column, Metric, Task, register
 from brewcli.tasks.sequence import LABELS, pad_inputs, teacher_label_names
 from brewcli.tasks.spans import SpanCounter, detect_scheme, parse_tag
 
@@ -223,4 +223,4 @@ class TokenClassification(Task):
         return TagMetric(names, recipe.task.scheme)
 
 
-TASKS.add("token-classification", TokenClassification(), TokenClassification.doc)
+register(TokenClassification())
