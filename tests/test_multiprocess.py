@@ -20,6 +20,7 @@ def test_two_process_distill(tmp_path, teacher_dir, data_files):
                            "distill", str(path)], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stderr.count("brew plan") == 1
+    assert "6 steps (3/epoch), batch 8 x 2 processes" in " ".join(done.stderr.split())  # the plan's count is the run's
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     # 36 train rows split over 2 processes -> 18 each -> 3 batches of 8 per epoch -> 6 steps in 2 epochs
     assert metrics["steps"] == 6 and [h["step"] for h in metrics["history"]] == [3, 6]
