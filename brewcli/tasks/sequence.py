@@ -33,6 +33,22 @@ def teacher_label_names(config) -> list[str] | None:
     return None if config is None else [config.id2label[i] for i in range(config.num_labels)]
 
 
+def same_count_as_teacher(teacher_config, names: list[str], what: str = "labels") -> None:
+    if teacher_config is not None and teacher_config.num_labels != len(names):
+        raise RecipeError("teacher", f"the teacher predicts {teacher_config.num_labels} {what} but the data has "
+                          f"{len(names)}: {names[:10]}",
+                          f"fine-tune the teacher on this {what[:-1]} set first (brew train)")
+
+
+def name_labels(config, names: list[str], problem_type: str | None = None) -> None:
+    """Size a config's head for `names` and name its outputs."""
+    config.num_labels = len(names)
+    config.id2label = dict(enumerate(names))
+    config.label2id = {n: i for i, n in enumerate(names)}
+    if problem_type:
+        config.problem_type = problem_type
+
+
 class SequenceTask(Task):
     auto_class = "AutoModelForSequenceClassification"
     columns = (Column("text", "text", "text (a pair: a list of two columns)"), Column("label", "label", "a label"))
@@ -148,9 +164,7 @@ class Classification(SequenceTask):
         if num_labels is not None and len(names) != num_labels:
             raise RecipeError("task.num_labels", f"is {num_labels} but the data has {len(names)} labels: {names[:10]}",
                               f"set task.num_labels: {len(names)} or drop it")
-        if teacher_names is not None and len(names) != len(teacher_names):
-            raise RecipeError("teacher", f"the teacher predicts {len(teacher_names)} labels but the data has "
-                              f"{len(names)}: {names[:10]}", "fine-tune the teacher on this label set first (brew train)")
+        same_count_as_teacher(teacher_config, names)
         return names
 
     def encode_labels(self, ds, recipe, names, where):
@@ -183,10 +197,7 @@ class Classification(SequenceTask):
         return ds.map(lambda b: {LABELS: [to_id(v) for v in b[column]]}, batched=True)
 
     def configure(self, config, names) -> None:
-        config.num_labels = len(names)
-        config.id2label = dict(enumerate(names))
-        config.label2id = {n: i for i, n in enumerate(names)}
-        config.problem_type = "single_label_classification"
+        name_labels(config, names, "single_label_classification")
 
     def describe(self, names) -> tuple[str, str]:
         return (f"one of {len(names)} labels: {', '.join(names[:8])}" + (", ..." if len(names) > 8 else ""),
@@ -361,9 +372,7 @@ class MultiLabel(SequenceTask):
         if recipe.task.num_labels is not None and len(names) != recipe.task.num_labels:
             raise RecipeError("task.num_labels", f"is {recipe.task.num_labels} but the data has {len(names)} labels",
                               f"set task.num_labels: {len(names)} or drop it")
-        if teacher_config is not None and teacher_config.num_labels != len(names):
-            raise RecipeError("teacher", f"the teacher predicts {teacher_config.num_labels} labels but the data has "
-                              f"{len(names)}: {names[:10]}", "fine-tune the teacher on this label set first (brew train)")
+        same_count_as_teacher(teacher_config, names)
         return names
 
     def encode_labels(self, ds, recipe, names, where):
@@ -387,10 +396,7 @@ class MultiLabel(SequenceTask):
         return torch.tensor(values, dtype=torch.float32)
 
     def configure(self, config, names) -> None:
-        config.num_labels = len(names)
-        config.id2label = dict(enumerate(names))
-        config.label2id = {n: i for i, n in enumerate(names)}
-        config.problem_type = "multi_label_classification"
+        name_labels(config, names, "multi_label_classification")
 
     def describe(self, names) -> tuple[str, str]:
         return (f"any of {len(names)} labels (sigmoid): {', '.join(names[:8])}" + (", ..." if len(names) > 8 else ""),

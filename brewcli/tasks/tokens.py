@@ -19,7 +19,8 @@ from brewcli.datafiles import FileRows
 from brewcli.errors import RecipeError, did_you_mean
 from brewcli.schema import Strict
 from brewcli.tasks import Column, Metric, Task, register
-from brewcli.tasks.sequence import LABELS, pad_inputs, teacher_label_names
+from brewcli.tasks.sequence import (LABELS, name_labels, pad_inputs, same_count_as_teacher,
+                                    teacher_label_names)
 from brewcli.tasks.spans import SpanCounter, detect_scheme, parse_tag
 
 IGNORE = -100
@@ -139,9 +140,7 @@ class TokenClassification(Task):
                 names = teacher_names
             else:
                 names = sorted((str(t) for t in seen), key=_order)
-        if teacher_names is not None and len(names) != len(teacher_names):
-            raise RecipeError("teacher", f"the teacher predicts {len(teacher_names)} tags but the data has "
-                              f"{len(names)}: {names[:10]}", "fine-tune the teacher on this tag set first (brew train)")
+        same_count_as_teacher(teacher_config, names, "tags")
         return names
 
     def encode_labels(self, ds, recipe, names, where):
@@ -156,9 +155,7 @@ class TokenClassification(Task):
                       batched=True)
 
     def configure(self, config, names) -> None:
-        config.num_labels = len(names)
-        config.id2label = dict(enumerate(names))
-        config.label2id = {n: i for i, n in enumerate(names)}
+        name_labels(config, names)
 
     def describe(self, names) -> tuple[str, str]:
         return (f"one of {len(names)} tags per word: {', '.join(names[:9])}" + (", ..." if len(names) > 9 else ""),
