@@ -328,7 +328,7 @@ def test_teacher_without_the_task_head(tmp_path):
     assert r.exit_code == 2 and "has no token-classification head" in r.output
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama", "distilbert", "roberta"])
+@pytest.mark.parametrize("family", ["gpt2", "llama", "distilbert", "roberta", "electra", "deberta-v2"])
 def test_presets_and_layer_copy_for_other_families(family, tmp_path):
     """A decoder or another encoder family as the teacher: the preset resizes it through the family's own field
     names and teacher-layers copies the right layers (GPT-2's h.N., Llama's layers.N.)."""
@@ -348,7 +348,13 @@ def test_presets_and_layer_copy_for_other_families(family, tmp_path):
                                                           max_position_embeddings=64, **common),
               "roberta": transformers.RobertaConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=4,
                                                     num_attention_heads=4, max_position_embeddings=66,
-                                                    **{**common, "pad_token_id": 1})}[family]
+                                                    **{**common, "pad_token_id": 1}),
+              "electra": transformers.ElectraConfig(embedding_size=32, hidden_size=32, intermediate_size=48,
+                                                    num_hidden_layers=4, num_attention_heads=4,
+                                                    max_position_embeddings=64, **common),
+              "deberta-v2": transformers.DebertaV2Config(hidden_size=32, intermediate_size=48, num_hidden_layers=4,
+                                                         num_attention_heads=4, max_position_embeddings=64,
+                                                         **common)}[family]
     teacher_dir = tmp_path / "teacher"
     torch.manual_seed(0)
     transformers.AutoModelForSequenceClassification.from_config(config).save_pretrained(teacher_dir)
@@ -363,8 +369,8 @@ def test_presets_and_layer_copy_for_other_families(family, tmp_path):
     plan = build_plan(load_recipe(path))
     assert read_widths(plan.student_config).layers == 3 and plan.init_layers == [0, 2, 3]
     teacher, student = build_models(plan)
-    pattern = {"gpt2": "h.{}.", "llama": "layers.{}.", "distilbert": "transformer.layer.{}.",
-               "roberta": "encoder.layer.{}."}[family]
+    pattern = {"gpt2": "h.{}.", "llama": "layers.{}.", "distilbert": "transformer.layer.{}."}.get(family,
+                                                                                              "encoder.layer.{}.")
     t_state, s_state = teacher.state_dict(), student.state_dict()
     for s_layer, t_layer in enumerate(plan.init_layers):
         keys = [k for k in s_state if pattern.format(s_layer) in k]
