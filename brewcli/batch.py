@@ -6,11 +6,14 @@ a student all produce the same view, holding only what someone asked for (`Needs
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dataclasses import dataclass, field
 
-import torch
+from brewcli.lazy import torch
 
-Tensor = torch.Tensor
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @dataclass
@@ -21,6 +24,7 @@ class Batch:
     teacher_inputs: dict[str, Tensor] | None = None  # only when the teacher reads other tokens than the student
     aux: dict[str, Tensor] = field(default_factory=dict)  # task tensors the views need (e.g. QA's context mask)
     meta: dict[str, list] = field(default_factory=dict)  # kept on the CPU for metrics (e.g. QA's offsets)
+    rows: Tensor | None = None  # (B,) each row's index in its encoded split (what the teacher cache is keyed by)
 
     @property
     def size(self) -> int:
@@ -36,7 +40,7 @@ class Batch:
     def to(self, device) -> Batch:
         move = lambda d: {k: v.to(device, non_blocking=True) for k, v in d.items()}  # noqa: E731
         return Batch(move(self.inputs), move(self.labels), self.ids, None if self.teacher_inputs is None
-                     else move(self.teacher_inputs), move(self.aux), self.meta)
+                     else move(self.teacher_inputs), move(self.aux), self.meta, self.rows)
 
 
 @dataclass(frozen=True)

@@ -259,5 +259,85 @@ def ls(what: Optional[str] = typer.Argument(None, help="students, matches, losse
     render_listing([what] if what else list(SECTIONS))
 
 
+cache_app = typer.Typer(no_args_is_help=True, help="The teacher-output cache: build, list and remove entries.")
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("build", epilog="Example:  brew cache build recipes/bbc/distill-T3.yaml")
+@_guarded
+def cache_build(recipe: Path = typer.Argument(..., help="the YAML recipe whose teacher outputs to store"),
+                overrides: Optional[list[str]] = OVERRIDES):
+    """Run the recipe's teacher over its training data once and store what the loss terms read."""
+    from brewcli.errors import RecipeError, doing
+    from brewcli.plan import build_plan
+    from brewcli.recipe import load_recipe
+    from brewcli.train import build_cache
+
+    doing(f"reading the recipe {recipe}")
+    r = load_recipe(recipe, overrides or [])
+    if r.teacher is None:
+        raise RecipeError("teacher", "this recipe has no teacher, so there is nothing to cache")
+    if r.distill.teacher_cache == "memory":
+        raise RecipeError("distill.teacher_cache", "is memory, which lasts one run; brew cache build fills a disk "
+                          "cache", "set distill.teacher_cache: disk (or auto)")
+    doing("checking the recipe against the model configs, tokenizer and data")
+    plan = build_plan(r)
+    if plan.cache is None:
+        raise RecipeError("distill.teacher_cache", plan.cache_note or "is off, or the loss terms read nothing from "
+                          "the teacher", "set distill.teacher_cache: disk")
+    build_cache(plan)
+
+
+def _cache_root(cache_dir: Optional[str]) -> Path:
+    from brewcli.cache import default_root
+
+    return Path(cache_dir).expanduser() if cache_dir else default_root()
+
+
+CACHE_DIR = typer.Option(None, "--cache-dir", help="the cache folder (default: $BREW_CACHE or ~/.cache/brew)")
+
+
+@cache_app.command("ls")
+@_guarded
+def cache_ls(cache_dir: Optional[str] = CACHE_DIR,
+             as_json: bool = typer.Option(False, "--json", help="print the entries as JSON on stdout")):
+    """List cache entries: teacher, data, features, rows, size, last used."""
+    import time
+
+    from brewcli.cache import entries
+    from brewcli.ui import console, human, plain_table
+
+    root = _cache_root(cache_dir)
+    found = entries(root)
+    if as_json:
+        print(json.dumps({"root": str(root), "entries": found}, indent=2))
+        return
+    if not found:
+        console.print(f"no teacher cache entries in {root}")
+        return
+    rows = [(e["key"], str(e["teacher"]), f"{e['task']}, {str(e['data'])[:8]}, max_length {e['max_length']}",
+             ", ".join(e["features"] or []), str(e["rows"]), human(e["bytes"], "B"),
+             time.strftime("%Y-%m-%d %H:%M", time.localtime(e["last_used"])) if e["last_used"] else "-")
+            if e["complete"] else (e["key"], "(incomplete)", "", "", "", human(e["bytes"], "B"), "-") for e in found]
+    console.print(plain_table(f"teacher cache: {root} ({human(sum(e['bytes'] for e in found), 'B')})",
+                              ("key", "teacher", "data", "features", "rows", "size", "last used"), rows))
+
+
+@cache_app.command("rm")
+@_guarded
+def cache_rm(keys: Optional[list[str]] = typer.Argument(None, help="entry keys (or their first characters)"),
+             everything: bool = typer.Option(False, "--all", help="remove every entry"),
+             cache_dir: Optional[str] = CACHE_DIR):
+    """Remove cache entries by key (see brew cache ls), or all of them."""
+    from brewcli.cache import remove
+    from brewcli.ui import console
+
+    if not keys and not everything:
+        raise BrewError("brew cache rm: name the entries to remove (keys from brew cache ls), or pass --all")
+    root = _cache_root(cache_dir)
+    gone = remove(root, keys or [], everything)
+    console.print(f"removed {len(gone)} entr{'y' if len(gone) == 1 else 'ies'} from {root}")
+
+
 def main() -> None:
     app()

@@ -170,7 +170,34 @@ def _carve_eval(train, spec, names):
     return parts["train"], parts["test"]
 
 
+ROW = "__row__"
+
+
+class _Indexed:
+    """An encoded split whose rows carry their own index, so each Batch knows which rows it holds."""
+
+    def __init__(self, ds):
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> dict:
+        return {**self.ds[i], ROW: i}
+
+    def __getitems__(self, idx: list[int]) -> list[dict]:
+        return [{**row, ROW: i} for i, row in zip(idx, self.ds.__getitems__(idx))]
+
+
 def loader(ds, collate, batch_size: int, sampler=None):
+    """Batches of an encoded split through the task's collate; `batch.rows` holds the rows' indices."""
+    import torch
     from torch.utils.data import DataLoader
 
-    return DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=collate)
+    def with_rows(rows: list[dict]):
+        index = [r.pop(ROW) for r in rows]
+        batch = collate(rows)
+        batch.rows = torch.tensor(index)
+        return batch
+
+    return DataLoader(_Indexed(ds), batch_size=batch_size, sampler=sampler, collate_fn=with_rows)

@@ -11,15 +11,17 @@ pair of layers per side and compare a similarity matrix built from the two.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
+from brewcli.lazy import F, torch
 
 from brewcli.registry import Registry
 
-Tensor = torch.Tensor
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @dataclass(frozen=True)

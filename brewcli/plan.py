@@ -39,6 +39,8 @@ class Plan:
     steps_per_epoch: int
     total_steps: int
     attention: str | None  # "eager" when a match reads attention maps (SDPA returns none); else the default
+    cache: object | None = None  # the teacher cache this run reads (cache.CachePlan), or None: a live teacher
+    cache_note: str | None = None  # why `teacher_cache: auto` runs the teacher live
 
     @property
     def needs_attention(self) -> bool:
@@ -165,9 +167,17 @@ def build_plan(recipe: Recipe) -> Plan:
     per_epoch = math.ceil(batches / t.grad_accum)
     total = t.max_steps or max(1, math.ceil(t.epochs * per_epoch))
     params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    return Plan(recipe, task, tc, sc, init, layers, matches, splits, encoded, tokenizer,
+    plan = Plan(recipe, task, tc, sc, init, layers, matches, splits, encoded, tokenizer,
                 params(teacher) if teacher is not None else None, params(student), processes, per_epoch, total,
                 attention)
+    if tc is not None:
+        from brewcli.cache import plan_cache
+        from brewcli.objective import build_objective
+        from brewcli.tasks.sequence import INPUT_KEYS
+
+        inputs = [k for k in INPUT_KEYS if k in encoded["train"].column_names]
+        plan.cache, plan.cache_note = plan_cache(plan, build_objective(plan).teacher_needs, inputs)
+    return plan
 
 
 def _meta_student(config, task, overrides: dict):

@@ -173,6 +173,9 @@ class DistillSpec(Strict):
     hard_label_weight_schedule: str = "none"
     probability_shift: bool = False
     matches: list[MatchSpec] = Field(default_factory=list)
+    teacher_cache: Literal["auto", "disk", "memory", "off"] = "auto"
+    cache_dir: str | None = Field(None, min_length=1)
+    cache_dtype: Literal["fp16", "fp32"] = "fp16"
 
     @field_validator("kd_loss")
     @classmethod
@@ -207,6 +210,7 @@ class TrainSpec(Strict):
     keep_best: str | None = "auto"
     keep_checkpoints: int = Field(2, ge=1)
     log_every: int = Field(10, ge=1)
+    group_by_length: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
 

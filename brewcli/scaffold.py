@@ -186,16 +186,15 @@ def render(*, task: str, model: str, student: str | None, data: str, path: str, 
 
 
 def model_max_length(ref: str, default: int) -> int:
-    """`default`, capped at what a local model's position embeddings allow."""
+    """`default`, capped at what a local model's position embeddings allow. Reads config.json as it is (importing
+    transformers would take seconds); a config this cannot read is left to the plan, which reports it properly."""
+    from types import SimpleNamespace
+
     from brewcli.models import max_positions
 
     config = Path(ref).expanduser() / "config.json"
-    if not config.is_file():
-        return default
-    from transformers import AutoConfig
-
     try:
-        limit = max_positions(AutoConfig.from_pretrained(config.parent))
-    except Exception:  # an unreadable config: the plan reports it properly
+        limit = max_positions(SimpleNamespace(**json.loads(config.read_text())))
+    except (OSError, ValueError, TypeError, AttributeError):
         return default
     return min(default, limit) if limit else default

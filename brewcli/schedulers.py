@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from collections.abc import Callable
 
-import torch
-import torch.nn.functional as F
+from brewcli.lazy import F, torch
 
 from brewcli.registry import Registry
 
-Tensor = torch.Tensor
+if TYPE_CHECKING:
+    from torch import Tensor
 
 TEMPERATURE: Registry[Callable[..., Tensor | float]] = Registry("temperature scheduler", "schedulers")
 WEIGHT: Registry[Callable[[float], float]] = Registry("weight schedule", "schedulers")

@@ -19,6 +19,7 @@ import yaml
 from brewcli import __version__
 from brewcli import data as data_mod
 from brewcli.batch import run_model
+from brewcli.cache import CachedTeacher, open_or_fill, row_lengths
 from brewcli.checkpoint import checkpoints, load_checkpoint, rng_state, save_checkpoint, save_model_folder
 from brewcli.errors import BrewError, TrainingDiverged, doing
 from brewcli.evaluate import evaluate_model, load_model, report, score
@@ -43,16 +44,27 @@ class TrainState:
 
 class EpochSampler(torch.utils.data.Sampler):
     """A shuffled order that depends only on (seed, epoch), sharded by process, able to start mid-epoch.
-    It never touches the global RNG, so resuming replays exactly the batches an unbroken run would see."""
+    It never touches the global RNG, so resuming replays exactly the batches an unbroken run would see.
 
-    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1):
+    With `lengths` (train.group_by_length) each run of GROUP batches is sorted by length, longest first, so a batch
+    holds rows of similar length and dynamic padding adds little; the order stays random from group to group."""
+
+    GROUP = 50  # batches per length-sorted group (as Hugging Face's LengthGroupedSampler)
+
+    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1, lengths=None, batch_size: int = 1):
         self.n, self.seed, self.rank, self.world = n, seed, rank, world
+        self.lengths, self.batch_size = lengths, batch_size
         self.epoch, self.start = 0, 0
 
     def _order(self) -> list[int]:
         order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
         order += order[: (-len(order)) % self.world]  # equal shards
-        return order[self.rank :: self.world]
+        order = order[self.rank :: self.world]
+        if self.lengths is None:
+            return order
+        size = self.GROUP * self.batch_size
+        return [i for g in range(0, len(order), size)
+                for i in sorted(order[g : g + size], key=lambda i: -int(self.lengths[i]))]
 
     def per_process(self) -> int:
         return math.ceil(self.n / self.world)
@@ -247,9 +259,13 @@ def build_job(plan, resume: bool = False) -> Job:
     student, optimizer = acc.prepare(student, optimizer)
     objective = acc.prepare(objective) if len(objective.projections) else objective.to(acc.device)
     plain_objective = acc.unwrap_model(objective)
+    collate = task.collate(plan.tokenizer, 8 if t.precision != "fp32" else None)
     teacher = None
     if teacher_model is not None:
         teacher = LiveTeacher(teacher_model.to(acc.device), task, plain_objective.teacher_needs)
+        if plan.cache is not None:
+            entry = open_or_fill(plan.cache, teacher, plan.encoded["train"], collate, t.eval_batch_size, acc)
+            teacher = CachedTeacher(entry, acc.device)
     student.train()  # from_pretrained returns models in eval mode: dropout must be on while training
     state, recipe_text = TrainState(), r.dump()
     plain_student = acc.unwrap_model(student)
@@ -265,8 +281,9 @@ def build_job(plan, resume: bool = False) -> Job:
         out.mkdir(parents=True, exist_ok=True)
         (out / "recipe.yaml").write_text(recipe_text)
     writer = SummaryWriter(str(out / "logs"), purge_step=state.step or None) if acc.is_main_process else None
-    sampler = EpochSampler(len(plan.encoded["train"]), t.seed, acc.process_index, acc.num_processes)
-    collate = task.collate(plan.tokenizer)
+    lengths = row_lengths(plan.encoded["train"]) if t.group_by_length else None
+    sampler = EpochSampler(len(plan.encoded["train"]), t.seed, acc.process_index, acc.num_processes, lengths,
+                           t.batch_size)
     loader = data_mod.loader(plan.encoded["train"], collate, t.batch_size, sampler)
     batches = math.ceil(sampler.per_process() / t.batch_size)
     return Job(plan, acc, out, student, plain_student, teacher, teacher_model, plain_objective, optimizer, scheduler,
@@ -310,6 +327,29 @@ def fit(job: Job) -> TrainState:
         if job.writer:
             job.writer.close()
     return state
+
+
+def build_cache(plan) -> None:
+    """`brew cache build`: fill the plan's teacher cache without training (for example on a bigger machine)."""
+    from accelerate import Accelerator
+
+    from brewcli.ui import human
+
+    r, cp = plan.recipe, plan.cache
+    acc = Accelerator(mixed_precision=PRECISION[r.train.precision], cpu=r.train.device == "cpu")
+    if cp.hit:
+        console.print(f"teacher cache hit: {cp.path} is already built ({len(cp.lengths)} rows); nothing to do")
+        return
+    doing("loading the teacher")
+    teacher = load_pretrained(r.teacher.model, plan.teacher_config, plan.task, r.teacher.revision,
+                              r.teacher.trust_remote_code, plan.attention)
+    live = LiveTeacher(teacher.to(acc.device), plan.task, build_objective(plan).teacher_needs)
+    collate = plan.task.collate(plan.tokenizer, 8 if r.train.precision != "fp32" else None)
+    started = time.time()
+    open_or_fill(cp, live, plan.encoded["train"], collate, r.train.eval_batch_size, acc)
+    if acc.is_main_process:
+        console.print(f"built {cp.path if cp.mode == 'disk' else 'the cache in memory'}: {len(cp.lengths)} rows, "
+                      f"{human(cp.bytes, 'B')} in {time.time() - started:.1f} s")
 
 
 def run(plan, resume: bool = False) -> dict:

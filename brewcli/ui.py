@@ -52,6 +52,8 @@ def render_plan(plan) -> None:
     t.add_row("training", f"{plan.total_steps} steps ({plan.steps_per_epoch}/epoch), batch {tr.batch_size}{procs} x "
               f"accum {tr.grad_accum}, lr {tr.lr:g} {tr.lr_schedule}, warmup {tr.warmup:g}, {tr.precision}, "
               f"device {tr.device}")
+    if plan.cache is not None or plan.cache_note:
+        t.add_row("teacher cache", plan.cache.describe() if plan.cache is not None else plan.cache_note)
     t.add_row("output", tr.output_dir)
     console.print(t)
     terms = Table(title="loss terms", title_justify="left")
@@ -87,6 +89,15 @@ def render_plan(plan) -> None:
                       "attention dropout is 0 so its maps stay distributions[/dim]")
 
 
+def plain_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
 def _w(weight: float, schedule: str) -> str:
     return f"{weight:g}" + ("" if schedule == "none" else f" x {schedule}")
 
@@ -116,7 +127,7 @@ def is_tty() -> bool:
 class Progress:
     """The training progress bar on a terminal; a plain line per log step otherwise (CI, files, other processes)."""
 
-    def __init__(self, total: int, completed: int, enabled: bool = True):
+    def __init__(self, total: int, completed: int, enabled: bool = True, description: str = "training"):
         from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
         from rich.progress import Progress as RichProgress
 
@@ -124,7 +135,7 @@ class Progress:
         self.bar = RichProgress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                 TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
                                 console=console, disable=not (enabled and is_tty()))
-        self.task = self.bar.add_task("training", total=total, completed=completed, info="")
+        self.task = self.bar.add_task(description, total=total, completed=completed, info="")
 
     def __enter__(self):
         self.bar.__enter__()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import yaml
 os.environ["COLUMNS"] = "200"  # rich tables unwrapped, so tests can search them
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub here: fail at once instead of retrying
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ["BREW_CACHE"] = tempfile.mkdtemp(prefix="brew-cache-")  # the teacher cache of this test session, not ~/.cache
 
 WORDS = ("good great fine lovely superb happy bad awful poor sad terrible boring movie film plot actor the a is "
          "was very not and it this").split()

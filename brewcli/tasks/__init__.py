@@ -52,6 +52,7 @@ class Task:
     label_unit: str = "rows"  # what the hard-label and KD losses average over: rows, or "labels" (labelled tokens)
     has_classes: bool = True  # a label set (probability shift, label checks) rather than numbers or spans
     needs_fast_tokenizer: bool = False
+    per_token: bool = False  # logits per token (B, L, W) rather than per row (B, W)
     file_formats: dict[str, str] = {}
     text_keys: tuple[str, ...] = ("text",)  # the columns holding text the tokenizer reads  # extra local file formats this task reads: suffix -> description
 
@@ -98,14 +99,18 @@ class Task:
         """Tokenise a split: model inputs, labels, and an `example` column (the row each feature comes from)."""
         raise NotImplementedError
 
-    def collate(self, tokenizer):
-        """A function from a list of encoded rows to a Batch."""
+    def collate(self, tokenizer, multiple: int | None = None):
+        """A function from a list of encoded rows to a Batch, padded to a multiple of `multiple` if given."""
         raise NotImplementedError
 
     # ---- step time
     def logits(self, output):
         """The tensor KD and the metric read from a Hugging Face output: (B, C), (B, L, C) or (B, L, 2)."""
         return output.logits
+
+    def logit_width(self, config) -> int:
+        """W in the logits' shape: the head's outputs per row (or per token)."""
+        return config.num_labels
 
     def views(self, s_logits, t_logits, batch):
         """What KD compares: (student rows, teacher rows), each (N, C), padding and ignored positions removed."""

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-import torch
+from brewcli.lazy import torch
 from pydantic import Field
 
 from brewcli.batch import Batch
@@ -125,6 +125,7 @@ class QuestionAnswering(Task):
     kd_losses = ("ce", "kl", "mse")
     has_classes = False
     needs_fast_tokenizer = True
+    per_token = True
     text_keys = ("question", "context")
     file_formats = {".json": "SQuAD's nested JSON (data/paragraphs/qas)"}
 
@@ -209,9 +210,9 @@ class QuestionAnswering(Task):
 
         return ds.map(fn, batched=True, with_indices=True, remove_columns=ds.column_names)
 
-    def collate(self, tokenizer):
+    def collate(self, tokenizer, multiple: int | None = None):
         def collate(rows: list[dict]) -> Batch:
-            inputs = pad_inputs(tokenizer, rows)
+            inputs = pad_inputs(tokenizer, rows, multiple)
             length = inputs["input_ids"].size(1)
             ctx = torch.zeros(len(rows), length, dtype=torch.bool)
             for i, r in enumerate(rows):
@@ -221,6 +222,9 @@ class QuestionAnswering(Task):
                          meta={"offsets": [r["offsets"] for r in rows]})
 
         return collate
+
+    def logit_width(self, config) -> int:
+        return 2  # start and end
 
     def logits(self, output):
         return torch.stack([output.start_logits, output.end_logits], dim=-1)  # (B, L, 2)

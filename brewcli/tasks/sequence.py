@@ -7,8 +7,7 @@ import math
 import re
 from typing import Literal
 
-import numpy as np
-import torch
+from brewcli.lazy import np, torch
 from pydantic import Field
 
 from brewcli.batch import Batch
@@ -20,9 +19,10 @@ LABELS = "labels"  # the column name Hugging Face heads read
 INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-def pad_inputs(tokenizer, rows: list[dict]) -> dict[str, torch.Tensor]:
+def pad_inputs(tokenizer, rows: list[dict], multiple: int | None = None) -> dict[str, torch.Tensor]:
+    """Pad to the batch's longest row (dynamic padding), rounded up to `multiple` (tensor cores under fp16/bf16)."""
     keys = [k for k in INPUT_KEYS if k in rows[0]]
-    return dict(tokenizer.pad({k: [r[k] for r in rows] for k in keys}, return_tensors="pt"))
+    return dict(tokenizer.pad({k: [r[k] for r in rows] for k in keys}, pad_to_multiple_of=multiple, return_tensors="pt"))
 
 
 def _is_generic(names: list[str]) -> bool:
@@ -88,10 +88,10 @@ class SequenceTask(Task):
     def label_tensor(self, values: list):
         return torch.tensor(values)
 
-    def collate(self, tokenizer):
+    def collate(self, tokenizer, multiple: int | None = None):
         def collate(rows: list[dict]) -> Batch:
             labels = {LABELS: self.label_tensor([r[LABELS] for r in rows])} if LABELS in rows[0] else {}
-            return Batch(pad_inputs(tokenizer, rows), labels, torch.tensor([r["example"] for r in rows]))
+            return Batch(pad_inputs(tokenizer, rows, multiple), labels, torch.tensor([r["example"] for r in rows]))
 
         return collate
 

@@ -11,7 +11,7 @@ from array import array
 from pathlib import Path
 from typing import Literal
 
-import torch
+from brewcli.lazy import torch
 from pydantic import Field
 
 from brewcli.batch import Batch
@@ -98,6 +98,7 @@ class TokenClassification(Task):
     kd_losses = ("ce", "kl", "mse")
     label_unit = "labels"
     needs_fast_tokenizer = True
+    per_token = True
     text_keys = ("tokens",)
     file_formats = {".conll": "CoNLL-2003 text", ".txt": "CoNLL-2003 text"}
 
@@ -183,9 +184,9 @@ class TokenClassification(Task):
 
         return ds.map(fn, batched=True, with_indices=True, remove_columns=ds.column_names)
 
-    def collate(self, tokenizer):
+    def collate(self, tokenizer, multiple: int | None = None):
         def collate(rows: list[dict]) -> Batch:
-            inputs = pad_inputs(tokenizer, rows)
+            inputs = pad_inputs(tokenizer, rows, multiple)
             length = inputs["input_ids"].size(1)
             right = tokenizer.padding_side == "right"
 
