@@ -254,12 +254,12 @@ def plan_cache(plan, needs, teacher_inputs: list[str]) -> tuple[CachePlan | None
 
 
 def _writable(root: Path) -> str | None:
+    if root.exists() and not root.is_dir():
+        return f"{root} is a file, not a folder"
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         return f"cannot create the cache folder {root} ({e.strerror or e})"
-    if not root.is_dir():
-        return f"{root} is a file, not a folder"
     if not os.access(root, os.W_OK):
         return f"cannot write in the cache folder {root} (permission denied)"
     return None
@@ -509,7 +509,7 @@ class CachedTeacher:
             else:
                 out = torch.zeros(b, lay.width, length, length)
             for i, row in enumerate(rows):
-                values = torch.from_numpy(np.asarray(self.entry.read(row, lay), dtype=np.float32))
+                values = torch.from_numpy(np.array(self.entry.read(row, lay), dtype=np.float32))
                 if lay.kind == "seq":
                     out[i] = values
                 elif lay.kind == "tok":

@@ -182,6 +182,12 @@ class DistillSpec(Strict):
     def _kd(cls, v: str) -> str:
         return v if v == "auto" else known(KD_LOSSES, v)
 
+    @field_validator("teacher_cache", mode="before")
+    @classmethod
+    def _off(cls, v):
+        """YAML reads a bare `off` as false (and `on` as true)."""
+        return {False: "off", True: "auto"}.get(v, v) if isinstance(v, bool) else v
+
     @field_validator("kd_weight_schedule", "hard_label_weight_schedule")
     @classmethod
     def _weight(cls, v: str) -> str:
