@@ -949,6 +949,24 @@ def command_line_cases() -> list[Case]:
 
     cmd("cli:second-run-into-a-used-output_dir", second_run_into_used_folder,
         AnyOf(lit("--resume"), key("train.output_dir")))
+    cmd("cache:rm-unknown-key", lambda ctx: ["cache", "rm", "nosuchkey", "--cache-dir", str(_mkdir(ctx.tmp / "c"))],
+        lit("nosuchkey"))
+    cmd("cache:rm-nothing-named", lambda ctx: ["cache", "rm"], lit("--all"))
+
+    def cache_build_memory(ctx):
+        raw = ctx.base()
+        raw["distill"]["teacher_cache"] = "memory"
+        return ["cache", "build", ctx.write(raw)]
+
+    cmd("cache:build-a-memory-cache", cache_build_memory, key("distill.teacher_cache"))
+
+    def cache_build_no_teacher(ctx):
+        raw = ctx.base()
+        del raw["teacher"], raw["distill"]
+        raw["student"] = {"model": str(ctx.teacher)}
+        return ["cache", "build", ctx.write(raw)]
+
+    cmd("cache:build-without-a-teacher", cache_build_no_teacher, key("teacher"))
     return out
 
 
@@ -990,6 +1008,10 @@ def semantic_cases() -> list[Case]:
         key("train.output_dir"))
     add("semantic:output_dir-is-the-teacher-folder",
         lambda ctx, raw: raw["train"].update(output_dir=raw["teacher"]), key("train.output_dir"))
+    add("semantic:cache_dir-is-a-file", lambda ctx, raw: raw["distill"].update(
+        teacher_cache="disk", cache_dir=str(ctx.file("taken.txt", "x"))), key("distill.cache_dir"))
+    add("semantic:cache_dir-inside-a-file", lambda ctx, raw: raw["distill"].update(
+        teacher_cache="disk", cache_dir=str(ctx.file("taken.txt", "x") / "cache")), key("distill.cache_dir"))
 
     def regression_with_classifier(ctx, raw):
         path = ctx.file("scores.csv", csv_text([{"text": r["text"], "label": i / 10} for i, r in enumerate(rows())]))
@@ -1092,6 +1114,10 @@ def valid_cases() -> list[Case]:
     add("valid:only-hard-labels-train", changed(("distill", "kd_weight", 0), ("distill", "hard_label_weight", 1.0),
                                                 ("distill", "matches", [])))
     add("valid:only-a-match-trains", changed(("distill", "kd_weight", 0)))
+    add("valid:teacher_cache-off-as-yaml-bool", changed(("distill", "teacher_cache", False)))
+    add("valid:teacher_cache-memory-fp32", changed(("distill", "teacher_cache", "memory"),
+                                                   ("distill", "cache_dtype", "fp32")))
+    add("valid:group_by_length", changed(("train", "group_by_length", True)))
     add("valid:output_dir-nested-new-folders", lambda ctx: changed(("train", "output_dir",
                                                                     str(ctx.tmp / "a" / "b" / "c")))(ctx))
     add("valid:overrides-lr-weight0-init", changed(overrides=("train.lr=3e-5", "distill.matches.0.weight=0",
