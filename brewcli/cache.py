@@ -201,12 +201,12 @@ class CachePlan:
         return f"{self.mode} ({state}); {feats}; {human(self.bytes, 'B')} {self.dtype}; {where}"
 
 
-def plan_cache(plan, needs, teacher_inputs: list[str]) -> tuple[CachePlan | None, str | None]:
-    """(the cache this run uses, or None; a note when `auto` falls back to the live teacher)."""
+def plan_cache(plan, teacher, needs, teacher_inputs: list[str]) -> tuple[CachePlan | None, str | None]:
+    """(the cache `teacher` is read from in this run, or None; a note when `auto` falls back to the live teacher)."""
     r = plan.recipe
     d = r.distill
     mode = d.teacher_cache
-    if mode == "off" or r.teacher is None or needs == type(needs)():
+    if mode == "off" or needs is None or needs == type(needs)():
         return None, None
     root = Path(d.cache_dir).expanduser() if d.cache_dir else default_root()
     setting = root_key(r)
@@ -219,14 +219,15 @@ def plan_cache(plan, needs, teacher_inputs: list[str]) -> tuple[CachePlan | None
                 return None, f"teacher cache off: {root_ok} ({setting})"
             raise RecipeError(setting, root_ok, "set distill.cache_dir (or BREW_CACHE) to a folder you can write to, "
                               "or distill.teacher_cache: memory / off")
-    lays = layouts(needs, plan.task, plan.teacher_config)
+    lays = layouts(needs, plan.task, teacher.config)
     lengths = row_lengths(plan.encoded["train"])
     itemsize = 2 if d.cache_dtype == "fp16" else 4
     size = int(sum(int(lay.elements(lengths).sum()) for lay in lays) * itemsize)
     identity = {
         "format": FORMAT,
-        "teacher": r.teacher.model,
-        "teacher_files": teacher_fingerprint(r.teacher.model, r.teacher.revision, root) if mode != "memory" else None,
+        "teacher": teacher.spec.model,
+        "teacher_files": teacher_fingerprint(teacher.spec.model, teacher.spec.revision, root) if mode != "memory"
+        else None,
         "data": data_fingerprint(plan.encoded["train"], teacher_inputs),
         "rows": len(lengths),
         "max_length": r.data.max_length,

@@ -138,7 +138,7 @@ def eval_(checkpoint: str = typer.Argument(..., help="a brew output folder, best
           teacher: bool = typer.Option(True, help="also score the teacher the checkpoint records"),
           as_json: bool = typer.Option(False, "--json", help="print the report as JSON on stdout")):
     """Score a checkpoint and compare it with its teacher: quality, size, speed."""
-    from brewcli.evaluate import evaluate_checkpoint
+    from brewcli.evaluate import evaluate_checkpoint, teacher_rows
     from brewcli.tasks import TASKS
     from brewcli.ui import console, human, results_table
 
@@ -147,8 +147,7 @@ def eval_(checkpoint: str = typer.Argument(..., help="a brew output folder, best
         print(json.dumps(report, indent=2))
         return
     task = TASKS.get(report["task"])
-    rows = [("teacher", report["teacher"])] if "teacher" in report else []
-    rows.append(("student", report["student"]))
+    rows = teacher_rows(report.get("teacher"), report.get("teachers")) + [("student", report["student"])]
     for _, r in rows:
         r["params_h"] = human(r["params"])
         r["size_h"] = human(r["size_bytes"], "B")

@@ -85,13 +85,46 @@ def score(model, task, encoded, collate, batch_size: int, metric, acc=None, fold
             "throughput": round(len(encoded) / seconds, 1) if seconds else None}
 
 
+def ensemble_mix(recipe) -> str | None:
+    """What several teachers' scores average: probabilities (softmax or sigmoid), or logits (None)."""
+    from brewcli.objective import MIXES
+
+    return MIXES[recipe.kd_loss] if recipe.distill.ensemble == "probabilities" else None
+
+
+def score_teachers(teachers: list[tuple], task, mix: str | None, scorer) -> tuple[dict | None, dict | None]:
+    """(the score the student is compared with, each teacher's score when there are several). `teachers` holds
+    (name, model, weight, label order); several are compared as their weighted ensemble."""
+    if not teachers:
+        return None, None
+    each = {name: scorer(model) for name, model, _, _ in teachers}
+    if len(teachers) == 1:
+        return next(iter(each.values())), None
+    from brewcli.teachers import Ensemble
+
+    kept = [t for t in teachers if t[2] > 0]
+    ensemble = Ensemble([m for _, m, _, _ in kept], [w for _, _, w, _ in kept], [o for _, _, _, o in kept], task, mix)
+    return scorer(ensemble), each
+
+
+def teacher_rows(teacher: dict | None, each: dict | None) -> list[tuple[str, dict]]:
+    """The teachers' rows of a results table: one teacher, or each teacher and their ensemble."""
+    if teacher is None:
+        return []
+    return [(f"teacher {name}", s) for name, s in each.items()] + [("ensemble", teacher)] if each else \
+        [("teacher", teacher)]
+
+
 def report(task, split: str, rows: int, student: dict, teacher: dict | None = None, teacher_path: str | None = None,
-           device: str = "cpu") -> dict:
-    """The comparison both the end of a run and `brew eval` print and save."""
+           device: str = "cpu", teachers: dict | None = None) -> dict:
+    """The comparison both the end of a run and `brew eval` print and save. With several teachers, `teacher` is
+    their ensemble (what the student keeps is measured against it) and `teachers` holds each one's score."""
     out = {"task": task.name, "split": split, "rows": rows, "device": device, "student": student}
     if teacher is not None:
         out["teacher"] = teacher
         out["teacher_path"] = teacher_path
+        if teachers:
+            out["teachers"] = teachers
         main = task.main_metric
         kept = retained_pct(main, student[main], teacher[main], task.lower_is_better)
         if kept is not None:
@@ -154,21 +187,28 @@ def evaluate_checkpoint(path: str, data_file: str | None = None, split: str | No
     doing(f"scoring {folder} on the {split} split")
     student = score(load_model(folder, task, acc), task, encoded, task.collate(tokenizer), batch_size,
                     task.metric(recipe, names, ds), acc, folder)
-    teacher_ref = meta.get("teacher") or (recipe.teacher.model if recipe.teacher else None)
-    teacher = None
-    if with_teacher and teacher_ref:
-        tdir = Path(teacher_ref)
-        if tdir.is_absolute() and not tdir.exists():
-            raise BrewError(f"the teacher this checkpoint records, {teacher_ref}, is gone; pass --no-teacher to score "
-                            "the student alone")
-        doing(f"scoring the teacher {teacher_ref}")
-        check_weights(teacher_ref, "teacher")
+    teacher_ref = meta.get("teacher") or (recipe.teachers[0].model if recipe.teachers else None)
+    recorded = meta.get("teachers") or ([{"name": "teacher", "model": teacher_ref, "weight": 1.0,
+                                          "label_order": None}] if teacher_ref else [])
+    teacher = each = None
+    if with_teacher and recorded:
+        models, folders = [], {}
+        for t in recorded:
+            ref, tdir = t["model"], Path(t["model"])
+            if tdir.is_absolute() and not tdir.exists():
+                raise BrewError(f"the teacher this checkpoint records, {ref}, is gone; pass --no-teacher to score "
+                                "the student alone")
+            doing(f"loading the teacher {ref}")
+            check_weights(ref, "teacher")
+            model = load_model(tdir if tdir.exists() else ref, task, acc)
+            folders[id(model)] = tdir if tdir.exists() else None
+            models.append((t["name"], model, t["weight"], t["label_order"]))
+        doing("scoring the teacher" + ("s" if len(models) > 1 else ""))
         t_tok = load_tokenizer(teacher_ref, "teacher")
         t_encoded = encoded if t_tok.get_vocab() == tokenizer.get_vocab() else task.encode(ds, t_tok, recipe, names)
-        t_model = load_model(tdir if tdir.exists() else teacher_ref, task, acc)
-        teacher = score(t_model, task, t_encoded, task.collate(t_tok), batch_size, task.metric(recipe, names, ds), acc,
-                        tdir if tdir.exists() else None)
-    out = report(task, split, len(ds), student, teacher, teacher_ref, device)
+        teacher, each = score_teachers(models, task, ensemble_mix(recipe), lambda m: score(
+            m, task, t_encoded, task.collate(t_tok), batch_size, task.metric(recipe, names, ds), acc, folders.get(id(m))))
+    out = report(task, split, len(ds), student, teacher, teacher_ref, device, each)
     return {"checkpoint": str(folder), **out}
 
 

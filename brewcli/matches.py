@@ -8,7 +8,7 @@ fsp) take `[a, b]` on each side. Presets carry TextBrewer's tables (written for 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from brewcli.errors import RecipeError
 from brewcli.losses import MATCH_LOSSES
@@ -68,6 +68,7 @@ class ResolvedMatch:
     proj: str | None  # projection applied to the student feature: linear, relu, tanh or None
     teacher_width: int  # hidden size, or head count for attention
     student_width: int
+    teacher: str = "teacher"  # the name of the teacher it pulls towards
 
     @property
     def name(self) -> str:
@@ -94,11 +95,15 @@ def _layer(value, pair: bool, key: str, loss: str):
     return value
 
 
-def resolve_matches(specs, teacher_config, student_config) -> list[ResolvedMatch]:
-    """Expand presets and check every match against the two model configs (no weights needed)."""
+def resolve_matches(specs, teachers: dict, student_config) -> list[ResolvedMatch]:
+    """Expand presets and check every match against the configs of its teacher (by name; default the first) and of
+    the student (no weights needed)."""
     out: list[ResolvedMatch] = []
-    depth = {"teacher": teacher_config.num_hidden_layers, "student": student_config.num_hidden_layers}
+    first = next(iter(teachers))
     for i, spec in enumerate(specs):
+        teacher = spec.teacher or first
+        teacher_config = teachers[teacher]
+        depth = {"teacher": teacher_config.num_hidden_layers, "student": student_config.num_hidden_layers}
         key = f"distill.matches[{i}]"
         if spec.preset:
             preset = MATCH_PRESETS.get(spec.preset)
@@ -126,7 +131,8 @@ def resolve_matches(specs, teacher_config, student_config) -> list[ResolvedMatch
                         raise RecipeError(where, f"{side} layer {n} is out of range: the {side} has {depth[side]} "
                                           f"layers, so {feature} layers run {low}..{depth[side]}",
                                           "use preset: uniform to pair layers for any depths")
-            out.append(_with_widths(key, spec, feature, loss, t, s, teacher_config, student_config))
+            out.append(replace(_with_widths(key, spec, feature, loss, t, s, teacher_config, student_config),
+                               teacher=teacher))
     return out
 
 

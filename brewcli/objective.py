@@ -33,13 +33,34 @@ def probability_shift(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     return out
 
 
+def ensemble_target(logits: list[torch.Tensor], weights: list[float], tau, kind: str | None,
+                    dim: int = -1) -> torch.Tensor:
+    """Teacher logits whose softened distribution (over `dim`) is the weighted mean of the teachers' (`kind` softmax
+    or sigmoid), or the weighted mean of the logits themselves (`kind` None). One teacher: its logits, unchanged."""
+    if len(logits) == 1:
+        return logits[0]
+    w = torch.tensor(weights, dtype=logits[0].dtype, device=logits[0].device) / sum(weights)
+    if kind is None:
+        return sum(wi * z for wi, z in zip(w, logits))
+    t = torch.as_tensor(tau, dtype=logits[0].dtype, device=logits[0].device)
+    t = t.reshape(-1, *([1] * (logits[0].dim() - 1))) if t.dim() else t
+    if kind == "softmax":
+        p = sum(wi * torch.softmax(z / t, dim=dim) for wi, z in zip(w, logits))
+        return t * torch.log(p.clamp_min(1e-30))  # softmax(this / t) == p
+    p = sum(wi * torch.sigmoid(z / t) for wi, z in zip(w, logits)).clamp(1e-7, 1 - 1e-7)
+    return t * torch.logit(p)  # sigmoid(this / t) == p
+
+
+MIXES = {"ce": "softmax", "kl": "softmax", "bce": "sigmoid", "mse": None}  # what `ensemble: probabilities` averages
+
+
 class Term:
     """One loss term: its value on a micro-batch (a mean over `unit`), its weight and what it reads."""
 
     name: str
     unit: str = "rows"  # rows | labels (the task's labelled items) | tokens (real tokens of the student)
     student = Needs()
-    teacher = Needs()
+    teacher: dict[str, Needs] = {}  # teacher name -> what it reads from that teacher
 
     def __init__(self, weight: float, schedule: str = "none"):
         self.weight, self.schedule = weight, WEIGHT.get(schedule)
@@ -47,7 +68,7 @@ class Term:
     def weight_at(self, progress: float) -> float:
         return self.weight * self.schedule(progress)
 
-    def __call__(self, batch: Batch, s: Features, t: Features | None) -> torch.Tensor:
+    def __call__(self, batch: Batch, s: Features, t: dict[str, Features]) -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -66,14 +87,18 @@ class HardLabel(Term):
 
 
 class LogitKD(Term):
-    """KD on what the task compares (rows of logits, padding and ignored positions removed), at a temperature."""
+    """KD on what the task compares (rows of logits, padding and ignored positions removed), at a temperature.
+    Several teachers: the target is their weighted ensemble (of softened probabilities, or of logits)."""
 
     name = "kd"
-    student = teacher = Needs(logits=True)
+    student = Needs(logits=True)
 
-    def __init__(self, task, distill, kd_loss: str, weight: float, schedule: str):
+    def __init__(self, task, distill, kd_loss: str, weight: float, schedule: str, teachers: list):
         super().__init__(weight, schedule)
         self.task, self.unit = task, task.label_unit
+        self.teachers = [(t.name, t.spec.weight, t.label_order) for t in teachers if t.spec.weight > 0]
+        self.teacher = {name: Needs(logits=True) for name, _, _ in self.teachers}
+        self.mix = MIXES[kd_loss] if distill.ensemble == "probabilities" else None
         self.loss = KD_LOSSES.get(kd_loss)
         self.temperature, self.scale_by_t2, self.shift = distill.temperature, distill.scale_by_t2, distill.probability_shift
         self.scheduler = TEMPERATURE.get(distill.temperature_scheduler.name)
@@ -81,10 +106,20 @@ class LogitKD(Term):
         self.last_temperature: float | None = None
 
     def __call__(self, batch, s, t):
-        zs, zt = self.task.views(s.logits.float(), t.logits.float(), batch)
+        zts, weights = [], []
+        for name, weight, order in self.teachers:
+            z = t[name].logits.float()
+            zs, zt = self.task.views(s.logits.float(), z[..., order] if order else z, batch)
+            zts.append(zt)
+            weights.append(weight)
+        zt = ensemble_target(zts, weights, None, None)  # the weighted mean of the logits
         if self.shift:
             zt = probability_shift(zt, self.task.view_labels(batch))
         tau = self.scheduler(self.temperature, zs, zt, **self.scheduler_args)
+        if self.mix is not None and len(zts) > 1:
+            zt = ensemble_target(zts, weights, tau, self.mix)
+            if self.shift:
+                zt = probability_shift(zt, self.task.view_labels(batch))
         per_row = self.loss(zs, zt, tau)
         if self.scale_by_t2:
             per_row = per_row * torch.as_tensor(tau, device=zs.device) ** 2
@@ -102,7 +137,8 @@ class Match(Term):
         self.fn, self.pair, self.unit = info.fn, info.pair, info.unit
         layers = lambda side: frozenset(match.layers(side))  # noqa: E731
         field = "hidden" if match.feature == "hidden" else "attention"
-        self.student, self.teacher = Needs(**{field: layers("student")}), Needs(**{field: layers("teacher")})
+        self.student = Needs(**{field: layers("student")})
+        self.teacher = {match.teacher: Needs(**{field: layers("teacher")})}
 
     def _feature(self, f: Features, side: str):
         feats = []
@@ -112,7 +148,7 @@ class Match(Term):
         return tuple(feats) if self.pair else feats[0]
 
     def __call__(self, batch, s, t):
-        return self.fn(self._feature(s, "student"), self._feature(t, "teacher"), s.mask)
+        return self.fn(self._feature(s, "student"), self._feature(t[self.match.teacher], "teacher"), s.mask)
 
 
 class Objective(nn.Module):
@@ -122,16 +158,15 @@ class Objective(nn.Module):
         super().__init__()
         self.terms = terms
         self.projections = nn.ModuleDict(projections)
-        self.student_needs = self._needs("student")
-        self.teacher_needs = self._needs("teacher")
+        self.student_needs = Needs()
+        self.teacher_needs: dict[str, Needs] = {}  # teacher name -> what the terms read from it
+        for term in terms:
+            self.student_needs = self.student_needs | term.student
+            for name, needs in term.teacher.items():
+                self.teacher_needs[name] = self.teacher_needs.get(name, Needs()) | needs
 
-    def _needs(self, side: str) -> Needs:
-        out = Needs()
-        for term in self.terms:
-            out = out | getattr(term, side)
-        return out
-
-    def forward(self, batch: Batch, s: Features, t: Features | None, progress: float, scale: dict[str, float]):
+    def forward(self, batch: Batch, s: Features, t: dict[str, Features] | None, progress: float,
+                scale: dict[str, float]):
         """(weighted sum, {term: (value, weight)}, logged scalars). `scale[unit]` is this micro-batch's share of
         its accumulation window, so the window's gradient is a mean over all of its rows or tokens."""
         values = {term.name: (term(batch, s, t), term.weight_at(progress)) for term in self.terms}
@@ -157,7 +192,7 @@ def build_objective(plan) -> Objective:
         return Objective([HardLabel(1.0, "none", task.label_unit)], {})
     terms: list[Term] = []
     if d.kd_weight > 0:
-        terms.append(LogitKD(task, d, r.kd_loss, d.kd_weight, d.kd_weight_schedule))
+        terms.append(LogitKD(task, d, r.kd_loss, d.kd_weight, d.kd_weight_schedule, plan.teachers))
     if d.hard_label_weight > 0:
         terms.append(HardLabel(d.hard_label_weight, d.hard_label_weight_schedule, task.label_unit))
     projections = {str(i): make_projection(m.proj, m.student_width, m.teacher_width)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from brewcli import data as data_mod
-from brewcli.errors import RecipeError
+from brewcli.errors import RecipeError, did_you_mean
 from brewcli.families import FamilyError, read_widths
 from brewcli.matches import ResolvedMatch, resolve_matches
 from brewcli.models import check_weights, has_task_head, load_config, load_tokenizer, max_positions, meta_model
@@ -22,10 +22,21 @@ from brewcli.tasks import TASKS, Task
 
 
 @dataclass
+class PlannedTeacher:
+    name: str
+    spec: object  # its TeacherSpec
+    key: str  # its recipe key, for messages: `teacher`, or `teacher[1]` in a list
+    config: object
+    params: int | None = None
+    label_order: list[int] | None = None  # puts its outputs in the first teacher's label order (same names)
+    cache: object | None = None  # the teacher cache it is read from (cache.CachePlan), or None: run live
+
+
+@dataclass
 class Plan:
     recipe: Recipe
     task: Task
-    teacher_config: object | None
+    teachers: list[PlannedTeacher]  # the first one's config shapes the student and names the labels
     student_config: object
     init: str  # random | teacher-layers | pretrained
     init_layers: list[int] | None
@@ -33,18 +44,28 @@ class Plan:
     splits: data_mod.Splits
     encoded: dict  # split -> the task's encoded features (tokenised; QA: one row per window)
     tokenizer: object
-    teacher_params: int | None
     student_params: int
     processes: int  # the run's process count (WORLD_SIZE under torchrun / accelerate launch)
     steps_per_epoch: int
     total_steps: int
     attention: str | None  # "eager" when a match reads attention maps (SDPA returns none); else the default
-    cache: object | None = None  # the teacher cache this run reads (cache.CachePlan), or None: a live teacher
     cache_note: str | None = None  # why `teacher_cache: auto` runs the teacher live
 
     @property
     def needs_attention(self) -> bool:
         return self.attention == "eager"
+
+    @property
+    def teacher_config(self):
+        return self.teachers[0].config if self.teachers else None
+
+    @property
+    def teacher_params(self) -> int | None:
+        return self.teachers[0].params if self.teachers else None
+
+    @property
+    def cache(self):
+        return self.teachers[0].cache if self.teachers else None
 
 
 def _check_device(recipe: Recipe) -> None:
@@ -66,7 +87,7 @@ def _check_output_dir(recipe: Recipe) -> None:
     parent = next(p for p in (out, *out.parents) if p.exists())
     if not parent.is_dir():
         raise RecipeError("train.output_dir", f"'{parent}' is a file, so '{out}' cannot be created inside it")
-    models = {"teacher": recipe.teacher.model if recipe.teacher else None, "student.model": recipe.student.model}
+    models = {**{"teacher": t.model for t in recipe.teachers}, "student.model": recipe.student.model}
     for key, ref in models.items():
         if ref and Path(ref).expanduser().exists() and Path(ref).expanduser().resolve() == out.resolve():
             raise RecipeError("train.output_dir", f"is the {key} folder; the run would overwrite that model",
@@ -110,19 +131,54 @@ def _layers(config) -> int:
         return config.num_hidden_layers
 
 
+def _teachers(recipe: Recipe, task) -> list[PlannedTeacher]:
+    out = []
+    several = isinstance(recipe.teacher, list)
+    for i, t in enumerate(recipe.teachers):
+        key = f"teacher[{i}]" if several else "teacher"
+        config = load_config(t.model, key, t.revision, t.trust_remote_code)
+        check_weights(t.model, key)
+        if (recipe.distill.kd_weight > 0 or recipe.distill.hard_label_weight > 0) and not has_task_head(config, task):
+            raise RecipeError(key, f"'{t.model}' has no {task.name} head (architectures: "
+                              f"{', '.join(config.architectures or ['none'])}), so its logits mean nothing",
+                              "fine-tune it first with `brew train`, or set distill.kd_weight: 0")
+        out.append(PlannedTeacher(t.name, t, key, config))
+    return out
+
+
+def _check_teachers_agree(teachers: list[PlannedTeacher], task, names, tokenizer) -> None:
+    """Several teachers: one vocabulary (for now), and one label set by name; each gets its label order."""
+    from brewcli.tasks.sequence import teacher_label_names
+
+    first = teachers[0]
+    for t in teachers[1:]:
+        own = load_tokenizer(t.spec.model, t.key)
+        if own.get_vocab() != tokenizer.get_vocab():
+            raise RecipeError(t.key, f"'{t.spec.model}' reads other tokens than {first.key} (its tokenizer's "
+                              "vocabulary differs); several teachers must share the student's tokenizer for now",
+                              "use teachers of one tokenizer family")
+        task.check_teacher(t.config, names)
+        if not task.has_classes:
+            continue
+        mine, theirs = teacher_label_names(t.config), teacher_label_names(first.config)
+        if len(mine) != len(theirs):
+            raise RecipeError(t.key, f"predicts {len(mine)} labels but {first.key} predicts {len(theirs)}; the "
+                              "teachers' label sets must agree", "fine-tune every teacher on the same labels")
+        generic = all(n.startswith("LABEL_") for n in mine + theirs)
+        if not generic and set(mine) != set(theirs):
+            extra = sorted(set(mine) - set(theirs))
+            raise RecipeError(t.key, f"predicts labels {extra[:5]} that {first.key} does not ({', '.join(theirs[:10])}); "
+                              "the teachers' label sets must agree by name", did_you_mean(extra[0], theirs))
+        if not generic and mine != theirs:
+            t.label_order = [mine.index(n) for n in theirs]
+
+
 def build_plan(recipe: Recipe) -> Plan:
     task = TASKS.get(recipe.task.name)
     _check_device(recipe)
     _check_output_dir(recipe)
-    tc = None
-    if recipe.teacher:
-        t = recipe.teacher
-        tc = load_config(t.model, "teacher", t.revision, t.trust_remote_code)
-        check_weights(t.model, "teacher")
-        if (recipe.distill.kd_weight > 0 or recipe.distill.hard_label_weight > 0) and not has_task_head(tc, task):
-            raise RecipeError("teacher", f"'{t.model}' has no {task.name} head (architectures: "
-                              f"{', '.join(tc.architectures or ['none'])}), so its logits mean nothing",
-                              "fine-tune it first with `brew train`, or set distill.kd_weight: 0")
+    teachers = _teachers(recipe, task)
+    tc = teachers[0].config if teachers else None
     s = recipe.student
     if s.model:
         sc = load_config(s.model, "student.model", s.revision, s.trust_remote_code)
@@ -137,26 +193,30 @@ def build_plan(recipe: Recipe) -> Plan:
         sc = student_config(tc, s.preset, s.config)
     init = resolve_init(s, tc, sc)
     layers = teacher_layers(s.teacher_layers, _layers(tc), _layers(sc)) if init == "teacher-layers" else None
-    matches = resolve_matches(recipe.distill.matches, tc, sc) if tc is not None else []
+    matches = resolve_matches(recipe.distill.matches, {t.name: t.config for t in teachers}, sc) if teachers else []
     attention = "eager" if any(m.feature == "attention" for m in matches) else None
     if attention and hasattr(sc, "attention_probs_dropout_prob"):
         sc.attention_probs_dropout_prob = 0.0  # HF returns maps after dropout; keep them true distributions
-    tok_ref, tok_key = (recipe.teacher.model, "teacher") if recipe.teacher else (s.model, "student.model")
+    tok_ref, tok_key = (teachers[0].spec.model, teachers[0].key) if teachers else (s.model, "student.model")
     tokenizer = load_tokenizer(tok_ref, tok_key)
     if task.needs_fast_tokenizer and not tokenizer.is_fast:
         raise RecipeError(tok_key, f"task '{task.name}' maps words and answers to sub-words, which needs a fast "
                           f"(Rust) tokenizer; '{tok_ref}' has only a slow one", "save a tokenizer.json beside the model")
-    for cfg in (tc, sc):
-        if cfg is not None and getattr(cfg, "pad_token_id", None) is None:
+    for cfg in (*(t.config for t in teachers), sc):
+        if getattr(cfg, "pad_token_id", None) is None:
             cfg.pad_token_id = tokenizer.pad_token_id  # decoders (GPT-2, Llama) pad with their end-of-text token
-    _check_lengths(recipe, tokenizer, {k: c for k, c in (("teacher", tc), ("student", sc)) if c is not None})
+    _check_lengths(recipe, tokenizer, {**{t.key: t.config for t in teachers}, "student": sc})
     splits = data_mod.load_splits(recipe, task, tc)
+    if len(teachers) > 1:
+        _check_teachers_agree(teachers, task, splits.label_names, tokenizer)
     _check_tokenizer_reads_the_text(tokenizer, splits, recipe, task, tok_key)
     task.configure(sc, splits.label_names)
     student = _meta_student(sc, task, s.config)
-    teacher = meta_model(tc, task) if tc is not None else None
+    params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    for t in teachers:
+        t.params = params(meta_model(t.config, task))
     if layers is not None:
-        check_layer_copy(student, teacher, layers)
+        check_layer_copy(student, meta_model(tc, task), layers)
     encoded = {k: task.encode(v, tokenizer, recipe, splits.label_names)
                for k, v in (("train", splits.train), ("eval", splits.eval), ("test", splits.test)) if v is not None}
     if len(encoded["train"]) == 0:
@@ -166,17 +226,18 @@ def build_plan(recipe: Recipe) -> Plan:
     batches = math.ceil(math.ceil(len(encoded["train"]) / processes) / t.batch_size)  # per process and epoch
     per_epoch = math.ceil(batches / t.grad_accum)
     total = t.max_steps or max(1, math.ceil(t.epochs * per_epoch))
-    params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    plan = Plan(recipe, task, tc, sc, init, layers, matches, splits, encoded, tokenizer,
-                params(teacher) if teacher is not None else None, params(student), processes, per_epoch, total,
-                attention)
-    if tc is not None:
+    plan = Plan(recipe, task, teachers, sc, init, layers, matches, splits, encoded, tokenizer, params(student),
+                processes, per_epoch, total, attention)
+    if teachers:
         from brewcli.cache import plan_cache
         from brewcli.objective import build_objective
         from brewcli.tasks.sequence import INPUT_KEYS
 
         inputs = [k for k in INPUT_KEYS if k in encoded["train"].column_names]
-        plan.cache, plan.cache_note = plan_cache(plan, build_objective(plan).teacher_needs, inputs)
+        needs = build_objective(plan).teacher_needs
+        for t in teachers:
+            t.cache, note = plan_cache(plan, t, needs.get(t.name), inputs)
+            plan.cache_note = plan.cache_note or note
     return plan
 
 

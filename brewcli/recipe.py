@@ -36,8 +36,16 @@ class TeacherSpec(Strict):
     model: str
     revision: str | None = None
     trust_remote_code: bool = False
+    name: str | None = Field(None, min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")  # for matches' `teacher:` and reports
+    weight: float = Field(1.0, ge=0)  # its share of the ensemble's KD target (several teachers)
 
     _from_str = shorthand("model")
+
+
+# `teacher:` is one teacher or a list of them; the discriminator picks the branch, so errors come from that one only.
+TEACHER_TAGS = ("one", "several")
+Teachers = Annotated[Union[Annotated[TeacherSpec, Tag("one")], Annotated[list[TeacherSpec], Tag("several")]],
+                     Discriminator(lambda v: "several" if isinstance(v, list) else "one")]
 
 
 class StudentSpec(Strict):
@@ -135,6 +143,7 @@ class MatchSpec(Strict):
     loss: str | None = None
     weight: float = Field(1.0, ge=0)
     proj: Literal["auto", "none", "linear", "relu", "tanh"] = "auto"
+    teacher: str | None = None  # with several teachers: the one this match pulls towards (default: the first)
 
     _from_str = shorthand("preset")
 
@@ -173,6 +182,7 @@ class DistillSpec(Strict):
     hard_label_weight_schedule: str = "none"
     probability_shift: bool = False
     matches: list[MatchSpec] = Field(default_factory=list)
+    ensemble: Literal["probabilities", "logits"] = "probabilities"  # several teachers: mix what, by weight
     teacher_cache: Literal["auto", "disk", "memory", "off"] = "auto"
     cache_dir: str | None = Field(None, min_length=1)
     cache_dtype: Literal["fp16", "fp32"] = "fp16"
@@ -229,7 +239,7 @@ class TrainSpec(Strict):
 class Recipe(Strict):
     name: str | None = None
     task: TaskSpec = Field(default_factory=lambda: TASKS.get("classification").spec())
-    teacher: TeacherSpec | None = None
+    teacher: Teachers | None = None
     student: StudentSpec
     data: DataSpec
     distill: DistillSpec = Field(default_factory=DistillSpec)
@@ -258,6 +268,21 @@ class Recipe(Strict):
         if unused:
             raise ValueError(f"data.{unused[0]}: task '{task.name}' does not read it; its columns are "
                              + ", ".join(f"data.{c.key} (default {c.default})" for c in task.columns))
+        names = [t.name for t in self.teachers]
+        if isinstance(self.teacher, list):
+            if not self.teacher:
+                raise ValueError("teacher: the list of teachers is empty; name at least one model")
+            twice = next((n for n in names if names.count(n) > 1), None)
+            if twice:
+                raise ValueError(f"teacher: two teachers are named '{twice}'; give each its own `name:`")
+            if sum(t.weight for t in self.teachers) <= 0:
+                raise ValueError("teacher: the teachers' weights add up to 0, so the ensemble has no target; give "
+                                 "at least one teacher a weight above 0")
+        for i, m in enumerate(self.distill.matches):
+            if m.teacher is not None and m.teacher not in names:
+                hint = did_you_mean(m.teacher, names)
+                raise ValueError(f"distill.matches.{i}.teacher: no teacher is named '{m.teacher}'; the teachers are "
+                                 f"{', '.join(names) or 'none'}" + (f"; {hint}" if hint else ""))
         if self.teacher is None:
             if "distill" in self.model_fields_set:
                 raise ValueError("the distill section needs a teacher; add `teacher:` or drop `distill:`")
@@ -285,6 +310,15 @@ class Recipe(Strict):
             raise ValueError(f"train.keep_best '{best}' is not a metric of task '{task.name}': {', '.join(task.metrics)}"
                              + (f"; {hint}" if hint else ""))
         return self
+
+    @property
+    def teachers(self) -> list[TeacherSpec]:
+        """The teachers as a list, each with its name (`teacher` alone, else teacher0, teacher1, ... unless named)."""
+        if self.teacher is None:
+            return []
+        if isinstance(self.teacher, TeacherSpec):
+            return [self.teacher if self.teacher.name else self.teacher.model_copy(update={"name": "teacher"})]
+        return [t if t.name else t.model_copy(update={"name": f"teacher{i}"}) for i, t in enumerate(self.teacher)]
 
     @property
     def kd_loss(self) -> str:
@@ -388,11 +422,14 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
             continue
         if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
             return None
-        ann = model.model_fields[part].annotation
-        candidates = [ann, *typing.get_args(ann)]
-        candidates += [a for c in candidates for a in typing.get_args(c)]
-        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        model = next((c for c in _types_in(model.model_fields[part].annotation)
+                      if isinstance(c, type) and issubclass(c, BaseModel)), None)
     return model
+
+
+def _types_in(ann) -> list:
+    """An annotation and every type nested in it (unions, lists, Annotated)."""
+    return [ann, *(t for a in typing.get_args(ann) for t in _types_in(a))]
 
 
 def _field_loc(loc: tuple) -> tuple:
@@ -403,6 +440,9 @@ def _field_loc(loc: tuple) -> tuple:
     for part in loc:
         if out == ["task"] and part in TASKS:  # the tag of the task union: that task's own block
             model = TASKS.get(part).spec
+            continue
+        if out == ["teacher"] and part in TEACHER_TAGS:  # one teacher, or a list of them
+            model = TeacherSpec
             continue
         if isinstance(part, int) or mapping:
             out.append(part)
@@ -560,9 +600,10 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
         for errs in by_key.values():
             loc, msg, hint = _explain(errs)
             if not loc:  # a check across sections names its key at the start of the message
-                named = re.match(r"([a-z_]+(?:\.[a-z_]+)+)[ :]", msg)
-                loc = tuple(named.group(1).split(".")) if named else loc
-                msg = msg[len(named.group(1)):].lstrip(": ") if named else msg
+                named = re.match(r"([a-z_]+(?:\.(?:[a-z_]+|\d+))+)[ :]|([a-z_]+):", msg)
+                named = named and (named.group(1) or named.group(2))
+                loc = tuple(int(p) if p.isdigit() else p for p in named.split(".")) if named else loc
+                msg = msg[len(named):].lstrip(": ") if named else msg
             key = _key(loc)
             if any(loc[: len(o)] == o or o[: len(loc)] == loc for o in overridden if loc):
                 msg += " (command-line override)"

@@ -22,12 +22,12 @@ from brewcli.batch import run_model
 from brewcli.cache import CachedTeacher, open_or_fill, row_lengths
 from brewcli.checkpoint import checkpoints, load_checkpoint, rng_state, save_checkpoint, save_model_folder
 from brewcli.errors import BrewError, TrainingDiverged, doing
-from brewcli.evaluate import evaluate_model, load_model, report, score
+from brewcli.evaluate import ensemble_mix, evaluate_model, load_model, report, score, score_teachers, teacher_rows
 from brewcli.models import from_config, load_pretrained
 from brewcli.objective import Objective, build_objective
 from brewcli.schedulers import LR
 from brewcli.students import copy_teacher_layers
-from brewcli.teachers import LiveTeacher
+from brewcli.teachers import LiveTeacher, Teachers
 from brewcli.ui import Progress, console, results_table
 
 PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
@@ -93,13 +93,21 @@ class Meter:
 # ---------------------------------------------------------------------------------------------- building
 
 
+def load_teachers(plan) -> dict:
+    """name -> model, in eval mode with gradients off."""
+    out = {}
+    for t in plan.teachers:
+        s = t.spec
+        out[t.name] = load_pretrained(s.model, t.config, plan.task, s.revision, s.trust_remote_code, plan.attention)
+        out[t.name].eval().requires_grad_(False)
+    return out
+
+
 def build_models(plan):
+    """(teachers by name, student): the student built, loaded or copied from the first teacher's layers."""
     r, task = plan.recipe, plan.task
-    teacher = None
-    if r.teacher:
-        teacher = load_pretrained(r.teacher.model, plan.teacher_config, task, r.teacher.revision,
-                                  r.teacher.trust_remote_code, plan.attention)
-        teacher.eval().requires_grad_(False)
+    teachers = load_teachers(plan)
+    teacher = next(iter(teachers.values()), None)
     s = r.student
     if plan.init == "pretrained":
         student = load_pretrained(s.model, plan.student_config, task, s.revision, s.trust_remote_code, plan.attention)
@@ -107,7 +115,7 @@ def build_models(plan):
         student = from_config(plan.student_config, task, plan.attention)
         if plan.init == "teacher-layers":
             copy_teacher_layers(student, teacher, plan.init_layers)
-    return teacher, student
+    return teachers, student
 
 
 def _param_groups(student, objective, t):
@@ -129,8 +137,8 @@ class Job:
     out: Path
     student: object  # as prepared by accelerate (DDP-wrapped under several processes)
     plain_student: object
-    teacher: object | None  # a teacher source: batch -> Features
-    teacher_model: object | None
+    teacher: object | None  # the teacher sources: batch -> {name: Features}
+    teacher_models: dict  # name -> model (scored at the end)
     objective: Objective
     optimizer: object
     scheduler: object
@@ -228,6 +236,15 @@ class Job:
                                trainer=asdict(self.state), keep=self.plan.recipe.train.keep_checkpoints, rng=rng)
 
 
+def _teacher_source(pt, model, needs, plan, collate, acc):
+    """A teacher's source: live, or its cache (filled first when cold)."""
+    live = LiveTeacher(model, plan.task, needs)
+    if pt.cache is None:
+        return live
+    entry = open_or_fill(pt.cache, live, plan.encoded["train"], collate, plan.recipe.train.eval_batch_size, acc)
+    return CachedTeacher(entry, acc.device)
+
+
 def build_job(plan, resume: bool = False) -> Job:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -250,7 +267,7 @@ def build_job(plan, resume: bool = False) -> Job:
                         "launch with torchrun or accelerate launch so WORLD_SIZE is set")
     set_seed(t.seed)
     doing("loading the teacher and building the student", log_dir=out)
-    teacher_model, student = build_models(plan)
+    teacher_models, student = build_models(plan)
     objective = build_objective(plan)
     fused = {"fused": True} if acc.device.type in ("cpu", "cuda") else {}
     optimizer = torch.optim.AdamW(_param_groups(student, objective, t), lr=t.lr, **fused)
@@ -260,12 +277,13 @@ def build_job(plan, resume: bool = False) -> Job:
     objective = acc.prepare(objective) if len(objective.projections) else objective.to(acc.device)
     plain_objective = acc.unwrap_model(objective)
     collate = task.collate(plan.tokenizer, 8 if t.precision != "fp32" else None)
-    teacher = None
-    if teacher_model is not None:
-        teacher = LiveTeacher(teacher_model.to(acc.device), task, plain_objective.teacher_needs)
-        if plan.cache is not None:
-            entry = open_or_fill(plan.cache, teacher, plan.encoded["train"], collate, t.eval_batch_size, acc)
-            teacher = CachedTeacher(entry, acc.device)
+    sources = {}
+    for pt in plan.teachers:
+        model = teacher_models[pt.name].to(acc.device)
+        needs = plain_objective.teacher_needs.get(pt.name)
+        if needs is not None:
+            sources[pt.name] = _teacher_source(pt, model, needs, plan, collate, acc)
+    teacher = Teachers(sources) if plan.teachers else None
     student.train()  # from_pretrained returns models in eval mode: dropout must be on while training
     state, recipe_text = TrainState(), r.dump()
     plain_student = acc.unwrap_model(student)
@@ -286,7 +304,7 @@ def build_job(plan, resume: bool = False) -> Job:
                            t.batch_size)
     loader = data_mod.loader(plan.encoded["train"], collate, t.batch_size, sampler)
     batches = math.ceil(sampler.per_process() / t.batch_size)
-    return Job(plan, acc, out, student, plain_student, teacher, teacher_model, plain_objective, optimizer, scheduler,
+    return Job(plan, acc, out, student, plain_student, teacher, teacher_models, plain_objective, optimizer, scheduler,
                sampler, loader, collate, state, recipe_text, writer, batches)
 
 
@@ -330,26 +348,30 @@ def fit(job: Job) -> TrainState:
 
 
 def build_cache(plan) -> None:
-    """`brew cache build`: fill the plan's teacher cache without training (for example on a bigger machine)."""
+    """`brew cache build`: fill each teacher's cache without training (for example on a bigger machine)."""
     from accelerate import Accelerator
 
     from brewcli.ui import human
 
-    r, cp = plan.recipe, plan.cache
+    r = plan.recipe
     acc = Accelerator(mixed_precision=PRECISION[r.train.precision], cpu=r.train.device == "cpu")
-    if cp.hit:
-        console.print(f"teacher cache hit: {cp.path} is already built ({len(cp.lengths)} rows); nothing to do")
-        return
-    doing("loading the teacher")
-    teacher = load_pretrained(r.teacher.model, plan.teacher_config, plan.task, r.teacher.revision,
-                              r.teacher.trust_remote_code, plan.attention)
-    live = LiveTeacher(teacher.to(acc.device), plan.task, build_objective(plan).teacher_needs)
     collate = plan.task.collate(plan.tokenizer, 8 if r.train.precision != "fp32" else None)
-    started = time.time()
-    open_or_fill(cp, live, plan.encoded["train"], collate, r.train.eval_batch_size, acc)
-    if acc.is_main_process:
-        console.print(f"built {cp.path if cp.mode == 'disk' else 'the cache in memory'}: {len(cp.lengths)} rows, "
-                      f"{human(cp.bytes, 'B')} in {time.time() - started:.1f} s")
+    needs = build_objective(plan).teacher_needs
+    for pt in plan.teachers:
+        cp = pt.cache
+        if cp is None:
+            continue
+        if cp.hit:
+            console.print(f"teacher cache hit: {cp.path} is already built ({len(cp.lengths)} rows); nothing to do")
+            continue
+        doing(f"loading the teacher {pt.spec.model}")
+        model = load_pretrained(pt.spec.model, pt.config, plan.task, pt.spec.revision, pt.spec.trust_remote_code,
+                                plan.attention)
+        started = time.time()
+        _teacher_source(pt, model.eval().to(acc.device), needs[pt.name], plan, collate, acc)
+        if acc.is_main_process:
+            console.print(f"built {cp.path}: {pt.name}, {len(cp.lengths)} rows, {human(cp.bytes, 'B')} in "
+                          f"{time.time() - started:.1f} s")
 
 
 def run(plan, resume: bool = False) -> dict:
@@ -379,12 +401,16 @@ def _better(metric: str, new: float, old: float | None, lower_is_better=frozense
 
 
 def _meta(plan, step: int, metrics) -> dict:
+    """brew.json: what `brew eval` needs besides the recipe (the teachers' resolved paths, the step, metrics)."""
     r = plan.recipe
-    teacher = r.teacher.model if r.teacher else None
-    if teacher and Path(teacher).exists():
-        teacher = str(Path(teacher).resolve())
-    return {"brew_version": __version__, "task": r.task.name, "teacher": teacher, "step": step,
-            "metrics": metrics, "cwd": os.getcwd()}
+    resolved = lambda m: str(Path(m).resolve()) if Path(m).exists() else m  # noqa: E731
+    teachers = [{"name": t.name, "model": resolved(t.spec.model), "weight": t.spec.weight,
+                 "label_order": t.label_order} for t in plan.teachers]
+    meta = {"brew_version": __version__, "task": r.task.name, "teacher": teachers[0]["model"] if teachers else None,
+            "step": step, "metrics": metrics, "cwd": os.getcwd()}
+    if len(teachers) > 1:
+        meta.update(teachers=teachers, ensemble=ensemble_mix(r))
+    return meta
 
 
 def _changed_keys(old, new, prefix: str = "") -> list[str]:
@@ -467,14 +493,14 @@ def finish(job: Job) -> dict:
         batch_size = r.train.eval_batch_size
         student = score(load_model(out, task, acc), task, encoded, job.collate, batch_size,
                         task.metric(r, names, raw), acc, out)
-        teacher = None
-        if job.teacher_model is not None:
-            teacher = score(job.teacher_model, task, encoded, job.collate, batch_size, task.metric(r, names, raw), acc)
+        scorer = lambda m: score(m, task, encoded, job.collate, batch_size, task.metric(r, names, raw), acc)  # noqa: E731
+        teachers = [(t.name, job.teacher_models[t.name], t.spec.weight, t.label_order) for t in plan.teachers]
+        teacher, each = score_teachers(teachers, task, ensemble_mix(r), scorer)
         result.update(report(task, split, len(raw), student, teacher, _meta(plan, 0, None)["teacher"],
-                             acc.device.type))
+                             acc.device.type, each))
         if not job.main:
             return {}
-        rows = ([("teacher", teacher)] if teacher else []) + [("student" if teacher else "model", student)]
+        rows = teacher_rows(teacher, each) + [("student" if teacher else "model", student)]
         console.print(results_table(f"{split} split ({len(raw)} rows)", rows, [(m, m) for m in task.metrics]))
         if "retained_pct" in result:
             console.print(f"student keeps [bold]{result['retained_pct']}%[/bold] of the teacher's {task.main_metric}")

@@ -34,8 +34,12 @@ def render_plan(plan) -> None:
     t = Table(title=f"brew plan: {r.name or 'recipe'}", show_header=False, title_justify="left")
     t.add_column(style="bold")
     t.add_column()
-    if r.teacher:
-        t.add_row("teacher", f"{r.teacher.model}\n{_arch(plan.teacher_config)}, {human(plan.teacher_params)} params")
+    several = len(plan.teachers) > 1
+    for pt in plan.teachers:
+        label = f"teacher {pt.name}" if several else "teacher"
+        extra = f"; weight {pt.spec.weight:g}" if several else ""
+        extra += "; labels reordered to the first teacher's" if pt.label_order else ""
+        t.add_row(label, f"{pt.spec.model}\n{_arch(pt.config)}, {human(pt.params)} params{extra}")
     src = r.student.model or (f"preset {r.student.preset}" if r.student.preset else "teacher's config")
     init = plan.init + (f" (teacher layers {plan.init_layers})" if plan.init_layers else "")
     ratio = f" ({plan.student_params / plan.teacher_params:.0%} of teacher)" if plan.teacher_params else ""
@@ -52,8 +56,11 @@ def render_plan(plan) -> None:
     t.add_row("training", f"{plan.total_steps} steps ({plan.steps_per_epoch}/epoch), batch {tr.batch_size}{procs} x "
               f"accum {tr.grad_accum}, lr {tr.lr:g} {tr.lr_schedule}, warmup {tr.warmup:g}, {tr.precision}, "
               f"device {tr.device}")
-    if plan.cache is not None or plan.cache_note:
-        t.add_row("teacher cache", plan.cache.describe() if plan.cache is not None else plan.cache_note)
+    for pt in plan.teachers:
+        if pt.cache is not None:
+            t.add_row(f"cache {pt.name}" if several else "teacher cache", pt.cache.describe())
+    if plan.cache_note:
+        t.add_row("teacher cache", plan.cache_note)
     t.add_row("output", tr.output_dir)
     console.print(t)
     terms = Table(title="loss terms", title_justify="left")
@@ -66,8 +73,9 @@ def render_plan(plan) -> None:
         if d.kd_weight > 0:
             sched = d.temperature_scheduler
             kw = ", ".join(f"{k}={v}" for k, v in sched.kwargs().items())
+            mixed = f"; target: the teachers' weighted mean {d.ensemble}" if several else ""
             terms.add_row("kd", _w(d.kd_weight, d.kd_weight_schedule),
-                          f"{r.kd_loss} on {compared}, T={d.temperature:g} ({sched.name}{', ' + kw if kw else ''})"
+                          f"{r.kd_loss} on {compared}{mixed}, T={d.temperature:g} ({sched.name}{', ' + kw if kw else ''})"
                           + (", x T^2" if d.scale_by_t2 else "") + (", probability shift" if d.probability_shift else ""))
         if d.hard_label_weight > 0:
             terms.add_row("hard_label", _w(d.hard_label_weight, d.hard_label_weight_schedule), "task loss on gold labels")
@@ -76,13 +84,15 @@ def render_plan(plan) -> None:
         m = Table(title="layer matches (layer 0 = embeddings)", title_justify="left")
         for col in ("#", "teacher -> student", "feature", "loss", "weight", "shapes (teacher | student)", "projection"):
             m.add_column(col)
+        if several:
+            m.add_column("teacher")
         for i, x in enumerate(plan.matches):
             fmt = lambda v: str(list(v)) if isinstance(v, tuple) else str(v)  # noqa: E731
             dims = (f"(B, L, {x.teacher_width}) | (B, L, {x.student_width})" if x.feature == "hidden"
                     else f"(B, {x.teacher_width}, L, L) | (B, {x.student_width}, L, L)")
             proj = f"{x.proj} {x.student_width}->{x.teacher_width}" if x.proj else "-"
             m.add_row(str(i), f"{fmt(x.teacher_layer)} -> {fmt(x.student_layer)}", x.feature, x.loss, f"{x.weight:g}",
-                      dims, proj)
+                      dims, proj, *([x.teacher] if several else []))
         console.print(m)
     if plan.needs_attention:
         console.print("[dim]attention matches: both models run eager attention (SDPA returns no maps); the student's "

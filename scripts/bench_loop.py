@@ -26,7 +26,8 @@ from brewcli.train import build_models, run
 
 def hand_loop(plan, steps: int) -> float:
     torch.manual_seed(0)
-    teacher, student = build_models(plan)
+    teachers, student = build_models(plan)
+    teacher = teachers["teacher"]
     ds = tokenize(plan.splits.train, plan.tokenizer, plan.recipe.data)
     batches = iter(loader(ds.shuffle(seed=0), plan.tokenizer, plan.recipe.train.batch_size))
     opt = torch.optim.AdamW(student.parameters(), lr=1e-4, fused=True)

@@ -118,7 +118,8 @@ def run_textbrewer(args, system: str, work: Path) -> dict:
         return {**inputs, "labels": torch.tensor([r["labels"] for r in rows])}
 
     start = time.perf_counter()
-    teacher, student = build_models(plan)
+    teachers, student = build_models(plan)
+    teacher = teachers["teacher"]
     teacher, student = teacher.to(device), student.to(device)
     loader = DataLoader(train, batch_size=args.batch_size, shuffle=True, collate_fn=collate,
                         generator=torch.Generator().manual_seed(42))

@@ -165,7 +165,7 @@ def test_task_contract(name, tmp_path):
 
     batch = window[0]
     s = run_model(job.plain_student, batch.inputs, Needs(logits=True), task)
-    zs, zt = task.views(s.logits, job.teacher(batch).logits, batch)
+    zs, zt = task.views(s.logits, job.teacher(batch)["teacher"].logits, batch)
     assert zs.shape == zt.shape and zs.shape[0] == expected_rows(name, batch)  # no padding rows
     if name == "question-answering":  # masked positions: exactly the padding and the question tokens
         keep = batch.aux["context_mask"].clone()
@@ -368,7 +368,8 @@ def test_presets_and_layer_copy_for_other_families(family, tmp_path):
     path.write_text(yaml.safe_dump(recipe))
     plan = build_plan(load_recipe(path))
     assert read_widths(plan.student_config).layers == 3 and plan.init_layers == [0, 2, 3]
-    teacher, student = build_models(plan)
+    teachers, student = build_models(plan)
+    teacher = teachers["teacher"]
     pattern = {"gpt2": "h.{}.", "llama": "layers.{}.", "distilbert": "transformer.layer.{}."}.get(family,
                                                                                               "encoder.layer.{}.")
     t_state, s_state = teacher.state_dict(), student.state_dict()

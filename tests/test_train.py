@@ -20,7 +20,8 @@ def plan_for(path, *overrides):
 def test_teacher_is_frozen_and_layers_are_copied(recipe_file):
     plan = plan_for(recipe_file(student={"preset": "T3", "teacher_layers": [0, 2, 3]}))
     assert plan.init == "teacher-layers" and plan.init_layers == [0, 2, 3]
-    teacher, student = build_models(plan)
+    teachers, student = build_models(plan)
+    teacher = teachers["teacher"]
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
     for s_idx, t_idx in enumerate([0, 2, 3]):
         s = student.bert.encoder.layer[s_idx].attention.self.query.weight
@@ -133,7 +134,8 @@ def test_attention_matches_train_with_eager_attention(recipe_file, tmp_path):
                                 distill__temperature_scheduler={"name": "flsw", "beta": 1, "gamma": 2}),
                     "train.max_steps=3")
     assert plan.student_config.attention_probs_dropout_prob == 0.0
-    teacher, student = build_models(plan)
+    teachers, student = build_models(plan)
+    teacher = teachers["teacher"]
     assert teacher.config._attn_implementation == "eager" == student.config._attn_implementation
     report = run(plan)
     assert report["steps"] == 3

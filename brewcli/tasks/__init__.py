@@ -53,6 +53,7 @@ class Task:
     has_classes: bool = True  # a label set (probability shift, label checks) rather than numbers or spans
     needs_fast_tokenizer: bool = False
     per_token: bool = False  # logits per token (B, L, W) rather than per row (B, W)
+    distribution_dim: int = -1  # the logits' dim that a softmax runs over (QA: the positions)
     file_formats: dict[str, str] = {}
     text_keys: tuple[str, ...] = ("text",)  # the columns holding text the tokenizer reads  # extra local file formats this task reads: suffix -> description
 

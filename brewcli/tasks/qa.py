@@ -126,6 +126,7 @@ class QuestionAnswering(Task):
     has_classes = False
     needs_fast_tokenizer = True
     per_token = True
+    distribution_dim = 1
     text_keys = ("question", "context")
     file_formats = {".json": "SQuAD's nested JSON (data/paragraphs/qas)"}
 
