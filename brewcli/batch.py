@@ -21,7 +21,7 @@ class Batch:
     inputs: dict[str, Tensor]  # the student's model inputs, attention_mask included
     labels: dict[str, Tensor]  # the head's label arguments: {"labels": ...} or start/end positions; may be empty
     ids: Tensor  # (B,) the example each row comes from: stable across epochs, processes and runs
-    teacher_inputs: dict[str, Tensor] | None = None  # only when the teacher reads other tokens than the student
+    teachers: dict[str, Batch] = field(default_factory=dict)  # a teacher's own batch, where its tokenizer differs
     aux: dict[str, Tensor] = field(default_factory=dict)  # task tensors the views need (e.g. QA's context mask)
     meta: dict[str, list] = field(default_factory=dict)  # kept on the CPU for metrics (e.g. QA's offsets)
     rows: Tensor | None = None  # (B,) each row's index in its encoded split (what the teacher cache is keyed by)
@@ -34,13 +34,14 @@ class Batch:
     def mask(self) -> Tensor:
         return self.inputs["attention_mask"]
 
-    def for_teacher(self) -> dict[str, Tensor]:
-        return self.teacher_inputs if self.teacher_inputs is not None else self.inputs
+    def for_teacher(self, name: str | None = None) -> dict[str, Tensor]:
+        """The inputs teacher `name` reads: its own batch's (another tokenizer), else the student's."""
+        return self.teachers[name].inputs if name in self.teachers else self.inputs
 
     def to(self, device) -> Batch:
         move = lambda d: {k: v.to(device, non_blocking=True) for k, v in d.items()}  # noqa: E731
-        return Batch(move(self.inputs), move(self.labels), self.ids, None if self.teacher_inputs is None
-                     else move(self.teacher_inputs), move(self.aux), self.meta, self.rows)
+        return Batch(move(self.inputs), move(self.labels), self.ids, {k: b.to(device) for k, b in self.teachers.items()},
+                     move(self.aux), self.meta, self.rows)
 
 
 @dataclass(frozen=True)

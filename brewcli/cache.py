@@ -220,7 +220,8 @@ def plan_cache(plan, teacher, needs, teacher_inputs: list[str]) -> tuple[CachePl
             raise RecipeError(setting, root_ok, "set distill.cache_dir (or BREW_CACHE) to a folder you can write to, "
                               "or distill.teacher_cache: memory / off")
     lays = layouts(needs, plan.task, teacher.config)
-    lengths = row_lengths(plan.encoded["train"])
+    encoded = teacher.encoded if teacher.encoded is not None else plan.encoded["train"]
+    lengths = row_lengths(encoded)
     itemsize = 2 if d.cache_dtype == "fp16" else 4
     size = int(sum(int(lay.elements(lengths).sum()) for lay in lays) * itemsize)
     identity = {
@@ -228,7 +229,7 @@ def plan_cache(plan, teacher, needs, teacher_inputs: list[str]) -> tuple[CachePl
         "teacher": teacher.spec.model,
         "teacher_files": teacher_fingerprint(teacher.spec.model, teacher.spec.revision, root) if mode != "memory"
         else None,
-        "data": data_fingerprint(plan.encoded["train"], teacher_inputs),
+        "data": data_fingerprint(encoded, teacher_inputs),
         "rows": len(lengths),
         "max_length": r.data.max_length,
         "task": plan.task.name,
@@ -491,13 +492,13 @@ def open_or_fill(cp: CachePlan, live, encoded, collate, batch_size: int, acc) ->
 class CachedTeacher:
     """A teacher source that reads stored features for `batch.rows` and pads them to the batch, as Features."""
 
-    def __init__(self, entry: Entry, device):
-        self.entry, self.device = entry, device
+    def __init__(self, entry: Entry, device, name: str | None = None):
+        self.entry, self.device, self.name = entry, device, name
 
     def __call__(self, batch):
         from brewcli.batch import Features
 
-        mask = batch.for_teacher()["attention_mask"]
+        mask = batch.for_teacher(self.name)["attention_mask"]
         keep = mask.bool().cpu()
         rows = batch.rows.tolist()
         b, length = keep.shape

@@ -174,30 +174,38 @@ ROW = "__row__"
 
 
 class _Indexed:
-    """An encoded split whose rows carry their own index, so each Batch knows which rows it holds."""
+    """An encoded split whose rows carry their own index (so each Batch knows which rows it holds) and, for each
+    teacher with its own tokenizer, that teacher's encoding of the same row."""
 
-    def __init__(self, ds):
-        self.ds = ds
+    def __init__(self, ds, teachers: dict):
+        self.ds, self.teachers = ds, teachers
 
     def __len__(self) -> int:
         return len(self.ds)
 
-    def __getitem__(self, i: int) -> dict:
-        return {**self.ds[i], ROW: i}
-
     def __getitems__(self, idx: list[int]) -> list[dict]:
-        return [{**row, ROW: i} for i, row in zip(idx, self.ds.__getitems__(idx))]
+        rows = [{ROW: i, "row": row} for i, row in zip(idx, self.ds.__getitems__(idx))]
+        for name, (encoded, _) in self.teachers.items():
+            for r, own in zip(rows, encoded.__getitems__(idx)):
+                r[name] = own
+        return rows
+
+    def __getitem__(self, i: int) -> dict:
+        return self.__getitems__([i])[0]
 
 
-def loader(ds, collate, batch_size: int, sampler=None):
-    """Batches of an encoded split through the task's collate; `batch.rows` holds the rows' indices."""
+def loader(ds, collate, batch_size: int, sampler=None, teachers: dict | None = None):
+    """Batches of an encoded split through the task's collate; `batch.rows` holds the rows' indices. `teachers`:
+    name -> (that teacher's encoding of the split, its collate), for teachers that read other tokens."""
     import torch
     from torch.utils.data import DataLoader
 
+    teachers = teachers or {}
+
     def with_rows(rows: list[dict]):
-        index = [r.pop(ROW) for r in rows]
-        batch = collate(rows)
-        batch.rows = torch.tensor(index)
+        batch = collate([r["row"] for r in rows])
+        batch.rows = torch.tensor([r[ROW] for r in rows])
+        batch.teachers = {name: own([r[name] for r in rows]) for name, (_, own) in teachers.items()}
         return batch
 
-    return DataLoader(_Indexed(ds), batch_size=batch_size, sampler=sampler, collate_fn=with_rows)
+    return DataLoader(_Indexed(ds, teachers), batch_size=batch_size, sampler=sampler, collate_fn=with_rows)

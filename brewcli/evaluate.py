@@ -92,14 +92,15 @@ def ensemble_mix(recipe) -> str | None:
     return MIXES[recipe.kd_loss] if recipe.distill.ensemble == "probabilities" else None
 
 
-def score_teachers(teachers: list[tuple], task, mix: str | None, scorer) -> tuple[dict | None, dict | None]:
+def score_teachers(teachers: list[tuple], task, mix: str | None, scorer, shared: bool = True):
     """(the score the student is compared with, each teacher's score when there are several). `teachers` holds
-    (name, model, weight, label order); several are compared as their weighted ensemble."""
+    (name, model, weight, label order); `scorer(model, name)` scores one. Several teachers are compared as their
+    weighted ensemble, which needs one tokenizer (`shared`); else the student is compared with the first teacher."""
     if not teachers:
         return None, None
-    each = {name: scorer(model) for name, model, _, _ in teachers}
-    if len(teachers) == 1:
-        return next(iter(each.values())), None
+    each = {name: scorer(model, name) for name, model, _, _ in teachers}
+    if len(teachers) == 1 or not shared:
+        return next(iter(each.values())), (each if len(teachers) > 1 else None)
     from brewcli.teachers import Ensemble
 
     kept = [t for t in teachers if t[2] > 0]
@@ -111,8 +112,10 @@ def teacher_rows(teacher: dict | None, each: dict | None) -> list[tuple[str, dic
     """The teachers' rows of a results table: one teacher, or each teacher and their ensemble."""
     if teacher is None:
         return []
-    return [(f"teacher {name}", s) for name, s in each.items()] + [("ensemble", teacher)] if each else \
-        [("teacher", teacher)]
+    if not each:
+        return [("teacher", teacher)]
+    ensemble = [] if teacher in each.values() else [("ensemble", teacher)]  # not scored across tokenizers
+    return [(f"teacher {name}", s) for name, s in each.items()] + ensemble
 
 
 def report(task, split: str, rows: int, student: dict, teacher: dict | None = None, teacher_path: str | None = None,
@@ -192,7 +195,7 @@ def evaluate_checkpoint(path: str, data_file: str | None = None, split: str | No
                                           "label_order": None}] if teacher_ref else [])
     teacher = each = None
     if with_teacher and recorded:
-        models, folders = [], {}
+        models, folders, inputs = [], {}, {}
         for t in recorded:
             ref, tdir = t["model"], Path(t["model"])
             if tdir.is_absolute() and not tdir.exists():
@@ -201,13 +204,18 @@ def evaluate_checkpoint(path: str, data_file: str | None = None, split: str | No
             doing(f"loading the teacher {ref}")
             check_weights(ref, "teacher")
             model = load_model(tdir if tdir.exists() else ref, task, acc)
-            folders[id(model)] = tdir if tdir.exists() else None
+            folders[t["name"]] = tdir if tdir.exists() else None
+            own = load_tokenizer(ref, "teacher")
+            if own.get_vocab() != tokenizer.get_vocab():  # it reads other tokens: its own encoding of the split
+                inputs[t["name"]] = (task.encode(ds, own, recipe, names), task.collate(own))
             models.append((t["name"], model, t["weight"], t["label_order"]))
         doing("scoring the teacher" + ("s" if len(models) > 1 else ""))
-        t_tok = load_tokenizer(teacher_ref, "teacher")
-        t_encoded = encoded if t_tok.get_vocab() == tokenizer.get_vocab() else task.encode(ds, t_tok, recipe, names)
-        teacher, each = score_teachers(models, task, ensemble_mix(recipe), lambda m: score(
-            m, task, t_encoded, task.collate(t_tok), batch_size, task.metric(recipe, names, ds), acc, folders.get(id(m))))
+
+        def scorer(model, name=None):
+            enc, collate = inputs.get(name, (encoded, task.collate(tokenizer)))
+            return score(model, task, enc, collate, batch_size, task.metric(recipe, names, ds), acc, folders.get(name))
+
+        teacher, each = score_teachers(models, task, ensemble_mix(recipe), scorer, shared=not inputs)
     out = report(task, split, len(ds), student, teacher, teacher_ref, device, each)
     return {"checkpoint": str(folder), **out}
 

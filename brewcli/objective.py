@@ -109,7 +109,7 @@ class LogitKD(Term):
         zts, weights = [], []
         for name, weight, order in self.teachers:
             z = t[name].logits.float()
-            zs, zt = self.task.views(s.logits.float(), z[..., order] if order else z, batch)
+            zs, zt = self.task.views(s.logits.float(), z[..., order] if order else z, batch, batch.teachers.get(name))
             zts.append(zt)
             weights.append(weight)
         zt = ensemble_target(zts, weights, None, None)  # the weighted mean of the logits

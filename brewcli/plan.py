@@ -30,6 +30,8 @@ class PlannedTeacher:
     params: int | None = None
     label_order: list[int] | None = None  # puts its outputs in the first teacher's label order (same names)
     cache: object | None = None  # the teacher cache it is read from (cache.CachePlan), or None: run live
+    tokenizer: object | None = None  # its own tokenizer, where it reads other tokens than the student; else None
+    encoded: object | None = None  # then: its own encoding of the train split, row for row
 
 
 @dataclass
@@ -152,11 +154,6 @@ def _check_teachers_agree(teachers: list[PlannedTeacher], task, names, tokenizer
 
     first = teachers[0]
     for t in teachers[1:]:
-        own = load_tokenizer(t.spec.model, t.key)
-        if own.get_vocab() != tokenizer.get_vocab():
-            raise RecipeError(t.key, f"'{t.spec.model}' reads other tokens than {first.key} (its tokenizer's "
-                              "vocabulary differs); several teachers must share the student's tokenizer for now",
-                              "use teachers of one tokenizer family")
         task.check_teacher(t.config, names)
         if not task.has_classes:
             continue
@@ -173,6 +170,26 @@ def _check_teachers_agree(teachers: list[PlannedTeacher], task, names, tokenizer
             t.label_order = [mine.index(n) for n in theirs]
 
 
+def _has_tokenizer(folder: Path) -> bool:
+    from brewcli.models import TOKENIZER_FILES
+
+    return any((folder / f).is_file() for f in TOKENIZER_FILES)
+
+
+def _check_own_tokenizer(recipe: Recipe, task, t: PlannedTeacher, matches) -> None:
+    """A teacher that reads other tokens than the student: what can be compared across two tokenizations."""
+    if not task.cross_tokenizer:
+        raise RecipeError(t.key, f"'{t.spec.model}' uses another tokenizer than the student, and task '{task.name}' "
+                          "compares token positions that depend on the tokenizer (windows, answer positions)",
+                          "use a teacher and student of one tokenizer for this task")
+    for m in matches:
+        if m.teacher == t.name and m.loss != "pkd":
+            raise RecipeError(m.key, f"{m.loss} compares the models token by token, but '{t.spec.model}' uses another "
+                              "tokenizer than the student, so their tokens do not line up",
+                              "match pooled [CLS] features (loss: pkd), or use a teacher of the student's tokenizer")
+    _check_lengths(recipe, t.tokenizer, {t.key: t.config})
+
+
 def build_plan(recipe: Recipe) -> Plan:
     task = TASKS.get(recipe.task.name)
     _check_device(recipe)
@@ -185,10 +202,6 @@ def build_plan(recipe: Recipe) -> Plan:
         if s.init in ("auto", "pretrained"):  # auto means pretrained when a model is named
             check_weights(s.model, "student.model")
         apply_config_overrides(sc, s.config)
-        if tc is not None and sc.vocab_size != tc.vocab_size:
-            raise RecipeError("student.model", f"its vocabulary ({sc.vocab_size} tokens) differs from the teacher's "
-                              f"({tc.vocab_size}); both models read the same tokens",
-                              "use a student of the teacher's family, or a preset")
     else:
         sc = student_config(tc, s.preset, s.config)
     init = resolve_init(s, tc, sc)
@@ -197,15 +210,22 @@ def build_plan(recipe: Recipe) -> Plan:
     attention = "eager" if any(m.feature == "attention" for m in matches) else None
     if attention and hasattr(sc, "attention_probs_dropout_prob"):
         sc.attention_probs_dropout_prob = 0.0  # HF returns maps after dropout; keep them true distributions
-    tok_ref, tok_key = (teachers[0].spec.model, teachers[0].key) if teachers else (s.model, "student.model")
-    tokenizer = load_tokenizer(tok_ref, tok_key)
+    own = s.model and (not Path(s.model).expanduser().is_dir() or _has_tokenizer(Path(s.model).expanduser()))
+    tok_ref, tok_key = (s.model, "student.model") if own or not teachers else (teachers[0].spec.model, teachers[0].key)
+    tokenizer = load_tokenizer(tok_ref, tok_key)  # the student's (a preset reads its first teacher's)
+    for t in teachers:
+        theirs = tokenizer if t.spec.model == tok_ref else load_tokenizer(t.spec.model, t.key)
+        t.tokenizer = None if theirs.get_vocab() == tokenizer.get_vocab() else theirs
     if task.needs_fast_tokenizer and not tokenizer.is_fast:
         raise RecipeError(tok_key, f"task '{task.name}' maps words and answers to sub-words, which needs a fast "
                           f"(Rust) tokenizer; '{tok_ref}' has only a slow one", "save a tokenizer.json beside the model")
     for cfg in (*(t.config for t in teachers), sc):
         if getattr(cfg, "pad_token_id", None) is None:
             cfg.pad_token_id = tokenizer.pad_token_id  # decoders (GPT-2, Llama) pad with their end-of-text token
-    _check_lengths(recipe, tokenizer, {**{t.key: t.config for t in teachers}, "student": sc})
+    _check_lengths(recipe, tokenizer, {**{t.key: t.config for t in teachers if t.tokenizer is None}, "student": sc})
+    for t in teachers:
+        if t.tokenizer is not None:
+            _check_own_tokenizer(recipe, task, t, matches)
     splits = data_mod.load_splits(recipe, task, tc)
     if len(teachers) > 1:
         _check_teachers_agree(teachers, task, splits.label_names, tokenizer)
@@ -221,6 +241,10 @@ def build_plan(recipe: Recipe) -> Plan:
                for k, v in (("train", splits.train), ("eval", splits.eval), ("test", splits.test)) if v is not None}
     if len(encoded["train"]) == 0:
         raise RecipeError("data", "the train split is empty")
+    for t in teachers:
+        if t.tokenizer is not None:
+            _check_tokenizer_reads_the_text(t.tokenizer, splits, recipe, task, t.key)
+            t.encoded = task.encode(splits.train, t.tokenizer, recipe, splits.label_names)
     t = recipe.train
     processes = int(os.environ.get("WORLD_SIZE", "1"))
     batches = math.ceil(math.ceil(len(encoded["train"]) / processes) / t.batch_size)  # per process and epoch

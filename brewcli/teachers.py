@@ -45,9 +45,9 @@ class Ensemble(torch.nn.Module):
 
 
 class LiveTeacher:
-    def __init__(self, model, task, needs: Needs):
-        self.model, self.task, self.needs = model.eval().requires_grad_(False), task, needs
+    def __init__(self, model, task, needs: Needs, name: str | None = None):
+        self.model, self.task, self.needs, self.name = model.eval().requires_grad_(False), task, needs, name
 
     @torch.no_grad()
     def __call__(self, batch: Batch) -> Features:
-        return run_model(self.model, batch.for_teacher(), self.needs, self.task)
+        return run_model(self.model, batch.for_teacher(self.name), self.needs, self.task)

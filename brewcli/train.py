@@ -236,13 +236,19 @@ class Job:
                                trainer=asdict(self.state), keep=self.plan.recipe.train.keep_checkpoints, rng=rng)
 
 
-def _teacher_source(pt, model, needs, plan, collate, acc):
-    """A teacher's source: live, or its cache (filled first when cold)."""
-    live = LiveTeacher(model, plan.task, needs)
+def _collate(plan, tokenizer):
+    return plan.task.collate(tokenizer, 8 if plan.recipe.train.precision != "fp32" else None)
+
+
+def _teacher_source(pt, model, needs, plan, acc):
+    """A teacher's source: live, or its cache (filled first when cold, from its own encoding of the data)."""
+    live = LiveTeacher(model, plan.task, needs, pt.name)
     if pt.cache is None:
         return live
-    entry = open_or_fill(pt.cache, live, plan.encoded["train"], collate, plan.recipe.train.eval_batch_size, acc)
-    return CachedTeacher(entry, acc.device)
+    own = pt.tokenizer is not None
+    entry = open_or_fill(pt.cache, live, pt.encoded if own else plan.encoded["train"],
+                         _collate(plan, pt.tokenizer if own else plan.tokenizer), plan.recipe.train.eval_batch_size, acc)
+    return CachedTeacher(entry, acc.device, pt.name)
 
 
 def build_job(plan, resume: bool = False) -> Job:
@@ -276,13 +282,13 @@ def build_job(plan, resume: bool = False) -> Job:
     student, optimizer = acc.prepare(student, optimizer)
     objective = acc.prepare(objective) if len(objective.projections) else objective.to(acc.device)
     plain_objective = acc.unwrap_model(objective)
-    collate = task.collate(plan.tokenizer, 8 if t.precision != "fp32" else None)
+    collate = _collate(plan, plan.tokenizer)
     sources = {}
     for pt in plan.teachers:
         model = teacher_models[pt.name].to(acc.device)
         needs = plain_objective.teacher_needs.get(pt.name)
         if needs is not None:
-            sources[pt.name] = _teacher_source(pt, model, needs, plan, collate, acc)
+            sources[pt.name] = _teacher_source(pt, model, needs, plan, acc)
     teacher = Teachers(sources) if plan.teachers else None
     student.train()  # from_pretrained returns models in eval mode: dropout must be on while training
     state, recipe_text = TrainState(), r.dump()
@@ -302,7 +308,8 @@ def build_job(plan, resume: bool = False) -> Job:
     lengths = row_lengths(plan.encoded["train"]) if t.group_by_length else None
     sampler = EpochSampler(len(plan.encoded["train"]), t.seed, acc.process_index, acc.num_processes, lengths,
                            t.batch_size)
-    loader = data_mod.loader(plan.encoded["train"], collate, t.batch_size, sampler)
+    own = {pt.name: (pt.encoded, _collate(plan, pt.tokenizer)) for pt in plan.teachers if pt.tokenizer is not None}
+    loader = data_mod.loader(plan.encoded["train"], collate, t.batch_size, sampler, own)
     batches = math.ceil(sampler.per_process() / t.batch_size)
     return Job(plan, acc, out, student, plain_student, teacher, teacher_models, plain_objective, optimizer, scheduler,
                sampler, loader, collate, state, recipe_text, writer, batches)
@@ -355,7 +362,6 @@ def build_cache(plan) -> None:
 
     r = plan.recipe
     acc = Accelerator(mixed_precision=PRECISION[r.train.precision], cpu=r.train.device == "cpu")
-    collate = plan.task.collate(plan.tokenizer, 8 if r.train.precision != "fp32" else None)
     needs = build_objective(plan).teacher_needs
     for pt in plan.teachers:
         cp = pt.cache
@@ -368,7 +374,7 @@ def build_cache(plan) -> None:
         model = load_pretrained(pt.spec.model, pt.config, plan.task, pt.spec.revision, pt.spec.trust_remote_code,
                                 plan.attention)
         started = time.time()
-        _teacher_source(pt, model.eval().to(acc.device), needs[pt.name], plan, collate, acc)
+        _teacher_source(pt, model.eval().to(acc.device), needs[pt.name], plan, acc)
         if acc.is_main_process:
             console.print(f"built {cp.path}: {pt.name}, {len(cp.lengths)} rows, {human(cp.bytes, 'B')} in "
                           f"{time.time() - started:.1f} s")
@@ -493,9 +499,15 @@ def finish(job: Job) -> dict:
         batch_size = r.train.eval_batch_size
         student = score(load_model(out, task, acc), task, encoded, job.collate, batch_size,
                         task.metric(r, names, raw), acc, out)
-        scorer = lambda m: score(m, task, encoded, job.collate, batch_size, task.metric(r, names, raw), acc)  # noqa: E731
+        own = {t.name: t.tokenizer for t in plan.teachers if t.tokenizer is not None}
+
+        def scorer(model, name=None):  # a teacher with its own tokenizer reads its own encoding of the split
+            enc, collate = (task.encode(raw, own[name], r, names), task.collate(own[name])) if name in own else \
+                (encoded, job.collate)
+            return score(model, task, enc, collate, batch_size, task.metric(r, names, raw), acc)
+
         teachers = [(t.name, job.teacher_models[t.name], t.spec.weight, t.label_order) for t in plan.teachers]
-        teacher, each = score_teachers(teachers, task, ensemble_mix(r), scorer)
+        teacher, each = score_teachers(teachers, task, ensemble_mix(r), scorer, shared=not own)
         result.update(report(task, split, len(raw), student, teacher, _meta(plan, 0, None)["teacher"],
                              acc.device.type, each))
         if not job.main:

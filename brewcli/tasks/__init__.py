@@ -54,6 +54,7 @@ class Task:
     needs_fast_tokenizer: bool = False
     per_token: bool = False  # logits per token (B, L, W) rather than per row (B, W)
     distribution_dim: int = -1  # the logits' dim that a softmax runs over (QA: the positions)
+    cross_tokenizer: bool = True  # KD works with a teacher of another tokenizer (its own batch, `views` maps it)
     file_formats: dict[str, str] = {}
     text_keys: tuple[str, ...] = ("text",)  # the columns holding text the tokenizer reads  # extra local file formats this task reads: suffix -> description
 
@@ -113,8 +114,9 @@ class Task:
         """W in the logits' shape: the head's outputs per row (or per token)."""
         return config.num_labels
 
-    def views(self, s_logits, t_logits, batch):
-        """What KD compares: (student rows, teacher rows), each (N, C), padding and ignored positions removed."""
+    def views(self, s_logits, t_logits, batch, teacher_batch=None):
+        """What KD compares: (student rows, teacher rows), each (N, C), padding and ignored positions removed.
+        `teacher_batch`: the teacher's own batch, where it reads other tokens than the student."""
         return s_logits, t_logits
 
     def view_labels(self, batch):

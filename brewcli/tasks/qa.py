@@ -127,6 +127,7 @@ class QuestionAnswering(Task):
     needs_fast_tokenizer = True
     per_token = True
     distribution_dim = 1
+    cross_tokenizer = False
     text_keys = ("question", "context")
     file_formats = {".json": "SQuAD's nested JSON (data/paragraphs/qas)"}
 
@@ -230,7 +231,7 @@ class QuestionAnswering(Task):
     def logits(self, output):
         return torch.stack([output.start_logits, output.end_logits], dim=-1)  # (B, L, 2)
 
-    def views(self, s_logits, t_logits, batch):
+    def views(self, s_logits, t_logits, batch, teacher_batch=None):
         keep = batch.aux["context_mask"].clone()
         keep[:, 0] = True  # [CLS]: where "no answer in this window" points
         keep &= batch.mask.bool()

@@ -206,9 +206,20 @@ class TokenClassification(Task):
 
         return collate
 
-    def views(self, s_logits, t_logits, batch):
+    def views(self, s_logits, t_logits, batch, teacher_batch=None):
         keep = batch.labels[LABELS] != IGNORE
-        return s_logits[keep], t_logits[keep]
+        if teacher_batch is None:
+            return s_logits[keep], t_logits[keep]
+        # another tokenizer: the first sub-word of each labelled word on each side, word by word
+        first = lambda b: (b.labels[LABELS] != IGNORE) & b.aux["word_starts"].bool()  # noqa: E731
+        s_keep, t_keep = first(batch), first(teacher_batch)
+        rows_s, rows_t = [], []
+        for i in range(s_keep.size(0)):
+            s_idx, t_idx = s_keep[i].nonzero().squeeze(-1), t_keep[i].nonzero().squeeze(-1)
+            n = min(len(s_idx), len(t_idx))  # max_length may cut the two tokenizations at different words
+            rows_s.append(s_logits[i, s_idx[:n]])
+            rows_t.append(t_logits[i, t_idx[:n]])
+        return torch.cat(rows_s), torch.cat(rows_t)
 
     def view_labels(self, batch):
         labels = batch.labels[LABELS]
