@@ -6,11 +6,8 @@ a student all produce the same view, holding only what someone asked for (`Needs
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from dataclasses import dataclass, field
-
-from brewcli.lazy import torch
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from torch import Tensor

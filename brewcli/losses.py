@@ -11,13 +11,11 @@ pair of layers per side and compare a similarity matrix built from the two.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from brewcli.lazy import F, torch
-
 from brewcli.registry import Registry
 
 if TYPE_CHECKING:

@@ -414,8 +414,6 @@ def _line_of(text: str, loc: tuple) -> int | None:
 
 def _model_at(loc: tuple) -> type[BaseModel] | None:
     """The schema model that holds the key at `loc` (to suggest the nearest valid key)."""
-    import typing
-
     model: Any = Recipe
     for part in loc:
         if isinstance(part, int):

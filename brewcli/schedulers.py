@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from collections.abc import Callable
-
-from brewcli.lazy import F, torch
-
+from brewcli.lazy import F
 from brewcli.registry import Registry
 
 if TYPE_CHECKING:

@@ -19,7 +19,8 @@ import yaml
 from brewcli import __version__
 from brewcli import data as data_mod
 from brewcli.batch import run_model
-from brewcli.cache import CachedTeacher, open_or_fill, row_lengths
+from brewcli.cache import row_lengths
+from brewcli.cache_entry import CachedTeacher, open_or_fill
 from brewcli.checkpoint import checkpoints, load_checkpoint, rng_state, save_checkpoint, save_model_folder
 from brewcli.errors import BrewError, TrainingDiverged, doing
 from brewcli.evaluate import ensemble_mix, evaluate_model, load_model, report, score, score_teachers, teacher_rows
@@ -257,7 +258,7 @@ def build_job(plan, resume: bool = False) -> Job:
     from torch.utils.tensorboard import SummaryWriter
     from transformers import get_scheduler
 
-    r, t, task = plan.recipe, plan.recipe.train, plan.task
+    r, t = plan.recipe, plan.recipe.train
     out = Path(t.output_dir)
     found = checkpoints(out)
     if resume and not found:

@@ -85,6 +85,9 @@ def score(plan, model) -> float:
 
 
 def run_brew(args, system: str, work: Path) -> dict:
+    import accelerate  # noqa: F401  imported before the clock starts, as TextBrewer's worker imports its own
+    import torch.utils.tensorboard  # noqa: F401
+
     from brewcli.train import build_job, fit
 
     plan = plan_of(args, system, work)
@@ -167,13 +170,15 @@ def worker(args) -> None:
 
 
 def short_titles(src: Path, dst: Path) -> Path:
-    """The `short` dataset: each BBC article's title (its first line) with its topic."""
+    """The `short` dataset: each BBC article's title (the `title` column prepare_bbc.py writes) with its topic."""
     dst.mkdir(parents=True, exist_ok=True)
     for split in ("train", "test"):
         with open(src / f"{split}.jsonl") as f, open(dst / f"{split}.jsonl", "w") as out:
             for line in f:
                 row = json.loads(line)
-                out.write(json.dumps({"text": row["text"].strip().split("\n")[0], "label": row["label"]}) + "\n")
+                if "title" not in row:
+                    raise SystemExit(f"{src / split}.jsonl has no title column: run scripts/prepare_bbc.py again")
+                out.write(json.dumps({"text": row["title"], "label": row["label"]}) + "\n")
     return dst
 
 

@@ -29,7 +29,7 @@ def prepare(out: Path, test_fraction: float = 0.2, seed: int = 0) -> dict[str, i
     train, test = [], []
     for topic in sorted(p.name for p in corpus.iterdir() if p.is_dir()):
         docs = [f.read_text(errors="ignore").strip() for f in sorted((corpus / topic).glob("*.txt"))]
-        rows = [{"text": " ".join(d.split()), "label": topic} for d in docs if d]
+        rows = [{"text": " ".join(d.split()), "label": topic, "title": d.splitlines()[0].strip()} for d in docs if d]
         rng.shuffle(rows)
         n_test = round(len(rows) * test_fraction)
         test += rows[:n_test]

@@ -17,7 +17,9 @@ def test_bench_script_smoke(tmp_path):
     for split, seed, n in (("train", 1, 40), ("test", 2, 12)):
         with open(data / f"{split}.jsonl", "w") as f:
             for r in make_rows(n, seed):
-                f.write(json.dumps({"text": r["text"] + "\nthe movie was very not", "label": r["label"]}) + "\n")
+                title = " ".join(r["text"].split()[:2])
+                f.write(json.dumps({"text": r["text"] + " the movie was very not", "label": r["label"], "title": title})
+                        + "\n")
     out = tmp_path / "bench.json"
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_textbrewer.py"), "--teacher", str(teacher),
                            "--data", str(data), "--datasets", "short", "--systems", "brew-live,brew-cold,brew-warm", "--epochs", "1",

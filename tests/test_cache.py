@@ -107,7 +107,7 @@ def test_damaged_entry_is_rebuilt(recipe_file, tmp_path, cache_dir, capsys):
 
 
 def test_interrupted_fill_leaves_no_entry(recipe_file, cache_dir, monkeypatch):
-    import brewcli.cache as cache_mod
+    import brewcli.cache_entry as cache_mod
 
     plan = plan_for(recipe_file(distill__teacher_cache="disk"))
     monkeypatch.setattr(cache_mod, "_finalise", lambda cp, tmp: (_ for _ in ()).throw(KeyboardInterrupt))

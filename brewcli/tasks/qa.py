@@ -13,12 +13,12 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from brewcli.lazy import torch
 from pydantic import Field
 
 from brewcli.batch import Batch
 from brewcli.datafiles import FileRows
 from brewcli.errors import RecipeError
+from brewcli.lazy import torch
 from brewcli.schema import Strict
 from brewcli.tasks import Column, Metric, Task, register
 from brewcli.tasks.sequence import pad_inputs

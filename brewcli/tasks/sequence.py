@@ -7,11 +7,11 @@ import math
 import re
 from typing import Literal
 
-from brewcli.lazy import np, torch
 from pydantic import Field
 
 from brewcli.batch import Batch
 from brewcli.errors import RecipeError, did_you_mean
+from brewcli.lazy import np, torch
 from brewcli.schema import Strict
 from brewcli.tasks import Column, Metric, Task, register
 

@@ -12,14 +12,13 @@ beats the best span by more than a threshold.
 
 from __future__ import annotations
 
-from brewcli.lazy import np
-
 import re
 import string
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from brewcli.lazy import np
 
 Candidate = tuple[float, int, int]  # (score, start_char, end_char exclusive)
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)

@@ -11,16 +11,15 @@ from array import array
 from pathlib import Path
 from typing import Literal
 
-from brewcli.lazy import torch
 from pydantic import Field
 
 from brewcli.batch import Batch
 from brewcli.datafiles import FileRows
 from brewcli.errors import RecipeError, did_you_mean
+from brewcli.lazy import torch
 from brewcli.schema import Strict
 from brewcli.tasks import Column, Metric, Task, register
-from brewcli.tasks.sequence import (LABELS, name_labels, pad_inputs, same_count_as_teacher,
-                                    teacher_label_names)
+from brewcli.tasks.sequence import LABELS, name_labels, pad_inputs, same_count_as_teacher, teacher_label_names
 from brewcli.tasks.spans import SpanCounter, detect_scheme, parse_tag
 
 IGNORE = -100
