@@ -144,6 +144,7 @@ distill:
     - preset: uniform             # student layer m <- teacher layer round(m*N/M), for any depths
       feature: hidden
       loss: hidden_mse            # a projection is added automatically when widths differ
+  teacher_cache: auto             # store what the losses read from the teacher once (~/.cache/brew); off to run it live
 """
 TRAIN = """\
 train:
@@ -155,6 +156,7 @@ train:
   eval_every: epoch               # or a number of steps
   save_every: epoch
   keep_best: auto                 # the task's main metric ({metric})
+  group_by_length: false          # true: batches of similar lengths, less padding (faster on short texts)
   device: auto                    # auto | cpu | cuda
   precision: fp32                 # fp32 | bf16 | fp16 (fp16 needs a GPU)
 """
