@@ -89,7 +89,9 @@ def _check_output_dir(recipe: Recipe) -> None:
     parent = next(p for p in (out, *out.parents) if p.exists())
     if not parent.is_dir():
         raise RecipeError("train.output_dir", f"'{parent}' is a file, so '{out}' cannot be created inside it")
-    models = {**{"teacher": t.model for t in recipe.teachers}, "student.model": recipe.student.model}
+    several = isinstance(recipe.teacher, list)
+    models = {**{f"teacher[{i}]" if several else "teacher": t.model for i, t in enumerate(recipe.teachers)},
+              "student.model": recipe.student.model}
     for key, ref in models.items():
         if ref and Path(ref).expanduser().exists() and Path(ref).expanduser().resolve() == out.resolve():
             raise RecipeError("train.output_dir", f"is the {key} folder; the run would overwrite that model",
@@ -148,8 +150,8 @@ def _teachers(recipe: Recipe, task) -> list[PlannedTeacher]:
     return out
 
 
-def _check_teachers_agree(teachers: list[PlannedTeacher], task, names, tokenizer) -> None:
-    """Several teachers: one vocabulary (for now), and one label set by name; each gets its label order."""
+def _check_teachers_agree(teachers: list[PlannedTeacher], task, names) -> None:
+    """Several teachers: one label set by name (each gets its order relative to the first teacher's)."""
     from brewcli.tasks.sequence import teacher_label_names
 
     first = teachers[0]
@@ -228,7 +230,7 @@ def build_plan(recipe: Recipe) -> Plan:
             _check_own_tokenizer(recipe, task, t, matches)
     splits = data_mod.load_splits(recipe, task, tc)
     if len(teachers) > 1:
-        _check_teachers_agree(teachers, task, splits.label_names, tokenizer)
+        _check_teachers_agree(teachers, task, splits.label_names)
     _check_tokenizer_reads_the_text(tokenizer, splits, recipe, task, tok_key)
     task.configure(sc, splits.label_names)
     student = _meta_student(sc, task, s.config)
