@@ -274,41 +274,60 @@ def manifest(path: Path) -> dict:
 # ---------------------------------------------------------------------------------------------- brew cache ls / rm
 
 
+def _filling(root: Path, key: str) -> bool:
+    """Whether a run holds KEY's fill lock now: its KEY.tmp is being written, not left by an interrupted fill."""
+    import fcntl
+
+    lock = root / f"{key}.lock"
+    if not lock.exists():
+        return False
+    with open(lock, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False
+
+
 def entries(root: Path) -> list[dict]:
+    """Every entry under root. state: complete, damaged (no manifest), filling (a run writes it now) or
+    interrupted (a fill that was killed left its KEY.tmp: never read, removed by the next fill or brew cache rm)."""
     out = []
     if not root.is_dir():
         return out
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.endswith(".tmp")):
-        m = manifest(folder)
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        key, partial = folder.name.removesuffix(".tmp"), folder.name.endswith(".tmp")
+        m = {} if partial else manifest(folder)
         ident = m.get("identity", {})
         used = folder / "last_used"
-        out.append({"key": folder.name, "teacher": ident.get("teacher"), "data": ident.get("data"),
+        state = ("filling" if _filling(root, key) else "interrupted") if partial else "complete" if m else "damaged"
+        out.append({"key": key, "teacher": ident.get("teacher"), "data": ident.get("data"),
                     "task": ident.get("task"), "features": ident.get("features"), "rows": ident.get("rows"),
                     "max_length": ident.get("max_length"), "dtype": ident.get("dtype"),
                     "bytes": sum(f.stat().st_size for f in folder.iterdir() if f.is_file()),
                     "last_used": used.stat().st_mtime if used.exists() else None, "path": str(folder),
-                    "complete": bool(m)})
+                    "complete": bool(m), "state": state})
     return out
 
 
 def remove(root: Path, keys: list[str], everything: bool) -> list[str]:
-    found = entries(root)
+    """Remove entries by key prefix, or all; an entry a run is filling now is left alone (it is in use)."""
+    found = [e for e in entries(root) if e["state"] != "filling"]
     if everything:
-        chosen = [e["key"] for e in found]
+        chosen = found
     else:
         chosen = []
         for k in keys:
-            match = [e["key"] for e in found if e["key"].startswith(k)]
+            match = [e for e in found if e["key"].startswith(k)]
             if len(match) != 1:
                 from brewcli.errors import did_you_mean
 
                 what = "no entry" if not match else f"{len(match)} entries"
-                hint = did_you_mean(k, [e["key"] for e in found])
+                hint = did_you_mean(k, sorted({e["key"] for e in found}))
                 raise BrewError(f"brew cache rm: {what} in {root} start with '{k}'" + (f"; {hint}" if hint else "")
                                 + "; see brew cache ls")
             chosen += match
-    for k in chosen:
-        shutil.rmtree(root / k)
-    for stale in (p for p in root.glob("*.tmp") if everything):
-        shutil.rmtree(stale, ignore_errors=True)
-    return chosen
+    for e in chosen:
+        shutil.rmtree(e["path"], ignore_errors=True)
+    return [e["key"] for e in chosen]

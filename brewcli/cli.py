@@ -317,7 +317,7 @@ def cache_ls(cache_dir: Optional[str] = CACHE_DIR,
     rows = [(e["key"], str(e["teacher"]), f"{e['task']}, {str(e['data'])[:8]}, max_length {e['max_length']}",
              ", ".join(e["features"] or []), str(e["rows"]), human(e["bytes"], "B"),
              time.strftime("%Y-%m-%d %H:%M", time.localtime(e["last_used"])) if e["last_used"] else "-")
-            if e["complete"] else (e["key"], "(incomplete)", "", "", "", human(e["bytes"], "B"), "-") for e in found]
+            if e["complete"] else (e["key"], f"({e['state']})", "", "", "", human(e["bytes"], "B"), "-") for e in found]
     console.print(plain_table(f"teacher cache: {root} ({human(sum(e['bytes'] for e in found), 'B')})",
                               ("key", "teacher", "data", "features", "rows", "size", "last used"), rows))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -106,7 +107,9 @@ def count_params(config, task) -> int:
 
 
 def load_pretrained(ref: str, config, task, revision=None, trust_remote_code=False, attention: str | None = None):
+    """The model at ref with the plan's config. The config is copied: a kernel choice stays with this model."""
     quiet_transformers()
+    config = copy.deepcopy(config)
     path = Path(ref).expanduser()
     return task.model_class().from_pretrained(
         path if path.exists() else ref, config=config, revision=revision, trust_remote_code=trust_remote_code,
@@ -116,6 +119,7 @@ def load_pretrained(ref: str, config, task, revision=None, trust_remote_code=Fal
 
 def from_config(config, task, attention: str | None = None):
     quiet_transformers()
+    config = copy.deepcopy(config)
     return task.model_class().from_config(config, **({"attn_implementation": attention} if attention else {}))
 
 

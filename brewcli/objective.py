@@ -112,14 +112,12 @@ class LogitKD(Term):
             zs, zt = self.task.views(s.logits.float(), z[..., order] if order else z, batch, batch.teachers.get(name))
             zts.append(zt)
             weights.append(weight)
-        zt = ensemble_target(zts, weights, None, None)  # the weighted mean of the logits
-        if self.shift:
-            zt = probability_shift(zt, self.task.view_labels(batch))
+        labels = self.task.view_labels(batch) if self.shift else None
+        shift = (lambda z: probability_shift(z, labels)) if self.shift else (lambda z: z)  # noqa: E731
+        zt = shift(ensemble_target(zts, weights, None, None))  # the weighted mean of the logits
         tau = self.scheduler(self.temperature, zs, zt, **self.scheduler_args)
-        if self.mix is not None and len(zts) > 1:
-            zt = ensemble_target(zts, weights, tau, self.mix)
-            if self.shift:
-                zt = probability_shift(zt, self.task.view_labels(batch))
+        if self.mix is not None and len(zts) > 1:  # mixing probabilities needs the temperature first
+            zt = shift(ensemble_target(zts, weights, tau, self.mix))
         per_row = self.loss(zs, zt, tau)
         if self.scale_by_t2:
             per_row = per_row * torch.as_tensor(tau, device=zs.device) ** 2

@@ -104,16 +104,31 @@ def load_teachers(plan) -> dict:
     return out
 
 
-def build_models(plan):
-    """(teachers by name, student): the student built, loaded or copied from the first teacher's layers."""
+ATTENTION_DROPOUT = ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop")
+
+
+def student_attention(plan, device: str | None) -> str | None:
+    """The student's attention kernel while it trains. On CPU, PyTorch's SDPA spends about a quarter of a T3 step
+    on attention dropout, the eager kernel (the same maths) under a tenth, so a CPU student with attention dropout
+    trains with eager; elsewhere the default (SDPA) stands. Matches that read attention maps need eager anyway.
+    The saved student carries no kernel choice: a plain from_pretrained gets the default."""
+    if plan.attention or device != "cpu":
+        return plan.attention
+    dropout = max((getattr(plan.student_config, k, 0) or 0 for k in ATTENTION_DROPOUT), default=0)
+    return "eager" if dropout > 0 else None
+
+
+def build_models(plan, device: str | None = None):
+    """(teachers by name, student): the student built, loaded or copied from the first teacher's layers. With the
+    device it will train on, the student gets that device's fastest training kernel (student_attention)."""
     r, task = plan.recipe, plan.task
     teachers = load_teachers(plan)
     teacher = next(iter(teachers.values()), None)
-    s = r.student
+    s, attention = r.student, student_attention(plan, device)
     if plan.init == "pretrained":
-        student = load_pretrained(s.model, plan.student_config, task, s.revision, s.trust_remote_code, plan.attention)
+        student = load_pretrained(s.model, plan.student_config, task, s.revision, s.trust_remote_code, attention)
     else:
-        student = from_config(plan.student_config, task, plan.attention)
+        student = from_config(plan.student_config, task, attention)
         if plan.init == "teacher-layers":
             copy_teacher_layers(student, teacher, plan.init_layers)
     return teachers, student
@@ -274,7 +289,7 @@ def build_job(plan, resume: bool = False) -> Job:
                         "launch with torchrun or accelerate launch so WORLD_SIZE is set")
     set_seed(t.seed)
     doing("loading the teacher and building the student", log_dir=out)
-    teacher_models, student = build_models(plan)
+    teacher_models, student = build_models(plan, acc.device.type)
     objective = build_objective(plan)
     fused = {"fused": True} if acc.device.type in ("cpu", "cuda") else {}
     optimizer = torch.optim.AdamW(_param_groups(student, objective, t), lr=t.lr, **fused)

@@ -113,7 +113,18 @@ def test_interrupted_fill_leaves_no_entry(recipe_file, cache_dir, monkeypatch):
     monkeypatch.setattr(cache_mod, "_finalise", lambda cp, tmp: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
         build_cache(plan)
-    assert not (cache_dir / plan.cache.key).exists() and not plan_for(recipe_file()).cache.hit
+    key = plan.cache.key
+    assert not (cache_dir / key).exists() and not plan_for(recipe_file()).cache.hit
+    result, text = brew("cache", "ls", "--json")  # the killed fill's KEY.tmp is listed, and removable
+    assert [(e["key"], e["state"]) for e in json.loads(text)["entries"]] == [(key, "interrupted")]
+    import fcntl
+
+    with open(cache_dir / f"{key}.lock", "w") as held:  # a run filling it now: listed as such, never removed
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert json.loads(brew("cache", "ls", "--json")[1])["entries"][0]["state"] == "filling"
+        assert brew("cache", "rm", "--all")[0].exit_code == 0 and (cache_dir / f"{key}.tmp").is_dir()
+    result, text = brew("cache", "rm", key[:6])
+    assert result.exit_code == 0 and not (cache_dir / f"{key}.tmp").exists(), text
     monkeypatch.undo()
     build_cache(plan_for(recipe_file()))  # the next fill starts over and completes
     assert plan_for(recipe_file()).cache.hit

@@ -47,7 +47,7 @@ def test_nan_teacher_stops_at_step_one(recipe_file, teacher_dir, tmp_path):
 def test_unexpected_error_names_the_stage_and_writes_the_traceback(recipe_file, tmp_path, monkeypatch):
     import brewcli.train
 
-    def broken_build(plan):
+    def broken_build(plan, device=None):
         raise RuntimeError("boom inside brew")
 
     monkeypatch.setattr(brewcli.train, "build_models", broken_build)

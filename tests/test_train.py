@@ -31,6 +31,20 @@ def test_teacher_is_frozen_and_layers_are_copied(recipe_file):
     assert torch.equal(student.classifier.weight, teacher.classifier.weight)
 
 
+def test_a_cpu_student_trains_with_the_eager_kernel_and_saves_none(recipe_file, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    plan = plan_for(recipe_file(student={"preset": "T3", "config": {"attention_probs_dropout_prob": 0.1}}))
+    assert build_models(plan, "cpu")[1].config._attn_implementation == "eager"  # dropout inside attention, on CPU
+    assert build_models(plan, "cuda")[1].config._attn_implementation == "sdpa"  # CUDA's SDPA kernels do dropout
+    no_dropout = plan_for(recipe_file(student={"preset": "T3", "config": {"attention_probs_dropout_prob": 0.0}}))
+    _, student = build_models(no_dropout, "cpu")
+    assert student.config._attn_implementation == "sdpa"
+    _, student = build_models(plan, "cpu")
+    student.save_pretrained(tmp_path / "saved")
+    assert AutoModelForSequenceClassification.from_pretrained(tmp_path / "saved").config._attn_implementation == "sdpa"
+
+
 def test_uniform_layer_choice():
     from brewcli.students import teacher_layers
 
@@ -154,8 +168,8 @@ def test_plain_training_without_teacher(recipe_file, teacher_dir, tmp_path, monk
     modes = []
     real_build = train_mod.build_models
 
-    def build(plan):
-        teacher, student = real_build(plan)
+    def build(plan, device=None):
+        teacher, student = real_build(plan, device)
         student.register_forward_pre_hook(lambda module, args: modes.append(module.training))
         return teacher, student
 
