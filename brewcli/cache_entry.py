@@ -245,6 +245,7 @@ class CachedTeacher:
         keep = mask.bool().cpu()
         rows = batch.rows.tolist()
         b, length = keep.shape
+        prefix = (keep.cumsum(1) == torch.arange(1, length + 1)).sum(1) == keep.sum(1)  # rows kept from position 0
         feats = Features(mask=mask)
         for lay in self.entry.layouts:
             if lay.kind == "seq":
@@ -254,9 +255,11 @@ class CachedTeacher:
             else:
                 out = torch.zeros(b, lay.width, length, length)
             for i, row in enumerate(rows):
-                values = torch.from_numpy(np.array(self.entry.read(row, lay), dtype=np.float32))
+                values = torch.from_numpy(np.ascontiguousarray(self.entry.read(row, lay))).float()
                 if lay.kind == "seq":
                     out[i] = values
+                elif lay.kind == "tok" and prefix[i]:  # right padding: the row's tokens come first
+                    out[i, :len(values)] = values
                 elif lay.kind == "tok":
                     out[i, keep[i]] = values
                 else:

@@ -208,3 +208,29 @@ def test_bad_cache_folders(recipe_file, tmp_path, cache_dir, monkeypatch):
     assert "100B free" in text
     result, text = brew("cache", "build", recipe_file(distill__teacher_cache="off"))
     assert result.exit_code == 2 and "distill.teacher_cache" in text
+
+
+def test_cached_rows_land_on_their_tokens_with_either_padding_side():
+    """A stored row is unpadded: the cached teacher puts it back under the batch's mask, right- or left-padded."""
+    import numpy as np
+
+    from brewcli.batch import Batch
+    from brewcli.cache import Layout
+    from brewcli.cache_entry import CachedTeacher
+
+    stored = {0: np.arange(6, dtype=np.float16).reshape(3, 2), 1: np.arange(10, 14, dtype=np.float16).reshape(2, 2)}
+
+    class Stored:  # the two rows an entry holds, as Entry.read returns them
+        layouts = [Layout("hidden.1", "tok", 2)]
+
+        def read(self, row, lay):
+            return stored[row]
+
+    for mask in ([[1, 1, 1], [1, 1, 0]], [[1, 1, 1], [0, 1, 1]]):
+        mask = torch.tensor(mask)
+        batch = Batch({"input_ids": torch.zeros_like(mask), "attention_mask": mask}, {}, torch.tensor([0, 1]),
+                      rows=torch.tensor([0, 1]))
+        out = CachedTeacher(Stored(), torch.device("cpu"))(batch).hidden[1]
+        assert out.dtype == torch.float32 and torch.equal(out[0], torch.from_numpy(stored[0]).float())
+        assert torch.equal(out[1][mask[1].bool()], torch.from_numpy(stored[1]).float())
+        assert torch.equal(out[1][~mask[1].bool()], torch.zeros(1, 2))

@@ -1,0 +1,3 @@
+from brewcli.cli import main
+
+main()

@@ -1,0 +1,333 @@
+"""The teacher-output cache: what the loss terms read from the teacher, stored once per example and reused.
+
+An entry holds exactly the teacher features the terms need (`Needs`: the logits and the hidden-state and
+attention layers the matches name), per training row, unpadded, in fp16 (or fp32), so shuffling, dynamic
+padding, length grouping, resume and several processes keep working. Its key covers everything the stored
+values depend on: the teacher's weights (file hashes, or the Hub revision), its tokenizer files, the tokenised
+rows themselves, `max_length`, the task, the features, the dtype, the compute precision and the format version.
+A changed teacher, tokenizer or data is a different key, so a stale entry is never read.
+
+This module decides what is stored, under which key and where (`plan_cache`, at plan time), and lists and
+removes entries; `cache_entry.py` writes, checks and reads them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from brewcli.errors import BrewError, RecipeError
+from brewcli.lazy import np
+from brewcli.models import TOKENIZER_FILES as MODEL_TOKENIZER_FILES
+
+FORMAT = 1
+DTYPES = {"fp16": "float16", "fp32": "float32"}
+TOKENIZER_FILES = (*MODEL_TOKENIZER_FILES, "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+def default_root() -> Path:
+    return Path(os.environ.get("BREW_CACHE") or Path.home() / ".cache" / "brew").expanduser()
+
+
+def root_key(recipe) -> str:
+    """The setting that chose the cache folder, for messages."""
+    if recipe.distill.cache_dir:
+        return "distill.cache_dir"
+    return "BREW_CACHE (environment)" if os.environ.get("BREW_CACHE") else "distill.teacher_cache"
+
+
+# ---------------------------------------------------------------------------------------------- layout
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one stored feature is laid out per row: `seq` (W,), `tok` (tokens, W) or `att` (W heads, tokens, tokens)."""
+
+    name: str  # logits | hidden.K | attention.K
+    kind: str
+    width: int
+
+    def elements(self, lengths):
+        n = lengths.astype(np.int64)
+        return {"seq": np.full_like(n, self.width), "tok": n * self.width, "att": self.width * n * n}[self.kind]
+
+    def shape(self, length: int) -> tuple[int, ...]:
+        return {"seq": (self.width,), "tok": (length, self.width), "att": (self.width, length, length)}[self.kind]
+
+
+def layouts(needs, task, teacher_config) -> list[Layout]:
+    from brewcli.families import read_widths
+
+    w = read_widths(teacher_config)
+    out = [Layout("logits", "tok" if task.per_token else "seq", task.logit_width(teacher_config))] if needs.logits else []
+    out += [Layout(f"hidden.{k}", "tok", w.hidden) for k in sorted(needs.hidden)]
+    out += [Layout(f"attention.{k}", "att", w.heads) for k in sorted(needs.attention)]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- the key
+
+
+def _hash_file(path: Path, memo: dict) -> str:
+    """blake2b of a file's bytes, remembered by (path, size, mtime) so a large teacher is hashed once."""
+    st = path.stat()
+    tag = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    if tag not in memo:
+        h = hashlib.blake2b(digest_size=16)
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+        memo[tag] = h.hexdigest()
+    return memo[tag]
+
+
+def _memo(root: Path) -> tuple[dict, Path]:
+    path = root / "file-hashes.json"
+    try:
+        return json.loads(path.read_text()), path
+    except (OSError, ValueError):
+        return {}, path
+
+
+def teacher_fingerprint(ref: str, revision: str | None, root: Path) -> dict:
+    """What identifies the teacher's weights and tokenizer: file hashes of a local folder, or the Hub commit."""
+    folder = Path(ref).expanduser()
+    if folder.is_dir():
+        memo, memo_path = _memo(root)
+        files = sorted(p for p in folder.iterdir() if p.is_file() and (p.suffix in WEIGHT_SUFFIXES
+                                                                      or p.name == "config.json"))
+        tokenizer = sorted(p for p in folder.iterdir() if p.name in TOKENIZER_FILES)
+        out = {"weights": {p.name: _hash_file(p, memo) for p in files},
+               "tokenizer": {p.name: _hash_file(p, memo) for p in tokenizer}}
+        try:
+            tmp = memo_path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(memo))
+            os.replace(tmp, memo_path)
+        except OSError:
+            pass
+        return out
+    return {"hub": ref, "commit": _hub_commit(ref, revision)}
+
+
+def _hub_commit(ref: str, revision: str | None) -> str:
+    """The commit a Hub id resolves to: from the local Hugging Face cache, or asked of the Hub."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(ref, "config.json", revision=revision)
+    if isinstance(found, str) and "/snapshots/" in found:
+        return found.split("/snapshots/")[1].split("/")[0]
+    from huggingface_hub import HfApi
+
+    try:
+        return HfApi().model_info(ref, revision=revision).sha
+    except Exception as e:  # offline, or not on the Hub: the plan has already loaded its config, so rare
+        raise RecipeError("distill.teacher_cache", f"cannot tell which revision of '{ref}' the cache would hold "
+                          f"({str(e).splitlines()[0][:120]})", "set teacher.revision, or teacher_cache: off") from None
+
+
+def data_fingerprint(encoded, columns: list[str]) -> str:
+    """blake2b of the tokenised rows (their lengths and token ids), in row order."""
+    import pyarrow.compute as pc
+
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str(len(encoded)).encode())
+    table = encoded.with_format("arrow", columns=columns)
+    for start in range(0, len(encoded), 65536):
+        batch = table[start:start + 65536]
+        for col in columns:
+            arr = batch[col].combine_chunks()
+            h.update(col.encode())
+            h.update(pc.list_value_length(arr).to_numpy(zero_copy_only=False).astype(np.int64).tobytes())
+            h.update(arr.flatten().to_numpy(zero_copy_only=False).astype(np.int64).tobytes())
+    return h.hexdigest()
+
+
+def row_lengths(encoded, column: str = "attention_mask"):
+    """Real tokens per row (the teacher's attention mask summed), without decoding rows one by one."""
+    import pyarrow.compute as pc
+
+    table = encoded.with_format("arrow", columns=[column])
+    parts = []
+    for start in range(0, len(encoded), 65536):
+        arr = table[start:start + 65536][column].combine_chunks()
+        lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False).astype(np.int64)
+        sums = np.add.reduceat(arr.flatten().to_numpy(zero_copy_only=False).astype(np.int64),
+                               np.r_[0, np.cumsum(lengths)[:-1]]) if len(lengths) else lengths
+        parts.append(np.where(lengths > 0, sums, 0))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+# ---------------------------------------------------------------------------------------------- the plan
+
+
+@dataclass
+class CachePlan:
+    mode: str  # disk | memory
+    root: Path
+    key: str
+    dtype: str  # fp16 | fp32
+    layouts: list[Layout]
+    lengths: object  # np.ndarray (rows,) real teacher tokens per training row
+    identity: dict  # what the key covers, readable (saved in the manifest, shown by `brew cache ls`)
+    bytes: int
+    hit: bool
+    setting: str  # the recipe key (or environment variable) that chose the folder
+
+    @property
+    def path(self) -> Path:
+        return self.root / self.key
+
+    def describe(self) -> str:
+        from brewcli.ui import human
+
+        where = "in memory" if self.mode == "memory" else str(self.path)
+        state = "hit: the teacher does not run during training" if self.hit else \
+            "miss: filled by one teacher pass before training"
+        feats = ", ".join(lay.name for lay in self.layouts)
+        return f"{self.mode} ({state}); {feats}; {human(self.bytes, 'B')} {self.dtype}; {where}"
+
+
+def plan_cache(plan, teacher, needs, teacher_inputs: list[str]) -> tuple[CachePlan | None, str | None]:
+    """(the cache `teacher` is read from in this run, or None; a note when `auto` falls back to the live teacher)."""
+    r = plan.recipe
+    d = r.distill
+    mode = d.teacher_cache
+    if mode == "off" or needs is None or needs == type(needs)():
+        return None, None
+    root = Path(d.cache_dir).expanduser() if d.cache_dir else default_root()
+    setting = root_key(r)
+    if mode == "memory":
+        root_ok = None
+    else:
+        root_ok = _writable(root)
+        if root_ok is not None:
+            if mode == "auto":
+                return None, f"teacher cache off: {root_ok} ({setting})"
+            raise RecipeError(setting, root_ok, "set distill.cache_dir (or BREW_CACHE) to a folder you can write to, "
+                              "or distill.teacher_cache: memory / off")
+    lays = layouts(needs, plan.task, teacher.config)
+    encoded = teacher.encoded if teacher.encoded is not None else plan.encoded["train"]
+    lengths = row_lengths(encoded)
+    itemsize = 2 if d.cache_dtype == "fp16" else 4
+    size = int(sum(int(lay.elements(lengths).sum()) for lay in lays) * itemsize)
+    identity = {
+        "format": FORMAT,
+        "teacher": teacher.spec.model,
+        "teacher_files": teacher_fingerprint(teacher.spec.model, teacher.spec.revision, root) if mode != "memory"
+        else None,
+        "data": data_fingerprint(encoded, teacher_inputs),
+        "rows": len(lengths),
+        "max_length": r.data.max_length,
+        "task": plan.task.name,
+        "features": [lay.name for lay in lays],
+        "dtype": d.cache_dtype,
+        "precision": r.train.precision,
+    }
+    key = hashlib.blake2b(json.dumps(identity, sort_keys=True).encode(), digest_size=12).hexdigest()
+    hit = mode != "memory" and manifest(root / key).get("identity") == identity
+    cp = CachePlan("memory" if mode == "memory" else "disk", root, key, d.cache_dtype, lays, lengths, identity, size,
+                   hit, setting)
+    if not hit:
+        free, what = _free(cp)
+        if size > 0.9 * free:
+            from brewcli.ui import human
+
+            why = (f"the teacher cache needs about {human(size, 'B')} but {what} has {human(free, 'B')} free")
+            if mode == "auto":
+                return None, f"teacher cache off: {why}"
+            raise RecipeError(setting if cp.mode == "disk" else "distill.teacher_cache", why,
+                              "free space, point distill.cache_dir (or BREW_CACHE) at a larger disk, store fewer "
+                              "matches, or set distill.teacher_cache: off")
+    return cp, None
+
+
+def _writable(root: Path) -> str | None:
+    if root.exists() and not root.is_dir():
+        return f"{root} is a file, not a folder"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return f"cannot create the cache folder {root} ({e.strerror or e})"
+    if not os.access(root, os.W_OK):
+        return f"cannot write in the cache folder {root} (permission denied)"
+    return None
+
+
+def _free(cp: CachePlan) -> tuple[int, str]:
+    if cp.mode == "memory":
+        import psutil
+
+        return psutil.virtual_memory().available, "memory"
+    return shutil.disk_usage(cp.root).free, str(cp.root)
+
+
+def manifest(path: Path) -> dict:
+    try:
+        return json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+# ---------------------------------------------------------------------------------------------- brew cache ls / rm
+
+
+def _filling(root: Path, key: str) -> bool:
+    """Whether a run holds KEY's fill lock now: its KEY.tmp is being written, not left by an interrupted fill."""
+    import fcntl
+
+    lock = root / f"{key}.lock"
+    if not lock.exists():
+        return False
+    with open(lock, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False
+
+
+def entries(root: Path) -> list[dict]:
+    """Every entry under root. state: complete, damaged (no manifest), filling (a run writes it now) or
+    interrupted (a fill that was killed left its KEY.tmp: never read, removed by the next fill or brew cache rm)."""
+    out = []
+    if not root.is_dir():
+        return out
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        key, partial = folder.name.removesuffix(".tmp"), folder.name.endswith(".tmp")
+        m = {} if partial else manifest(folder)
+        ident = m.get("identity", {})
+        used = folder / "last_used"
+        state = ("filling" if _filling(root, key) else "interrupted") if partial else "complete" if m else "damaged"
+        out.append({"key": key, "teacher": ident.get("teacher"), "data": ident.get("data"),
+                    "task": ident.get("task"), "features": ident.get("features"), "rows": ident.get("rows"),
+                    "max_length": ident.get("max_length"), "dtype": ident.get("dtype"),
+                    "bytes": sum(f.stat().st_size for f in folder.iterdir() if f.is_file()),
+                    "last_used": used.stat().st_mtime if used.exists() else None, "path": str(folder),
+                    "complete": bool(m), "state": state})
+    return out
+
+
+def remove(root: Path, keys: list[str], everything: bool) -> list[str]:
+    """Remove entries by key prefix, or all; an entry a run is filling now is left alone (it is in use)."""
+    found = [e for e in entries(root) if e["state"] != "filling"]
+    if everything:
+        chosen = found
+    else:
+        chosen = []
+        for k in keys:
+            match = [e for e in found if e["key"].startswith(k)]
+            if len(match) != 1:
+                from brewcli.errors import did_you_mean
+
+                what = "no entry" if not match else f"{len(match)} entries"
+                hint = did_you_mean(k, sorted({e["key"] for e in found}))
+                raise BrewError(f"brew cache rm: {what} in {root} start with '{k}'" + (f"; {hint}" if hint else "")
+                                + "; see brew cache ls")
+            chosen += match
+    for e in chosen:
+        shutil.rmtree(e["path"], ignore_errors=True)
+    return [e["key"] for e in chosen]

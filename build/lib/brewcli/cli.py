@@ -1,0 +1,342 @@
+"""The `brew` command line. Thin: parse arguments, call the library, render the result or the error."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from brewcli.errors import BrewError, RecipeErrors
+
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False, add_completion=False,
+                  help="Distill large NLP models into small, fast ones from one YAML recipe.")
+
+OVERRIDES = typer.Argument(None, help="key=value overrides, e.g. train.lr=3e-5 distill.temperature=8",
+                           show_default=False)
+
+
+def _guarded(fn):
+    """User errors print one message (exit 2). Anything unexpected prints what brew was doing and where the full
+    traceback went (exit 1), so a bug can still be reported; never a traceback on the terminal."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from brewcli.errors import Activity
+        from brewcli.ui import console
+
+        Activity.doing, Activity.log_dir = "starting", None
+        try:
+            return fn(*args, **kwargs)
+        except RecipeErrors as e:
+            console.print(f"[red]error:[/red] {len(e.errors)} problem(s) in {e.source}:" if len(e.errors) > 1
+                          else f"[red]error in {e.source}:[/red]")
+            for err in e.errors:
+                console.print(f"  {err}", markup=False)
+            raise typer.Exit(2)
+        except BrewError as e:
+            console.print("[red]error:[/red] ", end="")
+            console.print(str(e), markup=False)
+            raise typer.Exit(2)
+        except KeyboardInterrupt:
+            raise typer.Exit(130)
+        except (typer.Exit, typer.Abort, SystemExit, GeneratorExit):
+            raise
+        except BaseException as e:  # the last resort (Rust panics from tokenizers are BaseExceptions too)
+            log = _crash_log(e)
+            first = (str(e).strip().splitlines() or [""])[0][:300]
+            out_of_memory = type(e).__name__ == "OutOfMemoryError" or "out of memory" in first.lower()
+            console.print(f"[red]error:[/red] brew stopped while {Activity.doing}: ", end="")
+            console.print(f"{type(e).__name__}: {first}", markup=False)
+            if out_of_memory:
+                console.print("  lower train.batch_size (keep the effective batch with train.grad_accum) or "
+                              "data.max_length")
+            console.print(f"  the full traceback is in {log}", markup=False)
+            if not out_of_memory:
+                console.print("  if the recipe and data look right, this is a bug in brew: please report it with "
+                              "that file")
+            raise typer.Exit(2 if out_of_memory else 1)
+
+    return wrapper
+
+
+def _crash_log(error: Exception) -> Path:
+    """Write the traceback to brew-error.log in the output folder (or the temp folder before there is one)."""
+    import tempfile
+    import time
+    import traceback
+
+    from brewcli.errors import Activity
+
+    text = (f"brew {' '.join(sys.argv[1:])}\n{time.strftime('%Y-%m-%d %H:%M:%S')}  while {Activity.doing}\n\n"
+            + "".join(traceback.format_exception(error)))
+    for folder in (Activity.log_dir, Path(tempfile.gettempdir())):
+        if folder is None:
+            continue
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / "brew-error.log"
+            path.write_text(text)
+            return path
+        except OSError:
+            continue
+    return Path("(could not be written)")
+
+
+def _run(recipe: Path, overrides: list[str] | None, dry_run: bool, resume: bool, command: str) -> None:
+    from brewcli.errors import RecipeError, doing
+    from brewcli.plan import build_plan
+    from brewcli.recipe import load_recipe
+    from brewcli.ui import render_plan
+
+    doing(f"reading the recipe {recipe}")
+    r = load_recipe(recipe, overrides or [])
+    if command == "train" and r.teacher is not None:
+        raise RecipeError("teacher", "brew train fine-tunes one model, but this recipe names a teacher",
+                          "use `brew distill` to distill it")
+    doing("checking the recipe against the model configs, tokenizer and data")
+    plan = build_plan(r)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun / accelerate launch, print the plan once
+        render_plan(plan)
+    if dry_run:
+        return
+    from brewcli.train import run
+
+    run(plan, resume=resume)
+
+
+@app.command(epilog="Examples:  brew distill recipes/bbc/distill-T3.yaml --dry-run  |  "
+             "brew distill r.yaml train.epochs=5  |  brew distill r.yaml --resume")
+@_guarded
+def distill(recipe: Path = typer.Argument(..., help="the YAML recipe"), overrides: Optional[list[str]] = OVERRIDES,
+            dry_run: bool = typer.Option(False, "--dry-run", help="load configs only, print the plan and exit"),
+            resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in output_dir")):
+    """Distill the recipe's teacher into its student: tokenise, train, checkpoint, evaluate."""
+    _run(recipe, overrides, dry_run, resume, "distill")
+
+
+@app.command(epilog="Example:  brew train recipes/bbc/teacher.yaml train.epochs=1")
+@_guarded
+def train(recipe: Path = typer.Argument(..., help="the YAML recipe (no teacher)"),
+          overrides: Optional[list[str]] = OVERRIDES,
+          dry_run: bool = typer.Option(False, "--dry-run", help="load configs only, print the plan and exit"),
+          resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in output_dir")):
+    """Fine-tune one model on labelled data (for example a teacher); same loop and outputs as distill."""
+    _run(recipe, overrides, dry_run, resume, "train")
+
+
+@app.command("eval", epilog="Examples:  brew eval runs/bbc-T3  |  brew eval runs/bbc-T3/best --split eval --json")
+@_guarded
+def eval_(checkpoint: str = typer.Argument(..., help="a brew output folder, best/ or checkpoint-STEP/"),
+          data: Optional[str] = typer.Option(None, help="score on this CSV/JSON/JSONL/Parquet file instead"),
+          split: Optional[str] = typer.Option(None, help="train, eval or test (default: test if the recipe has one)"),
+          batch_size: int = typer.Option(64, min=1, help="batch size for scoring"),
+          teacher: bool = typer.Option(True, help="also score the teacher the checkpoint records"),
+          as_json: bool = typer.Option(False, "--json", help="print the report as JSON on stdout")):
+    """Score a checkpoint and compare it with its teacher: quality, size, speed."""
+    from brewcli.evaluate import evaluate_checkpoint, teacher_rows
+    from brewcli.tasks import TASKS
+    from brewcli.ui import console, human, results_table
+
+    report = evaluate_checkpoint(checkpoint, data, split, batch_size, teacher)
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    task = TASKS.get(report["task"])
+    rows = teacher_rows(report.get("teacher"), report.get("teachers")) + [("student", report["student"])]
+    for _, r in rows:
+        r["params_h"] = human(r["params"])
+        r["size_h"] = human(r["size_bytes"], "B")
+    cols = [(m, m) for m in task.metrics] + [("params_h", "params"), ("size_h", "size"),
+                                               ("latency_ms", "ms/example"), ("throughput", "examples/s")]
+    console.print(results_table(f"{report['checkpoint']} on {report['split']} ({report['rows']} rows, "
+                                f"{report['device']})", rows, cols))
+    if "retained_pct" in report:
+        console.print(f"student keeps [bold]{report['retained_pct']}%[/bold] of the teacher's {task.main_metric} "
+                      f"with {report['size_ratio']:.0%} of its parameters, {report['speedup']}x faster at batch 1")
+
+
+@app.command(epilog="Examples:  brew init --teacher runs/bbc-teacher --student T3 --data data/bbc/train.jsonl  |  "
+             "brew init --train --model bert-base-cased --data train.conll --out teacher.yaml")
+@_guarded
+def init(task: Optional[str] = typer.Option(None, help="the task (`brew ls tasks`); proposed from the data if left out"),
+         teacher: Optional[str] = typer.Option(None, help="Hugging Face id or local folder of the teacher"),
+         student: Optional[str] = typer.Option(None, help="student preset: T6, T3, T3-small, T4-tiny, T12-nano"),
+         data: Optional[str] = typer.Option(None, help="a local data file, or a Hugging Face dataset as name[:config]"),
+         column: Optional[list[str]] = typer.Option(None, help="KEY=COLUMN, e.g. text=review or tags=ner (repeat it)"),
+         text: Optional[str] = typer.Option(None, help="text column (comma-separated for a pair)"),
+         label: Optional[str] = typer.Option(None, help="label column"),
+         train: bool = typer.Option(False, "--train", help="write a `brew train` recipe that fine-tunes --model "
+                                    "(for a pretrained model without the task's head)"),
+         model: Optional[str] = typer.Option(None, help="with --train: the model to fine-tune"),
+         out: Optional[Path] = typer.Option(None, help="where to write the recipe"),
+         force: bool = typer.Option(False, "--force", help="overwrite an existing file")):
+    """Write a commented recipe to start from: reads the data, proposes the task and its columns, asks for what
+    the flags leave out."""
+    from brewcli.recipe import load_recipe
+    from brewcli.scaffold import LOCAL, model_max_length, peek, propose_columns, propose_task, render
+    from brewcli.students import PRESETS
+    from brewcli.tasks import TASKS
+    from brewcli.ui import console
+
+    ask = _interactive()
+
+    def value(current, flag, prompt, default, choices=None):
+        if current is not None:
+            return current
+        if not ask:
+            if default is None:
+                raise BrewError(f"brew init: {flag} is required when not run interactively")
+            return default
+        return typer.prompt(prompt + (f" ({', '.join(choices)})" if choices else ""), default=default)
+
+    data = value(data, "--data", "Data (file or dataset[:config])", None)
+    kind, columns = "hub", {}
+    if Path(data).suffix.lower() in LOCAL:
+        if not Path(data).is_file():
+            raise BrewError(f"brew init: --data {data}: file not found")
+        kind, columns = peek(data)
+    task = TASKS.canonical(value(task, "--task", "Task", propose_task(kind, columns) if columns else "classification",
+                                 TASKS.names()))
+    if train:
+        model = value(model or teacher, "--model", "Model to fine-tune (Hugging Face id or folder)", None)
+    else:
+        model = value(teacher, "--teacher", "Teacher (Hugging Face id or folder)", None)
+        student = PRESETS.canonical(value(student, "--student", "Student preset", "T3", PRESETS.names()))
+    chosen = propose_columns(TASKS.get(task), columns) if columns else {}
+    given = dict(item.split("=", 1) for item in column or [] if "=" in item)
+    bad = [item for item in column or [] if "=" not in item]
+    if bad:
+        raise BrewError(f"brew init: --column {bad[0]}: write KEY=COLUMN, e.g. --column text=review")
+    given.update({k: v for k, v in (("text", text), ("label", label)) if v})
+    for col in TASKS.get(task).columns:
+        if col.key in given:
+            parts = [c.strip() for c in given[col.key].split(",")]
+            chosen[col.key] = parts[0] if len(parts) == 1 else parts
+        elif chosen.get(col.key) is None and columns:
+            if not ask:
+                raise BrewError(f"brew init: cannot tell which column of {data} holds {col.what} (columns: "
+                                f"{', '.join(columns)}); pass --column {col.key}=NAME")
+            chosen[col.key] = typer.prompt(f"Column holding {col.what} ({', '.join(columns)})")
+        elif chosen.get(col.key) is None:
+            chosen[col.key] = col.default
+    out = Path(value(out, "--out", "Recipe file to write", "teacher.yaml" if train else "recipe.yaml"))
+    if out.is_dir():
+        raise BrewError(f"brew init: --out {out} is a folder; give the recipe file's name, e.g. {out / 'recipe.yaml'}")
+    if out.exists() and not force:
+        raise BrewError(f"{out} exists; pass --force to overwrite it or choose another --out")
+    max_length = model_max_length(model, 384 if task == "question-answering" else 128)
+    body = render(task=task, model=model, student=None if train else student, data=data, path=str(out),
+                  columns=chosen, max_length=max_length)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(body)
+    load_recipe(out)  # the schema accepts what we wrote
+    shown = ", ".join(f"{k} <- {v}" for k, v in chosen.items())
+    console.print(f"wrote {out} (task {task}; columns {shown}); check it with: "
+                  f"brew {'train' if train else 'distill'} {out} --dry-run")
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty()
+
+
+@app.command("ls")
+@_guarded
+def ls(what: Optional[str] = typer.Argument(None, help="students, matches, losses, schedulers or tasks")):
+    """List what recipes can name: student presets, match presets, losses, schedulers, tasks."""
+    from brewcli.listing import SECTIONS, render_listing
+
+    if what is not None and what not in SECTIONS:
+        from brewcli.errors import did_you_mean
+
+        hint = did_you_mean(what, SECTIONS)
+        raise BrewError(f"brew ls: nothing called '{what}'; choose from {', '.join(SECTIONS)}" + (f"; {hint}" if hint else ""))
+    render_listing([what] if what else list(SECTIONS))
+
+
+cache_app = typer.Typer(no_args_is_help=True, help="The teacher-output cache: build, list and remove entries.")
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("build", epilog="Example:  brew cache build recipes/bbc/distill-T3.yaml")
+@_guarded
+def cache_build(recipe: Path = typer.Argument(..., help="the YAML recipe whose teacher outputs to store"),
+                overrides: Optional[list[str]] = OVERRIDES):
+    """Run the recipe's teacher over its training data once and store what the loss terms read."""
+    from brewcli.errors import RecipeError, doing
+    from brewcli.plan import build_plan
+    from brewcli.recipe import load_recipe
+    from brewcli.train import build_cache
+
+    doing(f"reading the recipe {recipe}")
+    r = load_recipe(recipe, overrides or [])
+    if r.teacher is None:
+        raise RecipeError("teacher", "this recipe has no teacher, so there is nothing to cache")
+    if r.distill.teacher_cache == "memory":
+        raise RecipeError("distill.teacher_cache", "is memory, which lasts one run; brew cache build fills a disk "
+                          "cache", "set distill.teacher_cache: disk (or auto)")
+    doing("checking the recipe against the model configs, tokenizer and data")
+    plan = build_plan(r)
+    if plan.cache is None:
+        raise RecipeError("distill.teacher_cache", plan.cache_note or "is off, or the loss terms read nothing from "
+                          "the teacher", "set distill.teacher_cache: disk")
+    build_cache(plan)
+
+
+def _cache_root(cache_dir: Optional[str]) -> Path:
+    from brewcli.cache import default_root
+
+    return Path(cache_dir).expanduser() if cache_dir else default_root()
+
+
+CACHE_DIR = typer.Option(None, "--cache-dir", help="the cache folder (default: $BREW_CACHE or ~/.cache/brew)")
+
+
+@cache_app.command("ls")
+@_guarded
+def cache_ls(cache_dir: Optional[str] = CACHE_DIR,
+             as_json: bool = typer.Option(False, "--json", help="print the entries as JSON on stdout")):
+    """List cache entries: teacher, data, features, rows, size, last used."""
+    import time
+
+    from brewcli.cache import entries
+    from brewcli.ui import console, human, plain_table
+
+    root = _cache_root(cache_dir)
+    found = entries(root)
+    if as_json:
+        print(json.dumps({"root": str(root), "entries": found}, indent=2))
+        return
+    if not found:
+        console.print(f"no teacher cache entries in {root}")
+        return
+    rows = [(e["key"], str(e["teacher"]), f"{e['task']}, {str(e['data'])[:8]}, max_length {e['max_length']}",
+             ", ".join(e["features"] or []), str(e["rows"]), human(e["bytes"], "B"),
+             time.strftime("%Y-%m-%d %H:%M", time.localtime(e["last_used"])) if e["last_used"] else "-")
+            if e["complete"] else (e["key"], f"({e['state']})", "", "", "", human(e["bytes"], "B"), "-") for e in found]
+    console.print(plain_table(f"teacher cache: {root} ({human(sum(e['bytes'] for e in found), 'B')})",
+                              ("key", "teacher", "data", "features", "rows", "size", "last used"), rows))
+
+
+@cache_app.command("rm")
+@_guarded
+def cache_rm(keys: Optional[list[str]] = typer.Argument(None, help="entry keys (or their first characters)"),
+             everything: bool = typer.Option(False, "--all", help="remove every entry"),
+             cache_dir: Optional[str] = CACHE_DIR):
+    """Remove cache entries by key (see brew cache ls), or all of them."""
+    from brewcli.cache import remove
+    from brewcli.ui import console
+
+    if not keys and not everything:
+        raise BrewError("brew cache rm: name the entries to remove (keys from brew cache ls), or pass --all")
+    root = _cache_root(cache_dir)
+    gone = remove(root, keys or [], everything)
+    console.print(f"removed {len(gone)} entr{'y' if len(gone) == 1 else 'ies'} from {root}")
+
+
+def main() -> None:
+    app()

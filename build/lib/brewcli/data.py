@@ -1,0 +1,211 @@
+"""Data: load a Hugging Face dataset or local files, pick the splits, and let the task check the rows and encode
+the labels. Everything here runs at plan time (before any weights load), so a missing file, a missing column, a
+malformed row or a label set that does not fit the teacher is reported first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from brewcli import hub
+from brewcli.datafiles import FORMATS, FileRows, check_file, locate
+from brewcli.errors import RecipeError, did_you_mean
+from brewcli.tasks.sequence import LABELS
+
+
+@dataclass
+class Splits:
+    train: object  # datasets.Dataset with the labels encoded (column `labels`)
+    eval: object | None
+    test: object | None
+    label_names: list[str] | None  # None where the task has no label set (regression, QA)
+
+    def sizes(self) -> dict[str, int]:
+        return {k: len(v) for k, v in (("train", self.train), ("eval", self.eval), ("test", self.test)) if v is not None}
+
+
+def _read_files(spec, task) -> tuple[dict, dict[str, list[FileRows]]]:
+    """Local files: the task's own formats (CoNLL text, SQuAD JSON) as records, the rest through datasets."""
+    import datasets
+
+    custom, generic, rows, kinds = {}, {}, {}, set()
+    for split, paths in spec.files.items():
+        paths = [paths] if isinstance(paths, str) else paths
+        if not paths:
+            raise RecipeError(f"data.files.{split}", "lists no files")
+        key = f"data.files.{split}"
+        for p in paths:
+            if not Path(p).is_file():
+                raise RecipeError(key, f"file not found: {p}")
+            read = task.read_file(Path(p), key, spec) if Path(p).suffix.lower() in task.file_formats else None
+            if read is not None:
+                rows.setdefault(split, []).append(read[0])
+                custom.setdefault(split, []).extend(read[1])
+                kinds.add(f"{task.file_formats[Path(p).suffix.lower()]}")
+                continue
+            if Path(p).suffix.lower() not in FORMATS:
+                known = [*FORMATS, *task.file_formats]
+                raise RecipeError(key, f"cannot read '{p}': task '{task.name}' reads {', '.join(dict.fromkeys(known))} "
+                                  "files", "export it as CSV or JSON Lines")
+            rows.setdefault(split, []).append(check_file(p, key))
+            generic.setdefault(split, []).append(p)
+            kinds.add(FORMATS[Path(p).suffix.lower()])
+    if len(kinds) > 1:
+        raise RecipeError("data.files", f"mixes {' and '.join(sorted(kinds))} files; use one format")
+    _same_columns([f for fs in rows.values() for f in fs])
+    if custom:
+        return {split: datasets.Dataset.from_list(records) for split, records in custom.items()}, rows
+    kwargs = {"delimiter": "\t"} if any(str(p).endswith(".tsv") for ps in generic.values() for p in ps) else {}
+    try:
+        return dict(datasets.load_dataset(kinds.pop(), data_files=generic, **kwargs)), rows
+    except Exception as e:  # pyarrow/pandas errors on values that passed the structural check
+        raise RecipeError("data.files", f"datasets could not read {', '.join(map(str, generic.values()))}: "
+                          f"{type(e).__name__}: {str(e).splitlines()[0][:200]}",
+                          "check that each column holds one type of value") from None
+
+
+def _load_raw(spec, task) -> tuple[dict, dict[str, list[FileRows]]]:
+    """The splits as datasets, and for local files where each row sits in its file (for messages)."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    if spec.files:
+        return _read_files(spec, task)
+    offline = hub.unreachable()  # offline: fail now instead of after half a minute of retries
+    try:
+        return dict(datasets.load_dataset(spec.dataset, spec.config)), {}
+    except Exception as e:  # datasets raises many types for a name, config or connection problem
+        name = f"'{spec.dataset}'" + (f" (config {spec.config})" if spec.config else "")
+        why = (f"it is not a local folder and not in the local datasets cache, and the Hub cannot be used: {offline}"
+               if offline else str(e).splitlines()[0])
+        raise RecipeError("data.dataset", f"could not load {name}: {why}") from None
+
+
+def _same_columns(files: list[FileRows]) -> None:
+    """datasets reads all splits with the first file's columns: a file with other columns is refused here."""
+    first = files[0]
+    for f in files[1:]:
+        if set(f.columns) != set(first.columns):
+            raise RecipeError("data.files", f"{f.path.name} has the columns {', '.join(f.columns)}, but "
+                              f"{first.path.name} has {', '.join(first.columns)}; every file needs the same columns",
+                              f"add or rename columns in {f.path.name}")
+
+
+def _split(raw: dict, name: str | None, key: str):
+    if name is None:
+        return None
+    if name not in raw:
+        raise RecipeError(key, f"no split '{name}'; the data has {', '.join(raw)}", did_you_mean(name, raw))
+    return raw[name]
+
+
+def _column_hint(col: str, columns: list[str]) -> str | None:
+    if len(columns) == 1 and ("\t" in columns[0] or ";" in columns[0]):
+        sep = "tab" if "\t" in columns[0] else "semicolon"
+        return f"the file looks {sep}-separated; brew reads .csv as comma-separated and .tsv as tab-separated"
+    return did_you_mean(col, columns)
+
+
+def load_splits(recipe, task, teacher_config=None, names: list[str] | None = None) -> Splits:
+    """Train/eval/test splits, rows checked and labels encoded; `names` fixes the label order (a trained model's)."""
+    spec = recipe.data
+    raw, rows = _load_raw(spec, task)
+    eval_name, test_name = spec.eval_split, spec.test_split
+    if spec.files:  # local files: a split keyed eval/validation/dev or test is used without being named twice
+        if eval_name is None and not spec.eval_fraction:
+            eval_name = next((k for k in ("eval", "validation", "dev") if k in raw and k != spec.train_split), None)
+        if test_name is None and "test" in raw and spec.train_split != "test":
+            test_name = "test"
+    names_of = {"train": spec.train_split, "eval": eval_name, "test": test_name}
+    found = {"train": _split(raw, spec.train_split, "data.train_split"),
+             "eval": _split(raw, eval_name, "data.eval_split"), "test": _split(raw, test_name, "data.test_split")}
+    wheres = {}
+    for role, ds in found.items():
+        if ds is None:
+            continue
+        split = names_of[role]
+        where_file = ", ".join(f.path.name for f in rows.get(split, [])) or f"the {split} split"
+        for column in task.columns:
+            wanted = task.column(spec, column.key)
+            for col in [wanted] if isinstance(wanted, str) else wanted:
+                if col not in ds.column_names:
+                    raise RecipeError(f"data.{column.key}", f"no column '{col}' ({column.what}) in {where_file} "
+                                      f"(columns: {', '.join(ds.column_names)})", _column_hint(col, ds.column_names))
+        wheres[role] = lambda i, s=split: locate(rows.get(s), i, s)
+        task.check_rows(ds, recipe, wheres[role])
+    if names is None:
+        names = task.label_names(found["train"], recipe, teacher_config)
+    if teacher_config is not None:
+        task.check_teacher(teacher_config, names)
+    train, evals, test = (None if found[r] is None else task.encode_labels(found[r], recipe, names, wheres[r])
+                          for r in ("train", "eval", "test"))
+    if spec.eval_fraction:
+        if round(len(train) * spec.eval_fraction) < 1 or round(len(train) * (1 - spec.eval_fraction)) < 1:
+            raise RecipeError("data.eval_fraction", f"{spec.eval_fraction} of {len(train)} training rows leaves "
+                              "nothing to evaluate on or to train on", "give more rows, or an eval file")
+        train, evals = _carve_eval(train, spec, names)
+    if spec.max_train_samples:
+        train = train.select(range(min(spec.max_train_samples, len(train))))
+    if spec.max_eval_samples:
+        evals = evals.select(range(min(spec.max_eval_samples, len(evals)))) if evals is not None else None
+        test = test.select(range(min(spec.max_eval_samples, len(test)))) if test is not None else None
+    return Splits(train, evals, test, names)
+
+
+def _carve_eval(train, spec, names):
+    """Split an eval set off the train split, stratified by class (single-label tasks) when every class can spare
+    examples."""
+    if names is not None and getattr(train.features.get(LABELS), "dtype", None) == "int64":
+        from datasets import ClassLabel
+
+        labelled = train.cast_column(LABELS, ClassLabel(names=names))
+        try:
+            parts = labelled.train_test_split(test_size=spec.eval_fraction, seed=spec.seed, stratify_by_column=LABELS)
+            return parts["train"], parts["test"]
+        except ValueError:  # a class too rare to stratify
+            pass
+    parts = train.train_test_split(test_size=spec.eval_fraction, seed=spec.seed)
+    return parts["train"], parts["test"]
+
+
+ROW = "__row__"
+
+
+class _Indexed:
+    """An encoded split whose rows carry their own index (so each Batch knows which rows it holds) and, for each
+    teacher with its own tokenizer, that teacher's encoding of the same row."""
+
+    def __init__(self, ds, teachers: dict):
+        self.ds, self.teachers = ds, teachers
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitems__(self, idx: list[int]) -> list[dict]:
+        rows = [{ROW: i, "row": row} for i, row in zip(idx, self.ds.__getitems__(idx))]
+        for name, (encoded, _) in self.teachers.items():
+            for r, own in zip(rows, encoded.__getitems__(idx)):
+                r[name] = own
+        return rows
+
+    def __getitem__(self, i: int) -> dict:
+        return self.__getitems__([i])[0]
+
+
+def loader(ds, collate, batch_size: int, sampler=None, teachers: dict | None = None):
+    """Batches of an encoded split through the task's collate; `batch.rows` holds the rows' indices. `teachers`:
+    name -> (that teacher's encoding of the split, its collate), for teachers that read other tokens."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    teachers = teachers or {}
+
+    def with_rows(rows: list[dict]):
+        batch = collate([r["row"] for r in rows])
+        batch.rows = torch.tensor([r[ROW] for r in rows])
+        batch.teachers = {name: own([r[name] for r in rows]) for name, (_, own) in teachers.items()}
+        return batch
+
+    return DataLoader(_Indexed(ds, teachers), batch_size=batch_size, sampler=sampler, collate_fn=with_rows)

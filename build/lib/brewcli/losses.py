@@ -1,0 +1,155 @@
+"""Loss functions, registered by name.
+
+Logit (KD) losses take student and teacher logits of shape (B, C) and a temperature that is a number or a
+per-example tensor (B,). They return one loss per example; the caller averages.
+
+Match losses compare one intermediate feature of the student with one of the teacher. Hidden states are
+(B, L, D); attention maps are Hugging Face's post-softmax probabilities (B, H, L, L). `mask` is the
+attention mask (B, L) with 1 for real tokens, so padding never contributes. Pair losses (`pair=True`) take a
+pair of layers per side and compare a similarity matrix built from the two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from brewcli.lazy import F, torch
+from brewcli.registry import Registry
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+
+@dataclass(frozen=True)
+class MatchLoss:
+    fn: Callable[..., Tensor]
+    feature: str  # "hidden" or "attention"
+    pair: bool = False  # takes [layer_a, layer_b] on each side
+    needs_equal_width: bool = True  # hidden size (or head count) must agree, else a projection is needed
+    unit: str = "tokens"  # what the loss averages over: real tokens, or rows (pkd's [CLS], pair-similarity losses)
+
+
+KD_LOSSES: Registry[Callable[[Tensor, Tensor, Tensor], Tensor]] = Registry("kd loss", "losses")
+MATCH_LOSSES: Registry[MatchLoss] = Registry("loss", "losses")
+
+
+def _t(temperature: Tensor | float, like: Tensor) -> Tensor:
+    t = torch.as_tensor(temperature, dtype=like.dtype, device=like.device)
+    return t.reshape(-1, 1) if t.dim() else t
+
+
+@KD_LOSSES.register("ce", "soft cross-entropy -sum softmax(zT/t) * log_softmax(zS/t) (TextBrewer's default)")
+def kd_ce(s: Tensor, t: Tensor, temperature: Tensor | float) -> Tensor:
+    tau = _t(temperature, s)
+    return -(F.softmax(t / tau, dim=-1) * F.log_softmax(s / tau, dim=-1)).sum(-1)
+
+
+@KD_LOSSES.register("kl", "KL(teacher || student) of the softened distributions (Hinton, DistilBERT)")
+def kd_kl(s: Tensor, t: Tensor, temperature: Tensor | float) -> Tensor:
+    tau = _t(temperature, s)
+    log_pt = F.log_softmax(t / tau, dim=-1)
+    return (log_pt.exp() * (log_pt - F.log_softmax(s / tau, dim=-1))).sum(-1)
+
+
+@KD_LOSSES.register("bce", "binary cross-entropy of sigmoid(zS/t) against sigmoid(zT/t), mean over labels (multi-label)")
+def kd_bce(s: Tensor, t: Tensor, temperature: Tensor | float) -> Tensor:
+    tau = _t(temperature, s)
+    return F.binary_cross_entropy_with_logits(s / tau, torch.sigmoid(t / tau), reduction="none").mean(-1)
+
+
+@KD_LOSSES.register("mse", "mean squared error of zS/t and zT/t; the one to use for regression")
+def kd_mse(s: Tensor, t: Tensor, temperature: Tensor | float) -> Tensor:
+    tau = _t(temperature, s)
+    return ((s / tau - t / tau) ** 2).mean(-1)
+
+
+def _pair_mask(mask: Tensor) -> Tensor:
+    m = mask.to(torch.float32)
+    return m.unsqueeze(2) * m.unsqueeze(1)  # (B, L, L)
+
+
+def hidden_mse(s: Tensor, t: Tensor, mask: Tensor) -> Tensor:
+    m = mask.to(s.dtype).unsqueeze(-1)
+    return ((s - t) ** 2 * m).sum() / (m.sum() * s.size(-1))
+
+
+def cosine(s: Tensor, t: Tensor, mask: Tensor) -> Tensor:
+    m = mask.to(s.dtype)
+    return ((1 - F.cosine_similarity(s, t, dim=-1)) * m).sum() / m.sum()
+
+
+def pkd(s: Tensor, t: Tensor, mask: Tensor) -> Tensor:
+    s0, t0 = F.normalize(s[:, 0], dim=-1), F.normalize(t[:, 0], dim=-1)
+    return ((s0 - t0) ** 2).sum(-1).mean()
+
+
+def mmd(s: tuple[Tensor, Tensor], t: tuple[Tensor, Tensor], mask: Tensor) -> Tensor:
+    gs = s[0] @ s[1].transpose(1, 2) / s[0].size(-1)
+    gt = t[0] @ t[1].transpose(1, 2) / t[0].size(-1)
+    pm = _pair_mask(mask).to(gs.dtype)
+    return ((gs - gt) ** 2 * pm).sum() / pm.sum()
+
+
+def fsp(s: tuple[Tensor, Tensor], t: tuple[Tensor, Tensor], mask: Tensor) -> Tensor:
+    m = mask.to(s[0].dtype).unsqueeze(-1)
+    n = m.sum(1, keepdim=True)  # (B, 1, 1) real tokens per example
+
+    def gram(x: tuple[Tensor, Tensor]) -> Tensor:
+        return (x[0] * m).transpose(1, 2) @ (x[1] * m) / n
+
+    return F.mse_loss(gram(s), gram(t))
+
+
+def attention_mse(s: Tensor, t: Tensor, mask: Tensor) -> Tensor:
+    pm = _pair_mask(mask).to(s.dtype).unsqueeze(1)  # (B, 1, L, L)
+    return ((s - t) ** 2 * pm).sum() / (pm.sum() * s.size(1))
+
+
+def attention_mse_sum(s: Tensor, t: Tensor, mask: Tensor) -> Tensor:
+    pm = _pair_mask(mask).to(s.dtype)
+    return ((s.sum(1) - t.sum(1)) ** 2 * pm).sum() / pm.sum()
+
+
+def _attention_ce(s: Tensor, t: Tensor, mask: Tensor) -> Tensor:
+    # s, t: (B, H, L, L) probabilities. No second softmax: Hugging Face already returns probabilities.
+    m = mask.to(s.dtype)
+    row = -(t * torch.log(s.clamp_min(1e-12)) * m[:, None, None, :]).sum(-1)  # (B, H, L)
+    return (row * m[:, None, :]).sum() / (m.sum() * s.size(1))
+
+
+def attention_ce(s: Tensor, t: Tensor, mask: Tensor) -> Tensor:
+    return _attention_ce(s, t, mask)
+
+
+def attention_ce_mean(s: Tensor, t: Tensor, mask: Tensor) -> Tensor:
+    return _attention_ce(s.mean(1, keepdim=True), t.mean(1, keepdim=True), mask)
+
+
+MATCH_LOSSES.add("hidden_mse", MatchLoss(hidden_mse, "hidden"), "masked MSE of hidden states (TinyBERT, TextBrewer)")
+MATCH_LOSSES.add("cos", MatchLoss(cosine, "hidden"), "1 - cosine similarity per token, masked mean (DistilBERT)")
+MATCH_LOSSES.add("pkd", MatchLoss(pkd, "hidden", unit="rows"), "MSE of the L2-normalised [CLS] vectors (BERT-PKD)")
+MATCH_LOSSES.add(
+    "mmd",
+    MatchLoss(mmd, "hidden", pair=True, needs_equal_width=False, unit="rows"),
+    "token-token similarity matrices X1 X2^T / D, masked MSE; widths may differ",
+    aliases=("nst",),
+)
+MATCH_LOSSES.add(
+    "fsp", MatchLoss(fsp, "hidden", pair=True, unit="rows"), "feature gram matrices X1^T X2 / L, MSE (FSP)", aliases=("gram",)
+)
+MATCH_LOSSES.add("attention_mse", MatchLoss(attention_mse, "attention"), "masked MSE of attention maps, head by head")
+MATCH_LOSSES.add(
+    "attention_mse_sum",
+    MatchLoss(attention_mse_sum, "attention", needs_equal_width=False),
+    "masked MSE of attention maps summed over heads; head counts may differ",
+)
+MATCH_LOSSES.add(
+    "attention_ce", MatchLoss(attention_ce, "attention"), "cross-entropy of attention distributions, head by head"
+)
+MATCH_LOSSES.add(
+    "attention_ce_mean",
+    MatchLoss(attention_ce_mean, "attention", needs_equal_width=False),
+    "cross-entropy of head-averaged attention distributions; head counts may differ",
+)

@@ -1,0 +1,200 @@
+"""The training objective: a list of loss terms built once from the plan, weighted and summed.
+
+Distillers differ only by their terms: hard labels, logit KD, one term per layer match. Plain fine-tuning is
+the hard-label term alone. Each term says what it reads from each model (`Needs`), so the models compute no
+more than that, and over what it averages (rows, labelled tokens or real tokens), so that a gradient
+accumulation window is normalised by its total count rather than per micro-batch. No term reads the recipe
+at step time.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from brewcli.batch import Batch, Features, Needs
+from brewcli.losses import KD_LOSSES, MATCH_LOSSES
+from brewcli.schedulers import TEMPERATURE, WEIGHT
+
+
+def make_projection(kind: str, d_in: int, d_out: int) -> nn.Module:
+    linear = nn.Linear(d_in, d_out)
+    nn.init.normal_(linear.weight, std=0.02)
+    nn.init.zeros_(linear.bias)
+    return linear if kind == "linear" else nn.Sequential(linear, nn.ReLU() if kind == "relu" else nn.Tanh())
+
+
+def probability_shift(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Swap the teacher's top logit with the gold label's, so the gold class is always the argmax."""
+    rows = torch.arange(logits.size(0), device=logits.device)
+    top = logits.argmax(-1)
+    out = logits.clone()
+    out[rows, labels], out[rows, top] = logits[rows, top], logits[rows, labels]
+    return out
+
+
+def ensemble_target(logits: list[torch.Tensor], weights: list[float], tau, kind: str | None,
+                    dim: int = -1) -> torch.Tensor:
+    """Teacher logits whose softened distribution (over `dim`) is the weighted mean of the teachers' (`kind` softmax
+    or sigmoid), or the weighted mean of the logits themselves (`kind` None). One teacher: its logits, unchanged."""
+    if len(logits) == 1:
+        return logits[0]
+    w = torch.tensor(weights, dtype=logits[0].dtype, device=logits[0].device) / sum(weights)
+    if kind is None:
+        return sum(wi * z for wi, z in zip(w, logits))
+    t = torch.as_tensor(tau, dtype=logits[0].dtype, device=logits[0].device)
+    t = t.reshape(-1, *([1] * (logits[0].dim() - 1))) if t.dim() else t
+    if kind == "softmax":
+        p = sum(wi * torch.softmax(z / t, dim=dim) for wi, z in zip(w, logits))
+        return t * torch.log(p.clamp_min(1e-30))  # softmax(this / t) == p
+    p = sum(wi * torch.sigmoid(z / t) for wi, z in zip(w, logits)).clamp(1e-7, 1 - 1e-7)
+    return t * torch.logit(p)  # sigmoid(this / t) == p
+
+
+MIXES = {"ce": "softmax", "kl": "softmax", "bce": "sigmoid", "mse": None}  # what `ensemble: probabilities` averages
+
+
+class Term:
+    """One loss term: its value on a micro-batch (a mean over `unit`), its weight and what it reads."""
+
+    name: str
+    unit: str = "rows"  # rows | labels (the task's labelled items) | tokens (real tokens of the student)
+    student = Needs()
+    teacher: dict[str, Needs] = {}  # teacher name -> what it reads from that teacher
+
+    def __init__(self, weight: float, schedule: str = "none"):
+        self.weight, self.schedule = weight, WEIGHT.get(schedule)
+
+    def weight_at(self, progress: float) -> float:
+        return self.weight * self.schedule(progress)
+
+    def __call__(self, batch: Batch, s: Features, t: dict[str, Features]) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class HardLabel(Term):
+    """The head's own loss on the gold labels (cross-entropy, MSE, BCE or span CE, as the model computes it)."""
+
+    name = "hard_label"
+    student = Needs(loss=True)
+
+    def __init__(self, weight, schedule, unit):
+        super().__init__(weight, schedule)
+        self.unit = unit
+
+    def __call__(self, batch, s, t):
+        return s.loss
+
+
+class LogitKD(Term):
+    """KD on what the task compares (rows of logits, padding and ignored positions removed), at a temperature.
+    Several teachers: the target is their weighted ensemble (of softened probabilities, or of logits)."""
+
+    name = "kd"
+    student = Needs(logits=True)
+
+    def __init__(self, task, distill, kd_loss: str, weight: float, schedule: str, teachers: list):
+        super().__init__(weight, schedule)
+        self.task, self.unit = task, task.label_unit
+        self.teachers = [(t.name, t.spec.weight, t.label_order) for t in teachers if t.spec.weight > 0]
+        self.teacher = {name: Needs(logits=True) for name, _, _ in self.teachers}
+        self.mix = MIXES[kd_loss] if distill.ensemble == "probabilities" else None
+        self.loss = KD_LOSSES.get(kd_loss)
+        self.temperature, self.scale_by_t2, self.shift = distill.temperature, distill.scale_by_t2, distill.probability_shift
+        self.scheduler = TEMPERATURE.get(distill.temperature_scheduler.name)
+        self.scheduler_args = distill.temperature_scheduler.kwargs()
+        self.last_temperature: float | None = None
+
+    def __call__(self, batch, s, t):
+        zts, weights = [], []
+        for name, weight, order in self.teachers:
+            z = t[name].logits.float()
+            zs, zt = self.task.views(s.logits.float(), z[..., order] if order else z, batch, batch.teachers.get(name))
+            zts.append(zt)
+            weights.append(weight)
+        labels = self.task.view_labels(batch) if self.shift else None
+        shift = (lambda z: probability_shift(z, labels)) if self.shift else (lambda z: z)  # noqa: E731
+        zt = shift(ensemble_target(zts, weights, None, None))  # the weighted mean of the logits
+        tau = self.scheduler(self.temperature, zs, zt, **self.scheduler_args)
+        if self.mix is not None and len(zts) > 1:  # mixing probabilities needs the temperature first
+            zt = shift(ensemble_target(zts, weights, tau, self.mix))
+        per_row = self.loss(zs, zt, tau)
+        if self.scale_by_t2:
+            per_row = per_row * torch.as_tensor(tau, device=zs.device) ** 2
+        self.last_temperature = float(torch.as_tensor(tau).float().mean())
+        return per_row.mean() if per_row.numel() else zs.sum() * 0.0
+
+
+class Match(Term):
+    """An intermediate match: a hidden-state or attention feature of the student pulled towards the teacher's."""
+
+    def __init__(self, match, name: str, projection: nn.Module | None):
+        super().__init__(match.weight)
+        self.match, self.name, self.projection = match, name, projection
+        info = MATCH_LOSSES.get(match.loss)
+        self.fn, self.pair, self.unit = info.fn, info.pair, info.unit
+        layers = lambda side: frozenset(match.layers(side))  # noqa: E731
+        field = "hidden" if match.feature == "hidden" else "attention"
+        self.student = Needs(**{field: layers("student")})
+        self.teacher = {match.teacher: Needs(**{field: layers("teacher")})}
+
+    def _feature(self, f: Features, side: str):
+        feats = []
+        for layer in self.match.layers(side):
+            x = f.hidden[layer] if self.match.feature == "hidden" else f.attention[layer]
+            feats.append(self.projection(x) if side == "student" and self.projection is not None else x)
+        return tuple(feats) if self.pair else feats[0]
+
+    def __call__(self, batch, s, t):
+        return self.fn(self._feature(s, "student"), self._feature(t[self.match.teacher], "teacher"), s.mask)
+
+
+class Objective(nn.Module):
+    """The terms of a run. Holds the projections (trained with the student, saved beside it)."""
+
+    def __init__(self, terms: list[Term], projections: dict[str, nn.Module]):
+        super().__init__()
+        self.terms = terms
+        self.projections = nn.ModuleDict(projections)
+        self.student_needs = Needs()
+        self.teacher_needs: dict[str, Needs] = {}  # teacher name -> what the terms read from it
+        for term in terms:
+            self.student_needs = self.student_needs | term.student
+            for name, needs in term.teacher.items():
+                self.teacher_needs[name] = self.teacher_needs.get(name, Needs()) | needs
+
+    def forward(self, batch: Batch, s: Features, t: dict[str, Features] | None, progress: float,
+                scale: dict[str, float]):
+        """(weighted sum, {term: (value, weight)}, logged scalars). `scale[unit]` is this micro-batch's share of
+        its accumulation window, so the window's gradient is a mean over all of its rows or tokens."""
+        values = {term.name: (term(batch, s, t), term.weight_at(progress)) for term in self.terms}
+        total = sum(value * weight * scale[term.unit] for term, (value, weight) in zip(self.terms, values.values()))
+        scalars = {"temperature": term.last_temperature for term in self.terms if isinstance(term, LogitKD)}
+        return total, values, scalars
+
+
+def unique_names(names: list[str]) -> list[str]:
+    out: list[str] = []
+    for name in names:
+        while name in out:
+            name += "_"
+        out.append(name)
+    return out
+
+
+def build_objective(plan) -> Objective:
+    """The terms a plan asks for: plain training is the hard-label term; distillation adds KD and the matches."""
+    r, task = plan.recipe, plan.task
+    d = r.distill
+    if r.teacher is None:
+        return Objective([HardLabel(1.0, "none", task.label_unit)], {})
+    terms: list[Term] = []
+    if d.kd_weight > 0:
+        terms.append(LogitKD(task, d, r.kd_loss, d.kd_weight, d.kd_weight_schedule, plan.teachers))
+    if d.hard_label_weight > 0:
+        terms.append(HardLabel(d.hard_label_weight, d.hard_label_weight_schedule, task.label_unit))
+    projections = {str(i): make_projection(m.proj, m.student_width, m.teacher_width)
+                   for i, m in enumerate(plan.matches) if m.proj}
+    names = unique_names([m.name for m in plan.matches])
+    terms += [Match(m, name, projections.get(str(i))) for i, (m, name) in enumerate(zip(plan.matches, names))]
+    return Objective(terms, projections)

@@ -1,0 +1,277 @@
+"""Resolve a recipe against real configs and data, before any weights load.
+
+`--dry-run` prints the plan and stops; a run trains from it. Every user error that can be found without
+weights is found here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from brewcli import data as data_mod
+from brewcli.errors import RecipeError, did_you_mean
+from brewcli.families import FamilyError, read_widths
+from brewcli.matches import ResolvedMatch, resolve_matches
+from brewcli.models import check_weights, has_task_head, load_config, load_tokenizer, max_positions, meta_model
+from brewcli.recipe import Recipe
+from brewcli.students import apply_config_overrides, check_layer_copy, resolve_init, student_config, teacher_layers
+from brewcli.tasks import TASKS, Task
+
+
+@dataclass
+class PlannedTeacher:
+    name: str
+    spec: object  # its TeacherSpec
+    key: str  # its recipe key, for messages: `teacher`, or `teacher[1]` in a list
+    config: object
+    params: int | None = None
+    label_order: list[int] | None = None  # puts its outputs in the first teacher's label order (same names)
+    cache: object | None = None  # the teacher cache it is read from (cache.CachePlan), or None: run live
+    tokenizer: object | None = None  # its own tokenizer, where it reads other tokens than the student; else None
+    encoded: object | None = None  # then: its own encoding of the train split, row for row
+
+
+@dataclass
+class Plan:
+    recipe: Recipe
+    task: Task
+    teachers: list[PlannedTeacher]  # the first one's config shapes the student and names the labels
+    student_config: object
+    init: str  # random | teacher-layers | pretrained
+    init_layers: list[int] | None
+    matches: list[ResolvedMatch]
+    splits: data_mod.Splits
+    encoded: dict  # split -> the task's encoded features (tokenised; QA: one row per window)
+    tokenizer: object
+    student_params: int
+    processes: int  # the run's process count (WORLD_SIZE under torchrun / accelerate launch)
+    steps_per_epoch: int
+    total_steps: int
+    attention: str | None  # "eager" when a match reads attention maps (SDPA returns none); else the default
+    cache_note: str | None = None  # why `teacher_cache: auto` runs the teacher live
+
+    @property
+    def needs_attention(self) -> bool:
+        return self.attention == "eager"
+
+    @property
+    def teacher_config(self):
+        return self.teachers[0].config if self.teachers else None
+
+    @property
+    def teacher_params(self) -> int | None:
+        return self.teachers[0].params if self.teachers else None
+
+    @property
+    def cache(self):
+        return self.teachers[0].cache if self.teachers else None
+
+
+def _check_device(recipe: Recipe) -> None:
+    import torch
+
+    t = recipe.train
+    cuda = torch.cuda.is_available()
+    if t.device == "cuda" and not cuda:
+        raise RecipeError("train.device", "is cuda but no CUDA GPU is visible", "use device: auto or cpu")
+    on_cpu = t.device == "cpu" or not cuda
+    if t.precision == "fp16" and on_cpu:
+        raise RecipeError("train.precision", "fp16 needs a CUDA GPU", "use fp32 (or bf16 on a CPU that supports it)")
+
+
+def _check_output_dir(recipe: Recipe) -> None:
+    out = Path(recipe.train.output_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise RecipeError("train.output_dir", f"'{out}' is a file, not a folder", "choose a new folder name")
+    parent = next(p for p in (out, *out.parents) if p.exists())
+    if not parent.is_dir():
+        raise RecipeError("train.output_dir", f"'{parent}' is a file, so '{out}' cannot be created inside it")
+    several = isinstance(recipe.teacher, list)
+    models = {**{f"teacher[{i}]" if several else "teacher": t.model for i, t in enumerate(recipe.teachers)},
+              "student.model": recipe.student.model}
+    for key, ref in models.items():
+        if ref and Path(ref).expanduser().exists() and Path(ref).expanduser().resolve() == out.resolve():
+            raise RecipeError("train.output_dir", f"is the {key} folder; the run would overwrite that model",
+                              "write the run to a folder of its own")
+    if not os.access(parent, os.W_OK):
+        raise RecipeError("train.output_dir", f"cannot write in '{parent}' (permission denied)",
+                          "choose a folder you can write to")
+
+
+def _check_lengths(recipe: Recipe, tokenizer, configs: dict) -> None:
+    """max_length within every model's position embeddings; every token id within every vocabulary."""
+    n = recipe.data.max_length
+    for key, cfg in configs.items():
+        limit = max_positions(cfg)
+        if limit is not None and n > limit:
+            raise RecipeError("data.max_length", f"is {n}, but the {key} ({cfg.model_type}) reads at most {limit} "
+                              "tokens (its position embeddings)", f"set data.max_length: {limit} or less")
+        if len(tokenizer) > cfg.vocab_size:
+            where = "student.config.vocab_size" if key == "student" and "vocab_size" in recipe.student.config else key
+            raise RecipeError(where, f"the tokenizer has {len(tokenizer)} tokens but the {key}'s vocabulary only "
+                              f"{cfg.vocab_size}, so some token ids have no embedding", "use the model's own tokenizer")
+
+
+def _check_tokenizer_reads_the_text(tokenizer, splits, recipe: Recipe, task, key: str) -> None:
+    """Refuse a tokenizer that turns most of the training text into [UNK] (a wrong or empty tokenizer)."""
+    unk = tokenizer.unk_token_id
+    if unk is None:
+        return
+    texts = task.sample_texts(splits.train, recipe)
+    ids = [i for enc in tokenizer(texts, add_special_tokens=False)["input_ids"] for i in enc]
+    if len(ids) >= 20 and ids.count(unk) / len(ids) > 0.5:
+        raise RecipeError(key, f"its tokenizer turns {ids.count(unk) / len(ids):.0%} of the training text's tokens "
+                          f"into {tokenizer.unk_token}, so the model would read almost nothing",
+                          "check that the folder holds the model's own tokenizer files")
+
+
+def _layers(config) -> int:
+    try:
+        return read_widths(config).layers
+    except FamilyError:
+        return config.num_hidden_layers
+
+
+def _teachers(recipe: Recipe, task) -> list[PlannedTeacher]:
+    out = []
+    several = isinstance(recipe.teacher, list)
+    for i, t in enumerate(recipe.teachers):
+        key = f"teacher[{i}]" if several else "teacher"
+        config = load_config(t.model, key, t.revision, t.trust_remote_code)
+        check_weights(t.model, key)
+        if (recipe.distill.kd_weight > 0 or recipe.distill.hard_label_weight > 0) and not has_task_head(config, task):
+            raise RecipeError(key, f"'{t.model}' has no {task.name} head (architectures: "
+                              f"{', '.join(config.architectures or ['none'])}), so its logits mean nothing",
+                              "fine-tune it first with `brew train`, or set distill.kd_weight: 0")
+        out.append(PlannedTeacher(t.name, t, key, config))
+    return out
+
+
+def _check_teachers_agree(teachers: list[PlannedTeacher], task, names) -> None:
+    """Several teachers: one label set by name (each gets its order relative to the first teacher's)."""
+    from brewcli.tasks.sequence import teacher_label_names
+
+    first = teachers[0]
+    for t in teachers[1:]:
+        task.check_teacher(t.config, names)
+        if not task.has_classes:
+            continue
+        mine, theirs = teacher_label_names(t.config), teacher_label_names(first.config)
+        if len(mine) != len(theirs):
+            raise RecipeError(t.key, f"predicts {len(mine)} labels but {first.key} predicts {len(theirs)}; the "
+                              "teachers' label sets must agree", "fine-tune every teacher on the same labels")
+        generic = all(n.startswith("LABEL_") for n in mine + theirs)
+        if not generic and set(mine) != set(theirs):
+            extra = sorted(set(mine) - set(theirs))
+            raise RecipeError(t.key, f"predicts labels {extra[:5]} that {first.key} does not ({', '.join(theirs[:10])}); "
+                              "the teachers' label sets must agree by name", did_you_mean(extra[0], theirs))
+        if not generic and mine != theirs:
+            t.label_order = [mine.index(n) for n in theirs]
+
+
+def _has_tokenizer(folder: Path) -> bool:
+    from brewcli.models import TOKENIZER_FILES
+
+    return any((folder / f).is_file() for f in TOKENIZER_FILES)
+
+
+def _check_own_tokenizer(recipe: Recipe, task, t: PlannedTeacher, matches) -> None:
+    """A teacher that reads other tokens than the student: what can be compared across two tokenizations."""
+    if not task.cross_tokenizer:
+        raise RecipeError(t.key, f"'{t.spec.model}' uses another tokenizer than the student, and task '{task.name}' "
+                          "compares token positions that depend on the tokenizer (windows, answer positions)",
+                          "use a teacher and student of one tokenizer for this task")
+    for m in matches:
+        if m.teacher == t.name and m.loss != "pkd":
+            raise RecipeError(m.key, f"{m.loss} compares the models token by token, but '{t.spec.model}' uses another "
+                              "tokenizer than the student, so their tokens do not line up",
+                              "match pooled [CLS] features (loss: pkd), or use a teacher of the student's tokenizer")
+    _check_lengths(recipe, t.tokenizer, {t.key: t.config})
+
+
+def build_plan(recipe: Recipe) -> Plan:
+    task = TASKS.get(recipe.task.name)
+    _check_device(recipe)
+    _check_output_dir(recipe)
+    teachers = _teachers(recipe, task)
+    tc = teachers[0].config if teachers else None
+    s = recipe.student
+    if s.model:
+        sc = load_config(s.model, "student.model", s.revision, s.trust_remote_code)
+        if s.init in ("auto", "pretrained"):  # auto means pretrained when a model is named
+            check_weights(s.model, "student.model")
+        apply_config_overrides(sc, s.config)
+    else:
+        sc = student_config(tc, s.preset, s.config)
+    init = resolve_init(s, tc, sc)
+    layers = teacher_layers(s.teacher_layers, _layers(tc), _layers(sc)) if init == "teacher-layers" else None
+    matches = resolve_matches(recipe.distill.matches, {t.name: t.config for t in teachers}, sc) if teachers else []
+    attention = "eager" if any(m.feature == "attention" for m in matches) else None
+    if attention and hasattr(sc, "attention_probs_dropout_prob"):
+        sc.attention_probs_dropout_prob = 0.0  # HF returns maps after dropout; keep them true distributions
+    own = s.model and (not Path(s.model).expanduser().is_dir() or _has_tokenizer(Path(s.model).expanduser()))
+    tok_ref, tok_key = (s.model, "student.model") if own or not teachers else (teachers[0].spec.model, teachers[0].key)
+    tokenizer = load_tokenizer(tok_ref, tok_key)  # the student's (a preset reads its first teacher's)
+    for t in teachers:
+        theirs = tokenizer if t.spec.model == tok_ref else load_tokenizer(t.spec.model, t.key)
+        t.tokenizer = None if theirs.get_vocab() == tokenizer.get_vocab() else theirs
+    if task.needs_fast_tokenizer and not tokenizer.is_fast:
+        raise RecipeError(tok_key, f"task '{task.name}' maps words and answers to sub-words, which needs a fast "
+                          f"(Rust) tokenizer; '{tok_ref}' has only a slow one", "save a tokenizer.json beside the model")
+    for cfg in (*(t.config for t in teachers), sc):
+        if getattr(cfg, "pad_token_id", None) is None:
+            cfg.pad_token_id = tokenizer.pad_token_id  # decoders (GPT-2, Llama) pad with their end-of-text token
+    _check_lengths(recipe, tokenizer, {**{t.key: t.config for t in teachers if t.tokenizer is None}, "student": sc})
+    for t in teachers:
+        if t.tokenizer is not None:
+            _check_own_tokenizer(recipe, task, t, matches)
+    splits = data_mod.load_splits(recipe, task, tc)
+    if len(teachers) > 1:
+        _check_teachers_agree(teachers, task, splits.label_names)
+    _check_tokenizer_reads_the_text(tokenizer, splits, recipe, task, tok_key)
+    task.configure(sc, splits.label_names)
+    student = _meta_student(sc, task, s.config)
+    params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    for t in teachers:
+        t.params = params(meta_model(t.config, task))
+    if layers is not None:
+        check_layer_copy(student, meta_model(tc, task), layers)
+    encoded = {k: task.encode(v, tokenizer, recipe, splits.label_names)
+               for k, v in (("train", splits.train), ("eval", splits.eval), ("test", splits.test)) if v is not None}
+    if len(encoded["train"]) == 0:
+        raise RecipeError("data", "the train split is empty")
+    for t in teachers:
+        if t.tokenizer is not None:
+            _check_tokenizer_reads_the_text(t.tokenizer, splits, recipe, task, t.key)
+            t.encoded = task.encode(splits.train, t.tokenizer, recipe, splits.label_names)
+    t = recipe.train
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    batches = math.ceil(math.ceil(len(encoded["train"]) / processes) / t.batch_size)  # per process and epoch
+    per_epoch = math.ceil(batches / t.grad_accum)
+    total = t.max_steps or max(1, math.ceil(t.epochs * per_epoch))
+    plan = Plan(recipe, task, teachers, sc, init, layers, matches, splits, encoded, tokenizer, params(student),
+                processes, per_epoch, total, attention)
+    if teachers:
+        from brewcli.cache import plan_cache
+        from brewcli.objective import build_objective
+        from brewcli.tasks.sequence import INPUT_KEYS
+
+        inputs = [k for k in INPUT_KEYS if k in encoded["train"].column_names]
+        needs = build_objective(plan).teacher_needs
+        for t in teachers:
+            t.cache, note = plan_cache(plan, t, needs.get(t.name), inputs)
+            plan.cache_note = plan.cache_note or note
+    return plan
+
+
+def _meta_student(config, task, overrides: dict):
+    """Build the student on the meta device: a config that cannot make a model fails here, naming the key."""
+    try:
+        return meta_model(config, task)
+    except Exception as e:  # transformers raises many types for a config it cannot build
+        key = "student.config" if overrides else "student"
+        raise RecipeError(key, f"the {config.model_type} config does not build a model: "
+                          f"{type(e).__name__}: {str(e).splitlines()[0][:200]}") from None

@@ -1,0 +1,613 @@
+"""The recipe schema. `load_recipe` is the only place that reads YAML; everything else takes a `Recipe`.
+
+Defaults live here and only here. Every section forbids unknown keys, so a typo is an error, not a silent
+fallback to a default.
+"""
+
+from __future__ import annotations
+
+import re
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
+
+from brewcli.errors import RecipeError, RecipeErrors, did_you_mean, read_text
+from brewcli.losses import KD_LOSSES, MATCH_LOSSES
+from brewcli.registry import UnknownName
+from brewcli.schedulers import LR, TEMPERATURE, WEIGHT
+from brewcli.schema import Seed, Strict, known, shorthand
+from brewcli.tasks import TASKS
+
+
+# The `task:` block: each task defines its own (name plus the task's options), told apart by `name`.
+def _task_tag(v) -> str | None:
+    return v.get("name", "classification") if isinstance(v, dict) else getattr(v, "name", None)
+
+
+TaskSpec = Annotated[Union[tuple(Annotated[TASKS.get(n).spec, Tag(n)] for n in TASKS.names())],
+                     Discriminator(_task_tag)]
+COLUMN_KEYS = ("text", "label", "tokens", "tags", "question", "context", "answers")
+
+
+class TeacherSpec(Strict):
+    model: str
+    revision: str | None = None
+    trust_remote_code: bool = False
+    name: str | None = Field(None, min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")  # for matches' `teacher:` and reports
+    weight: float = Field(1.0, ge=0)  # its share of the ensemble's KD target (several teachers)
+
+    _from_str = shorthand("model")
+
+
+# `teacher:` is one teacher or a list of them; the discriminator picks the branch, so errors come from that one only.
+TEACHER_TAGS = ("one", "several")
+Teachers = Annotated[Union[Annotated[TeacherSpec, Tag("one")], Annotated[list[TeacherSpec], Tag("several")]],
+                     Discriminator(lambda v: "several" if isinstance(v, list) else "one")]
+
+
+class StudentSpec(Strict):
+    preset: str | None = None
+    model: str | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    init: Literal["auto", "random", "teacher-layers", "pretrained"] = "auto"
+    teacher_layers: Literal["uniform", "first", "last"] | list[int] = "uniform"
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+    _from_str = shorthand("preset")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _initshorthand(cls, v):
+        """`init: [0, 2, 4]` or `init: uniform` mean teacher-layers with that choice of layers."""
+        if isinstance(v, dict) and (isinstance(v.get("init"), list) or v.get("init") in ("uniform", "first", "last")):
+            if "teacher_layers" in v:
+                raise ValueError("give the layers either in init or in teacher_layers, not both")
+            v = {**v, "init": "teacher-layers", "teacher_layers": v["init"]}
+        return v
+
+    @field_validator("preset")
+    @classmethod
+    def _preset(cls, v: str | None) -> str | None:
+        from brewcli.students import PRESETS
+
+        return None if v is None else known(PRESETS, v)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.preset and self.model:
+            raise ValueError("give either a preset (built from the teacher) or a model to start from, not both")
+        if self.init == "pretrained" and not self.model:
+            raise ValueError("init 'pretrained' needs student.model (a Hugging Face id or local path)")
+        return self
+
+
+class DataSpec(Strict):
+    dataset: str | None = None
+    config: str | None = None
+    files: dict[str, str | list[str]] | None = Field(None, min_length=1)
+    train_split: str = "train"
+    eval_split: str | None = None
+    test_split: str | None = None
+    eval_fraction: float | None = Field(None, gt=0, lt=1)
+    seed: Seed = 42
+    text: str | list[str] | None = None  # the task's columns; each task has its defaults (`brew ls tasks`)
+    label: str | None = None
+    tokens: str | None = None
+    tags: str | None = None
+    question: str | None = None
+    context: str | None = None
+    answers: str | None = None
+    max_length: int = Field(128, ge=8)
+    max_train_samples: int | None = Field(None, ge=1)
+    max_eval_samples: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if (self.dataset is None) == (self.files is None):
+            raise ValueError("give exactly one of data.dataset (a Hugging Face dataset) or data.files (local files)")
+        if isinstance(self.text, list) and not 1 <= len(self.text) <= 2:
+            raise ValueError("data.text takes one column or a pair of columns")
+        if self.eval_split and self.eval_fraction:
+            raise ValueError("give data.eval_split or data.eval_fraction, not both")
+        return self
+
+
+class TemperatureSchedule(Strict):
+    name: str = "constant"
+    beta: float | None = Field(None, ge=0)
+    gamma: float | None = Field(None, gt=0)
+
+    _from_str = shorthand("name")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return known(TEMPERATURE, v)
+
+    def kwargs(self) -> dict[str, float]:
+        return {k: v for k, v in (("beta", self.beta), ("gamma", self.gamma)) if v is not None}
+
+
+Layer = Union[int, list[int]]
+
+
+class MatchSpec(Strict):
+    preset: str | None = None
+    teacher_layer: Layer | None = None
+    student_layer: Layer | None = None
+    feature: Literal["hidden", "attention"] | None = None
+    loss: str | None = None
+    weight: float = Field(1.0, ge=0)
+    proj: Literal["auto", "none", "linear", "relu", "tanh"] = "auto"
+    teacher: str | None = None  # with several teachers: the one this match pulls towards (default: the first)
+
+    _from_str = shorthand("preset")
+
+    @field_validator("preset")
+    @classmethod
+    def _preset(cls, v: str | None) -> str | None:
+        from brewcli.matches import MATCH_PRESETS
+
+        return None if v is None else known(MATCH_PRESETS, v)
+
+    @field_validator("loss")
+    @classmethod
+    def _loss(cls, v: str | None) -> str | None:
+        return None if v is None else known(MATCH_LOSSES, v)
+
+    @model_validator(mode="after")
+    def _check(self):
+        explicit = self.teacher_layer is not None or self.student_layer is not None
+        if self.preset and explicit:
+            raise ValueError("give a preset or teacher_layer/student_layer, not both")
+        if not self.preset and (self.teacher_layer is None or self.student_layer is None):
+            raise ValueError("an explicit match needs both teacher_layer and student_layer (or name a preset)")
+        if self.preset and self.preset != "uniform" and (self.loss or self.feature):
+            raise ValueError(f"preset '{self.preset}' fixes its feature and loss; to choose them use preset: uniform")
+        return self
+
+
+class DistillSpec(Strict):
+    temperature: float = Field(4.0, gt=0)
+    temperature_scheduler: TemperatureSchedule = Field(default_factory=TemperatureSchedule)
+    kd_loss: str = "auto"  # the task's first KD loss (`brew ls tasks`)
+    scale_by_t2: bool = False
+    kd_weight: float = Field(1.0, ge=0)
+    kd_weight_schedule: str = "none"
+    hard_label_weight: float = Field(0.0, ge=0)
+    hard_label_weight_schedule: str = "none"
+    probability_shift: bool = False
+    matches: list[MatchSpec] = Field(default_factory=list)
+    ensemble: Literal["probabilities", "logits"] = "probabilities"  # several teachers: mix what, by weight
+    teacher_cache: Literal["auto", "disk", "memory", "off"] = "auto"
+    cache_dir: str | None = Field(None, min_length=1)
+    cache_dtype: Literal["fp16", "fp32"] = "fp16"
+
+    @field_validator("kd_loss")
+    @classmethod
+    def _kd(cls, v: str) -> str:
+        return v if v == "auto" else known(KD_LOSSES, v)
+
+    @field_validator("teacher_cache", mode="before")
+    @classmethod
+    def _off(cls, v):
+        """YAML reads a bare `off` as false (and `on` as true)."""
+        return {False: "off", True: "auto"}.get(v, v) if isinstance(v, bool) else v
+
+    @field_validator("kd_weight_schedule", "hard_label_weight_schedule")
+    @classmethod
+    def _weight(cls, v: str) -> str:
+        return known(WEIGHT, v)
+
+
+Every = Union[Annotated[int, Field(ge=1)], Literal["epoch"]]
+
+
+class TrainSpec(Strict):
+    output_dir: str = Field("runs/brew", min_length=1)
+    epochs: float = Field(3.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    projection_lr: float | None = Field(None, gt=0)
+    lr_schedule: str = "linear"
+    warmup: float = Field(0.1, ge=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    seed: Seed = 42
+    eval_every: Every = "epoch"
+    save_every: Every = "epoch"
+    keep_best: str | None = "auto"
+    keep_checkpoints: int = Field(2, ge=1)
+    log_every: int = Field(10, ge=1)
+    group_by_length: bool = False
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+
+    @field_validator("lr_schedule")
+    @classmethod
+    def _lr(cls, v: str) -> str:
+        return known(LR, v)
+
+
+class Recipe(Strict):
+    name: str | None = None
+    task: TaskSpec = Field(default_factory=lambda: TASKS.get("classification").spec())
+    teacher: Teachers | None = None
+    student: StudentSpec
+    data: DataSpec
+    distill: DistillSpec = Field(default_factory=DistillSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_name(cls, v):
+        """`task: ner-ish-name` or `{name: ...}`: the registry checks the name (with did-you-mean) first."""
+        if isinstance(v, dict) and "task" in v:
+            task = v["task"]
+            task = {"name": task} if isinstance(task, str) else task
+            if isinstance(task, dict):
+                try:
+                    task = {**task, "name": TASKS.canonical(str(task.get("name", "classification")))}
+                except UnknownName as e:
+                    raise ValueError(f"task.name: {e}") from None
+            v = {**v, "task": task}
+        return v
+
+    @model_validator(mode="after")
+    def _check(self):
+        task = TASKS.get(self.task.name)
+        reads = {c.key for c in task.columns}
+        unused = [k for k in COLUMN_KEYS if getattr(self.data, k) is not None and k not in reads]
+        if unused:
+            raise ValueError(f"data.{unused[0]}: task '{task.name}' does not read it; its columns are "
+                             + ", ".join(f"data.{c.key} (default {c.default})" for c in task.columns))
+        names = [t.name for t in self.teachers]
+        if isinstance(self.teacher, list):
+            if not self.teacher:
+                raise ValueError("teacher: the list of teachers is empty; name at least one model")
+            twice = next((n for n in names if names.count(n) > 1), None)
+            if twice:
+                raise ValueError(f"teacher: two teachers are named '{twice}'; give each its own `name:`")
+            if sum(t.weight for t in self.teachers) <= 0:
+                raise ValueError("teacher: the teachers' weights add up to 0, so the ensemble has no target; give "
+                                 "at least one teacher a weight above 0")
+        for i, m in enumerate(self.distill.matches):
+            if m.teacher is not None and m.teacher not in names:
+                hint = did_you_mean(m.teacher, names)
+                raise ValueError(f"distill.matches.{i}.teacher: no teacher is named '{m.teacher}'; the teachers are "
+                                 f"{', '.join(names) or 'none'}" + (f"; {hint}" if hint else ""))
+        if self.teacher is None:
+            if "distill" in self.model_fields_set:
+                raise ValueError("the distill section needs a teacher; add `teacher:` or drop `distill:`")
+            if self.student.model is None:
+                raise ValueError("without a teacher, student.model names the model to fine-tune (presets need one)")
+            if self.student.init == "teacher-layers":
+                raise ValueError("student.init 'teacher-layers' needs a teacher")
+        if self.distill.kd_loss not in (*task.kd_losses, "auto"):
+            raise ValueError(
+                f"distill.kd_loss '{self.distill.kd_loss}' does not fit task '{task.name}'; "
+                f"use one of {', '.join(task.kd_losses)}"
+            )
+        d = self.distill
+        if self.teacher is not None and d.kd_weight == 0 and d.hard_label_weight == 0 and not any(
+            m.weight > 0 for m in d.matches
+        ):
+            raise ValueError("distill: every loss weight is 0, so there is nothing to train; set distill.kd_weight, "
+                             "distill.hard_label_weight or a match weight above 0")
+        if self.distill.probability_shift and (not task.has_classes or task.name == "multi-label"):
+            raise ValueError(f"distill.probability_shift needs one gold class per prediction; task '{task.name}' "
+                             "has none")
+        best = self.train.keep_best
+        if best not in (None, "auto") and best not in task.metrics:
+            hint = did_you_mean(best, task.metrics)
+            raise ValueError(f"train.keep_best '{best}' is not a metric of task '{task.name}': {', '.join(task.metrics)}"
+                             + (f"; {hint}" if hint else ""))
+        return self
+
+    @property
+    def teachers(self) -> list[TeacherSpec]:
+        """The teachers as a list, each with its name (`teacher` alone, else teacher0, teacher1, ... unless named)."""
+        if self.teacher is None:
+            return []
+        if isinstance(self.teacher, TeacherSpec):
+            return [self.teacher if self.teacher.name else self.teacher.model_copy(update={"name": "teacher"})]
+        return [t if t.name else t.model_copy(update={"name": f"teacher{i}"}) for i, t in enumerate(self.teacher)]
+
+    @property
+    def kd_loss(self) -> str:
+        return TASKS.get(self.task.name).kd_losses[0] if self.distill.kd_loss == "auto" else self.distill.kd_loss
+
+    @property
+    def best_metric(self) -> str | None:
+        task = TASKS.get(self.task.name)
+        return task.main_metric if self.train.keep_best == "auto" else self.train.keep_best
+
+    def dump(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def parse_override(text: str) -> tuple[list[str | int], Any]:
+    if text.startswith("-"):
+        raise RecipeError("", f"unknown option '{text}'", "overrides are written key=value, e.g. train.lr=3e-5")
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise RecipeError("", f"override '{text}' is not key=value", "e.g. train.epochs=2 or distill.temperature=8")
+    if any(not part for part in key.split(".")):
+        raise RecipeError(key, f"override '{text}' has an empty key part", "write keys like train.lr or distill.matches.0.weight")
+    path: list[str | int] = [int(p) if p.isdigit() else p for p in key.split(".")]
+    try:
+        return path, parse_yaml(value, f"override {key}") if value else ""
+    except RecipeError:
+        raise RecipeError(f"{key} (command-line override)", f"the value {value!r} is not valid YAML",
+                          "quote it for the shell, e.g. " + f"{key}='[1, 2]'" if value.startswith(("[", "{")) else
+                          "give a number, a word, or a quoted string") from None
+
+
+def apply_override(raw: dict, path: list[str | int], value: Any) -> None:
+    """Set `value` at a dotted path of the raw recipe, creating sections as needed."""
+    node: Any = raw
+    for i, part in enumerate(path):
+        last = i == len(path) - 1
+        if isinstance(part, int) != isinstance(node, list) or (isinstance(part, int) and part > len(node) - (not last)):
+            raise RecipeError(_key(path[: i + 1]), "no such key or list item (command-line override)")
+        if last:
+            if isinstance(part, int) and part == len(node):
+                node.append(value)
+            else:
+                node[part] = value
+            return
+        child = node[part] if isinstance(part, int) else node.get(part)
+        if isinstance(child, str) and _shorthand_key(path[: i + 1]):
+            child = {_shorthand_key(path[: i + 1]): child}  # `student: T3` then `student.init=random`
+        elif not isinstance(child, (dict, list)):
+            child = [] if isinstance(path[i + 1], int) else {}
+        node[part] = child
+        node = child
+
+
+def _shorthand_key(path: list[str | int]) -> str | None:
+    if len(path) == 1:
+        return {"teacher": "model", "student": "preset", "task": "name"}.get(str(path[0]))
+    if path == ["distill", "temperature_scheduler"]:
+        return "name"
+    if len(path) == 3 and path[:2] == ["distill", "matches"]:
+        return "preset"
+    return None
+
+
+def _key(loc: tuple | list) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _line_of(text: str, loc: tuple) -> int | None:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            hit = [(k, v) for k, v in node.value if k.value == part]
+            if not hit:
+                return line
+            line, node = hit[0][0].start_mark.line + 1, hit[0][1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The schema model that holds the key at `loc` (to suggest the nearest valid key)."""
+    model: Any = Recipe
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            return None
+        model = next((c for c in _types_in(model.model_fields[part].annotation)
+                      if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    return model
+
+
+def _types_in(ann) -> list:
+    """An annotation and every type nested in it (unions, lists, Annotated)."""
+    return [ann, *(t for a in typing.get_args(ann) for t in _types_in(a))]
+
+
+def _field_loc(loc: tuple) -> tuple:
+    """The part of a pydantic error location that names recipe keys (not union members such as 'list[int]')."""
+    model: Any = Recipe
+    out: list = []
+    mapping = False  # the previous key holds a mapping, so this part is one of its keys
+    for part in loc:
+        if out == ["task"] and part in TASKS:  # the tag of the task union: that task's own block
+            model = TASKS.get(part).spec
+            continue
+        if out == ["teacher"] and part in TEACHER_TAGS:  # one teacher, or a list of them
+            model = TeacherSpec
+            continue
+        if isinstance(part, int) or mapping:
+            out.append(part)
+            mapping = False
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            break
+        out.append(part)
+        if part not in model.model_fields:
+            break
+        args = [model.model_fields[part].annotation, *typing.get_args(model.model_fields[part].annotation)]
+        mapping = any(typing.get_origin(a) is dict for a in args)
+        model = _model_at(tuple(out))
+    return tuple(out)
+
+
+_EXPECTED = {"string_type": "a string", "list_type": "a list", "dict_type": "a mapping", "int_type": "a whole number",
+             "int_parsing": "a whole number", "int_from_float": "a whole number", "float_type": "a number",
+             "float_parsing": "a number", "bool_type": "true or false", "bool_parsing": "true or false"}
+
+
+def _expected(err: dict) -> str:
+    ctx = err.get("ctx") or {}
+    if err["type"] == "literal_error":
+        return ctx["expected"]
+    for bound, sign in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+        if bound in ctx:
+            return f"a number {sign} {ctx[bound]}"
+    return _EXPECTED.get(err["type"], err["msg"].lower())
+
+
+def _explain(errs: list[dict]) -> tuple[tuple, str, str | None]:
+    """One message for the errors pydantic reports at one key (a union reports one per member)."""
+    from brewcli.errors import did_you_mean
+
+    err = errs[0]
+    loc = _field_loc(err["loc"])
+    if len(errs) > 1:
+        options = list(dict.fromkeys(_expected(e) for e in errs))
+        names = [n.strip().strip("'") for e in errs if e["type"] == "literal_error"
+                 for n in e["ctx"]["expected"].replace(" or ", ", ").split(",")]
+        hint = did_you_mean(str(err.get("input")), names) if names else None
+        return loc, f"expected {' or '.join(options)}, got {err.get('input')!r}", hint
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        tag = err["loc"][1] if len(err["loc"]) > 2 and err["loc"][0] == "task" else None
+        parent = TASKS.get(tag).spec if tag in TASKS else _model_at(loc[:-1])
+        hint = did_you_mean(str(loc[-1]), parent.model_fields) if parent else None
+        return loc, "unknown key", hint
+    if kind == "missing":
+        return loc, "required key is missing", None
+    if kind == "literal_error":
+        expected = [s.strip().strip("'") for s in err["ctx"]["expected"].replace(" or ", ", ").split(",")]
+        return loc, f"got {err['input']!r}, expected one of {', '.join(expected)}", did_you_mean(
+            str(err["input"]), expected
+        )
+    if kind == "value_error":
+        return loc, str(err["ctx"]["error"]), None
+    return loc, f"{err['msg'].lower()} (got {err['input']!r})" if "input" in err else err["msg"], None
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in seen:
+                    raise _DuplicateKey(key, seen[key], key_node.start_mark.line + 1)
+                seen[key] = key_node.start_mark.line + 1
+            except TypeError:
+                continue  # an unhashable key: PyYAML reports it itself
+        return super().construct_mapping(node, deep)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key, first: int, second: int):
+        self.key, self.first, self.second = key, first, second
+
+
+_NO_SPACE = re.compile(r"^\s*(-\s+)?([A-Za-z_][\w-]*):(?![\s/]|$)\S")
+
+
+def _yaml_hint(text: str, err: yaml.MarkedYAMLError) -> tuple[int | None, str, str | None]:
+    """(line, what is wrong, how to fix it) for a YAML syntax error, pointing at the line the user must edit."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines, 1):
+        code = line.split(" #")[0]
+        m = _NO_SPACE.match(code)
+        if m and '"' not in code and "'" not in code:
+            key, value = code.strip().lstrip("- ").split(":", 1)
+            return i, f"`{code.strip()}` is not a key: value pair", f"put a space after the colon: `{key}: {value}`"
+    problem = err.problem or "syntax error"
+    line = err.problem_mark.line + 1 if err.problem_mark else None
+    context = err.context or ""
+    if "'\\t'" in problem:
+        return line, "a tab character is used for indentation", "indent with spaces, not tabs"
+    if "quoted scalar" in context and err.context_mark:
+        return err.context_mark.line + 1, "a quote opened on this line is never closed", "close the quote"
+    if "flow sequence" in context or "flow mapping" in context:
+        start = err.context_mark.line + 1 if err.context_mark else line
+        return start, f"a [ or {{ opened on this line is not closed ({problem})", "close the bracket or brace"
+    if "mapping values are not allowed" in problem:
+        return line, "a value holds ': ' (or a key is indented too far)", "quote the value, or fix the indentation"
+    if "block end" in problem or "block" in context:
+        return line, f"the indentation does not line up ({problem})", "indent keys of one section by the same spaces"
+    return line, problem, None
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """Parse YAML text; syntax errors and repeated keys become a RecipeError naming the line."""
+    loader = _Loader(text)
+    try:
+        return loader.get_single_data()
+    except _DuplicateKey as e:
+        lines = f"lines {e.first} and {e.second}" if e.first != e.second else f"both on line {e.first}"
+        raise RecipeError(f"{source}:{e.second}", f"key '{e.key}' is given twice in one section ({lines}); YAML "
+                          "would silently keep the last one", "keep one of them") from None
+    except yaml.MarkedYAMLError as e:
+        line, what, hint = _yaml_hint(text, e)
+        raise RecipeError(f"{source}:{line}" if line else source, f"not valid YAML: {what}", hint) from None
+    except yaml.YAMLError as e:
+        raise RecipeError(source, f"not valid YAML: {e}") from None
+    finally:
+        loader.dispose()
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+    path = Path(path)
+    if path.is_dir():
+        raise RecipeError("", f"{path} is a folder; give the recipe's YAML file",
+                          "a brew output folder holds the recipe that ran as recipe.yaml")
+    if not path.is_file():
+        raise RecipeError("", f"recipe file not found: {path}", "create one with `brew init`")
+    text = read_text(path)
+    raw = parse_yaml(text, path.name)
+    if raw is None:
+        raise RecipeError(str(path), "the recipe is empty", "start from `brew init`")
+    if not isinstance(raw, dict):
+        raise RecipeError(str(path), f"a recipe is a mapping of sections (task, teacher, student, data, distill, "
+                          f"train), not a {type(raw).__name__}", "start from `brew init`")
+    overridden = []
+    for item in overrides:
+        p, value = parse_override(item)
+        apply_override(raw, p, value)
+        overridden.append(tuple(p))
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as e:
+        errors, by_key = [], {}
+        for err in e.errors():
+            by_key.setdefault(_field_loc(err["loc"]), []).append(err)
+        for errs in by_key.values():
+            loc, msg, hint = _explain(errs)
+            if not loc:  # a check across sections names its key at the start of the message
+                named = re.match(r"([a-z_]+(?:\.(?:[a-z_]+|\d+))+)[ :]|([a-z_]+):", msg)
+                named = named and (named.group(1) or named.group(2))
+                loc = tuple(int(p) if p.isdigit() else p for p in named.split(".")) if named else loc
+                msg = msg[len(named):].lstrip(": ") if named else msg
+            key = _key(loc)
+            if any(loc[: len(o)] == o or o[: len(loc)] == loc for o in overridden if loc):
+                msg += " (command-line override)"
+            else:
+                line = _line_of(text, loc)
+                if line:
+                    key = f"{path.name}:{line}  {key}"
+            errors.append(RecipeError(key, msg, hint))
+        raise RecipeErrors(errors, str(path)) from None

@@ -1,0 +1,161 @@
+"""The task registry and the interface every task implements.
+
+A task owns everything that depends on what is being predicted: its `task:` recipe block, the data columns it
+reads, the plan-time checks of those columns and of the label set against the teacher, the model head, how a
+row is encoded and a batch collated, what knowledge distillation compares (with padding and ignored
+positions removed) and a streaming metric. The training loop, the objective and the report only call this
+interface, so adding a task never edits them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from brewcli.registry import Registry
+from brewcli.schema import Strict
+
+
+@dataclass(frozen=True)
+class Column:
+    """A data column a task reads: the `data:` key that names it and its default name."""
+
+    key: str
+    default: str | list[str]
+    what: str  # for messages: "text", "a list of words", ...
+
+
+class Metric:
+    """A streaming metric: `update` per batch, `compute` at the end. `state`/`merge` combine processes."""
+
+    def update(self, logits, batch) -> None:
+        raise NotImplementedError
+
+    def compute(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def state(self) -> dict:
+        raise NotImplementedError
+
+    def merge(self, state: dict) -> None:
+        raise NotImplementedError
+
+
+class Task:
+    name: str
+    doc: str
+    spec: type[Strict]  # the recipe's `task:` block for this task
+    auto_class: str  # the transformers Auto* class that builds a model with this task's head
+    columns: tuple[Column, ...]
+    metrics: tuple[str, ...]  # reported metrics; the first is the main one
+    lower_is_better: frozenset[str] = frozenset()
+    kd_losses: tuple[str, ...]  # the first is the default (`kd_loss: auto`)
+    label_unit: str = "rows"  # what the hard-label and KD losses average over: rows, or "labels" (labelled tokens)
+    has_classes: bool = True  # a label set (probability shift, label checks) rather than numbers or spans
+    needs_fast_tokenizer: bool = False
+    per_token: bool = False  # logits per token (B, L, W) rather than per row (B, W)
+    distribution_dim: int = -1  # the logits' dim that a softmax runs over (QA: the positions)
+    cross_tokenizer: bool = True  # KD works with a teacher of another tokenizer (its own batch, `views` maps it)
+    file_formats: dict[str, str] = {}
+    text_keys: tuple[str, ...] = ("text",)  # the columns holding text the tokenizer reads  # extra local file formats this task reads: suffix -> description
+
+    # ---- plan time (no weights)
+    def column(self, data_spec, key: str):
+        value = getattr(data_spec, key)
+        return value if value is not None else next(c.default for c in self.columns if c.key == key)
+
+    def read_file(self, path, key: str, data_spec):
+        """(FileRows, records) for a file in one of `file_formats`, or None to let datasets read it."""
+        return None
+
+    def check_rows(self, ds, recipe, where) -> None:
+        """Every row holds what the task needs; `where(i)` names row i (file and line for local files)."""
+
+    def sample_texts(self, ds, recipe, n: int = 200) -> list[str]:
+        """Some of the text the tokenizer will read (to check that it knows the words)."""
+        rows, out = ds.select(range(min(n, len(ds)))), []
+        for key in self.text_keys:
+            wanted = self.column(recipe.data, key)
+            for col in [wanted] if isinstance(wanted, str) else wanted:
+                out += [" ".join(map(str, v)) if isinstance(v, list) else str(v) for v in rows[col] if v is not None]
+        return out
+
+    def label_names(self, train, recipe, teacher_config) -> list[str] | None:
+        return None
+
+    def encode_labels(self, ds, recipe, names: list[str] | None, where):
+        """The dataset with the labels in the form the model's head takes (column `labels`)."""
+        return ds
+
+    def configure(self, config, names: list[str] | None) -> None:
+        """Set the head's size and label names on a model config."""
+
+    def check_teacher(self, teacher_config, names: list[str] | None) -> None:
+        """The teacher's head predicts what this task compares."""
+
+    def describe(self, names: list[str] | None) -> tuple[str, str]:
+        """(head and labels, what KD compares) for the plan."""
+        raise NotImplementedError
+
+    # ---- data
+    def encode(self, ds, tokenizer, recipe, names: list[str] | None):
+        """Tokenise a split: model inputs, labels, and an `example` column (the row each feature comes from)."""
+        raise NotImplementedError
+
+    def collate(self, tokenizer, multiple: int | None = None):
+        """A function from a list of encoded rows to a Batch, padded to a multiple of `multiple` if given."""
+        raise NotImplementedError
+
+    # ---- step time
+    def logits(self, output):
+        """The tensor KD and the metric read from a Hugging Face output: (B, C), (B, L, C) or (B, L, 2)."""
+        return output.logits
+
+    def logit_width(self, config) -> int:
+        """W in the logits' shape: the head's outputs per row (or per token)."""
+        return config.num_labels
+
+    def views(self, s_logits, t_logits, batch, teacher_batch=None):
+        """What KD compares: (student rows, teacher rows), each (N, C), padding and ignored positions removed.
+        `teacher_batch`: the teacher's own batch, where it reads other tokens than the student."""
+        return s_logits, t_logits
+
+    def view_labels(self, batch):
+        """The gold class of every KD row (for probability shift)."""
+        return batch.labels["labels"]
+
+    def units(self, batch) -> int:
+        """How many items this batch's losses average over (rows, or labelled tokens)."""
+        return batch.size
+
+    def metric(self, recipe, names: list[str] | None, examples) -> Metric:
+        raise NotImplementedError
+
+    @property
+    def main_metric(self) -> str:
+        return self.metrics[0]
+
+    def model_class(self):
+        import transformers
+
+        return getattr(transformers, self.auto_class)
+
+
+TASKS: Registry[Task] = Registry("task", "tasks")
+
+
+def register(task: Task) -> None:
+    """Add a task; `brew ls tasks` shows its doc, its columns and its options."""
+    columns = ", ".join(f"data.{c.key} ({c.default if isinstance(c.default, str) else c.default[0]})"
+                        for c in task.columns)
+    options = ", ".join(k for k in task.spec.model_fields if k != "name")
+    TASKS.add(task.name, task, f"{task.doc}. Columns: {columns}" + (f". Options: {options}" if options else ""))
+
+
+def retained_pct(metric: str, student: float, teacher: float, lower_is_better=frozenset()) -> float | None:
+    """Student as a percentage of the teacher on `metric` (inverted for metrics where lower is better)."""
+    if not teacher or not student:
+        return None
+    return round(100 * (teacher / student if metric in lower_is_better else student / teacher), 2)
+
+
+from brewcli.tasks import sequence, tokens, qa  # noqa: E402,F401,I001  (each registers its tasks, in this order)

@@ -1,0 +1,539 @@
+"""Training: `build_job` builds every object a run needs from the plan; `fit` is the one loop that serves plain
+fine-tuning and every kind of distillation. Tasks, teacher sources and students plug into the job's objects
+(the task's collate and views, the teacher source, the objective's terms); none of them edits `fit`."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+
+from brewcli import __version__
+from brewcli import data as data_mod
+from brewcli.batch import run_model
+from brewcli.cache import row_lengths
+from brewcli.cache_entry import CachedTeacher, open_or_fill
+from brewcli.checkpoint import checkpoints, load_checkpoint, rng_state, save_checkpoint, save_model_folder
+from brewcli.errors import BrewError, TrainingDiverged, doing
+from brewcli.evaluate import ensemble_mix, evaluate_model, load_model, report, score, score_teachers, teacher_rows
+from brewcli.models import from_config, load_pretrained
+from brewcli.objective import Objective, build_objective
+from brewcli.schedulers import LR
+from brewcli.students import copy_teacher_layers
+from brewcli.teachers import LiveTeacher, Teachers
+from brewcli.ui import Progress, console, results_table
+
+PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    best_metric: float | None = None
+    best_step: int | None = None
+    history: list = field(default_factory=list)
+    train_seconds: float = 0.0
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """A shuffled order that depends only on (seed, epoch), sharded by process, able to start mid-epoch.
+    It never touches the global RNG, so resuming replays exactly the batches an unbroken run would see.
+
+    With `lengths` (train.group_by_length) each run of GROUP batches is sorted by length, longest first, so a batch
+    holds rows of similar length and dynamic padding adds little; the order stays random from group to group."""
+
+    GROUP = 50  # batches per length-sorted group (as Hugging Face's LengthGroupedSampler)
+
+    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1, lengths=None, batch_size: int = 1):
+        self.n, self.seed, self.rank, self.world = n, seed, rank, world
+        self.lengths, self.batch_size = lengths, batch_size
+        self.epoch, self.start = 0, 0
+
+    def _order(self) -> list[int]:
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+        order += order[: (-len(order)) % self.world]  # equal shards
+        order = order[self.rank :: self.world]
+        if self.lengths is None:
+            return order
+        size = self.GROUP * self.batch_size
+        return [i for g in range(0, len(order), size)
+                for i in sorted(order[g : g + size], key=lambda i: -int(self.lengths[i]))]
+
+    def per_process(self) -> int:
+        return math.ceil(self.n / self.world)
+
+    def __iter__(self):
+        return iter(self._order()[self.start :])
+
+    def __len__(self) -> int:
+        return self.per_process() - self.start
+
+
+class Meter:
+    """Loss terms summed over the optimizer steps since the last log line (weighted where a weight applies)."""
+
+    def __init__(self):
+        self.raw: dict[str, float] = {}
+        self.weighted: dict[str, float] = {}
+        self.steps = 0
+
+    def add(self, name: str, value: float, weight: float | None = None) -> None:
+        self.raw[name] = self.raw.get(name, 0.0) + value
+        if weight is not None:
+            self.weighted[name] = self.weighted.get(name, 0.0) + value * weight
+
+
+# ---------------------------------------------------------------------------------------------- building
+
+
+def load_teachers(plan) -> dict:
+    """name -> model, in eval mode with gradients off."""
+    out = {}
+    for t in plan.teachers:
+        s = t.spec
+        out[t.name] = load_pretrained(s.model, t.config, plan.task, s.revision, s.trust_remote_code, plan.attention)
+        out[t.name].eval().requires_grad_(False)
+    return out
+
+
+ATTENTION_DROPOUT = ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop")
+
+
+def student_attention(plan, device: str | None) -> str | None:
+    """The student's attention kernel while it trains. On CPU, PyTorch's SDPA spends about a quarter of a T3 step
+    on attention dropout, the eager kernel (the same maths) under a tenth, so a CPU student with attention dropout
+    trains with eager; elsewhere the default (SDPA) stands. Matches that read attention maps need eager anyway.
+    The saved student carries no kernel choice: a plain from_pretrained gets the default."""
+    if plan.attention or device != "cpu":
+        return plan.attention
+    dropout = max((getattr(plan.student_config, k, 0) or 0 for k in ATTENTION_DROPOUT), default=0)
+    return "eager" if dropout > 0 else None
+
+
+def build_models(plan, device: str | None = None):
+    """(teachers by name, student): the student built, loaded or copied from the first teacher's layers. With the
+    device it will train on, the student gets that device's fastest training kernel (student_attention)."""
+    r, task = plan.recipe, plan.task
+    teachers = load_teachers(plan)
+    teacher = next(iter(teachers.values()), None)
+    s, attention = r.student, student_attention(plan, device)
+    if plan.init == "pretrained":
+        student = load_pretrained(s.model, plan.student_config, task, s.revision, s.trust_remote_code, attention)
+    else:
+        student = from_config(plan.student_config, task, attention)
+        if plan.init == "teacher-layers":
+            copy_teacher_layers(student, teacher, plan.init_layers)
+    return teachers, student
+
+
+def _param_groups(student, objective, t):
+    decay = [p for p in student.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in student.parameters() if p.requires_grad and p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    proj = list(objective.projections.parameters())
+    if proj:
+        groups.append({"params": proj, "weight_decay": t.weight_decay, "lr": t.projection_lr or t.lr})
+    return groups
+
+
+@dataclass
+class Job:
+    """Everything the loop touches, built once from the plan."""
+
+    plan: object
+    acc: object
+    out: Path
+    student: object  # as prepared by accelerate (DDP-wrapped under several processes)
+    plain_student: object
+    teacher: object | None  # the teacher sources: batch -> {name: Features}
+    teacher_models: dict  # name -> model (scored at the end)
+    objective: Objective
+    optimizer: object
+    scheduler: object
+    sampler: EpochSampler
+    loader: object
+    collate: object
+    state: TrainState
+    recipe_text: str
+    writer: object | None
+    batches: int  # micro-batches per epoch and process
+
+    @property
+    def main(self) -> bool:
+        return self.acc.is_main_process
+
+    def windows(self):
+        """(micro-batches of one optimizer step, end of epoch), starting where the state says."""
+        t = self.plan.recipe.train
+        epoch, done = divmod(self.state.step, self.plan.steps_per_epoch)
+        self.sampler.epoch = epoch
+        self.sampler.start = min(done * t.grad_accum * t.batch_size, self.sampler.per_process())
+        window, micro = [], done * t.grad_accum
+        for batch in self.loader:
+            window.append(batch)
+            micro += 1
+            if len(window) == t.grad_accum or micro == self.batches:
+                yield window, micro == self.batches
+                window = []
+
+    def step(self, window, meter: Meter) -> None:
+        """Forward and backward over a window's micro-batches, each weighted by its share of the window's rows or
+        tokens, then one optimizer step. A loss or gradient that is not finite stops the run before any update."""
+        acc, task, objective = self.acc, self.plan.task, self.objective
+        step, progress = self.state.step + 1, self.state.step / self.plan.total_steps
+        for i, (batch, scale) in enumerate(zip(window, window_shares(window, task))):
+            batch = batch.to(acc.device)
+            with nullcontext() if i == len(window) - 1 else acc.no_sync(self.student), acc.autocast():
+                s = run_model(self.student, batch.inputs, objective.student_needs, task, batch.labels)
+                t = self.teacher(batch) if self.teacher is not None else None
+                loss, terms, scalars = objective(batch, s, t, progress, scale)
+                values = {name: value.item() for name, (value, _) in terms.items()}
+                if not math.isfinite(loss.item()):
+                    raise _diverged(step, "the loss", values, self.out)
+                acc.backward(loss)
+            share = scale["rows"]
+            for name, (_, weight) in terms.items():
+                meter.add(name, values[name] * share, weight)
+            meter.add("total", loss.item())
+            for name, value in scalars.items():
+                meter.add(name, value * share)
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        norm = acc.clip_grad_norm_(params, self.plan.recipe.train.max_grad_norm or math.inf)
+        if acc.scaler is None and not math.isfinite(float(norm)):  # fp16's scaler skips such steps itself
+            raise _diverged(step, "the gradient norm", {"grad_norm": float(norm)}, self.out)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.step = step
+        meter.steps += 1
+
+    def evaluate(self) -> None:
+        """Score the eval split (all processes, merged); process 0 logs it and keeps the best student."""
+        plan, state = self.plan, self.state
+        if "eval" not in plan.encoded:
+            return
+        doing(f"evaluating at step {state.step}")
+        r = plan.recipe
+        metric = plan.task.metric(r, plan.splits.label_names, plan.splits.eval)
+        metrics, _ = evaluate_model(self.plain_student, plan.task, plan.encoded["eval"], self.collate,
+                                    r.train.eval_batch_size, metric, self.acc)
+        state.history.append({"step": state.step, **metrics})
+        if not self.main:
+            return
+        for k, v in metrics.items():
+            self.writer.add_scalar(f"eval/{k}", v, state.step)
+        line = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+        best = r.best_metric
+        if best and _better(best, metrics[best], state.best_metric, plan.task.lower_is_better):
+            state.best_metric, state.best_step = metrics[best], state.step
+            save_model_folder(self.out / "best", self.plain_student, plan.tokenizer, self.objective.projections,
+                              self.recipe_text, _meta(plan, state.step, metrics))
+            line += "  [green]new best[/green]"
+        console.print(f"step {state.step}: eval {line}")
+
+    def save(self, rng: dict) -> Path:
+        step = self.state.step
+        doing(f"saving the checkpoint of step {step}")
+        broken = [n for n, p in self.plain_student.named_parameters() if not torch.isfinite(p).all()]
+        if broken:  # never write a checkpoint that --resume would continue from
+            raise _diverged(step, "a weight", {f"{broken[0]} (and {len(broken) - 1} more)": math.nan}, self.out)
+        return save_checkpoint(self.out, step, model=self.plain_student, tokenizer=self.plan.tokenizer,
+                               projections=self.objective.projections, recipe_text=self.recipe_text,
+                               meta=_meta(self.plan, step, self.state.history[-1:] or None),
+                               optimizer=self.optimizer.optimizer, scheduler=self.scheduler, scaler=self.acc.scaler,
+                               trainer=asdict(self.state), keep=self.plan.recipe.train.keep_checkpoints, rng=rng)
+
+
+def _collate(plan, tokenizer):
+    return plan.task.collate(tokenizer, 8 if plan.recipe.train.precision != "fp32" else None)
+
+
+def _teacher_source(pt, model, needs, plan, acc):
+    """A teacher's source: live, or its cache (filled first when cold, from its own encoding of the data)."""
+    live = LiveTeacher(model, plan.task, needs, pt.name)
+    if pt.cache is None:
+        return live
+    own = pt.tokenizer is not None
+    entry = open_or_fill(pt.cache, live, pt.encoded if own else plan.encoded["train"],
+                         _collate(plan, pt.tokenizer if own else plan.tokenizer), plan.recipe.train.eval_batch_size, acc)
+    return CachedTeacher(entry, acc.device, pt.name)
+
+
+def build_job(plan, resume: bool = False) -> Job:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers import get_scheduler
+
+    r, t = plan.recipe, plan.recipe.train
+    out = Path(t.output_dir)
+    found = checkpoints(out)
+    if resume and not found:
+        raise BrewError(f"--resume: no checkpoint in {out}; start without --resume")
+    if resume:
+        _check_resumable(found[-1], plan.student_config)
+    if found and not resume:
+        raise BrewError(f"{out} already holds checkpoints of an earlier run (latest: {found[-1].name}); pass "
+                        f"--resume to continue it, or set train.output_dir to a new folder")
+    acc = Accelerator(mixed_precision=PRECISION[t.precision], cpu=t.device == "cpu")
+    if acc.num_processes != plan.processes:
+        raise BrewError(f"the plan counted steps for {plan.processes} process(es) but {acc.num_processes} are running; "
+                        "launch with torchrun or accelerate launch so WORLD_SIZE is set")
+    set_seed(t.seed)
+    doing("loading the teacher and building the student", log_dir=out)
+    teacher_models, student = build_models(plan, acc.device.type)
+    objective = build_objective(plan)
+    fused = {"fused": True} if acc.device.type in ("cpu", "cuda") else {}
+    optimizer = torch.optim.AdamW(_param_groups(student, objective, t), lr=t.lr, **fused)
+    scheduler = get_scheduler(LR.get(t.lr_schedule), optimizer, num_warmup_steps=int(t.warmup * plan.total_steps),
+                              num_training_steps=plan.total_steps)
+    student, optimizer = acc.prepare(student, optimizer)
+    objective = acc.prepare(objective) if len(objective.projections) else objective.to(acc.device)
+    plain_objective = acc.unwrap_model(objective)
+    collate = _collate(plan, plan.tokenizer)
+    sources = {}
+    for pt in plan.teachers:
+        model = teacher_models[pt.name].to(acc.device)
+        needs = plain_objective.teacher_needs.get(pt.name)
+        if needs is not None:
+            sources[pt.name] = _teacher_source(pt, model, needs, plan, acc)
+    teacher = Teachers(sources) if plan.teachers else None
+    student.train()  # from_pretrained returns models in eval mode: dropout must be on while training
+    state, recipe_text = TrainState(), r.dump()
+    plain_student = acc.unwrap_model(student)
+    if resume:
+        doing(f"resuming from {found[-1]}")
+        state = TrainState(**load_checkpoint(found[-1], model=plain_student, projections=plain_objective.projections,
+                                             optimizer=optimizer.optimizer, scheduler=scheduler, scaler=acc.scaler))
+        console.print(f"resumed from {found[-1]} at step {state.step}/{plan.total_steps}")
+        changed = _changed_keys(yaml.safe_load((found[-1] / "recipe.yaml").read_text()), yaml.safe_load(recipe_text))
+        if changed:
+            console.print(f"[yellow]note:[/yellow] the recipe differs from the checkpoint's in: {', '.join(changed)}")
+    if acc.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "recipe.yaml").write_text(recipe_text)
+    writer = SummaryWriter(str(out / "logs"), purge_step=state.step or None) if acc.is_main_process else None
+    lengths = row_lengths(plan.encoded["train"]) if t.group_by_length else None
+    sampler = EpochSampler(len(plan.encoded["train"]), t.seed, acc.process_index, acc.num_processes, lengths,
+                           t.batch_size)
+    own = {pt.name: (pt.encoded, _collate(plan, pt.tokenizer)) for pt in plan.teachers if pt.tokenizer is not None}
+    loader = data_mod.loader(plan.encoded["train"], collate, t.batch_size, sampler, own)
+    batches = math.ceil(sampler.per_process() / t.batch_size)
+    return Job(plan, acc, out, student, plain_student, teacher, teacher_models, plain_objective, optimizer, scheduler,
+               sampler, loader, collate, state, recipe_text, writer, batches)
+
+
+# ---------------------------------------------------------------------------------------------- the loop
+
+
+def fit(job: Job) -> TrainState:
+    t, state, total = job.plan.recipe.train, job.state, job.plan.total_steps
+    meter, last_saved, started, rng = Meter(), state.step, time.time(), rng_state()
+    progress = Progress(total, state.step, enabled=job.main)
+    try:
+        with progress:
+            while state.step < total:
+                for window, end_of_epoch in job.windows():
+                    doing(f"training, step {state.step + 1} of {total}")
+                    job.step(window, meter)
+                    rng = rng_state()
+                    if job.main and (state.step % t.log_every == 0 or end_of_epoch or state.step == total):
+                        _log(job.writer, meter, job.scheduler, state.step, total, progress)
+                        meter = Meter()
+                    progress.update(state.step)
+                    if state.step == total or _due(t.eval_every, state.step, end_of_epoch):
+                        job.evaluate()
+                    if state.step == total or _due(t.save_every, state.step, end_of_epoch):
+                        state.train_seconds, started = state.train_seconds + time.time() - started, time.time()
+                        if job.main:
+                            job.save(rng)
+                        last_saved = state.step
+                        job.acc.wait_for_everyone()
+                    if state.step >= total:
+                        break
+    except KeyboardInterrupt:
+        if job.main and state.step > last_saved:
+            state.train_seconds += time.time() - started
+            console.print(f"\ninterrupted: saved {job.save(rng)}; continue with --resume")
+        raise
+    finally:
+        if job.writer:
+            job.writer.close()
+    return state
+
+
+def build_cache(plan) -> None:
+    """`brew cache build`: fill each teacher's cache without training (for example on a bigger machine)."""
+    from accelerate import Accelerator
+
+    from brewcli.ui import human
+
+    r = plan.recipe
+    acc = Accelerator(mixed_precision=PRECISION[r.train.precision], cpu=r.train.device == "cpu")
+    needs = build_objective(plan).teacher_needs
+    for pt in plan.teachers:
+        cp = pt.cache
+        if cp is None:
+            continue
+        if cp.hit:
+            console.print(f"teacher cache hit: {cp.path} is already built ({len(cp.lengths)} rows); nothing to do")
+            continue
+        doing(f"loading the teacher {pt.spec.model}")
+        model = load_pretrained(pt.spec.model, pt.config, plan.task, pt.spec.revision, pt.spec.trust_remote_code,
+                                plan.attention)
+        started = time.time()
+        _teacher_source(pt, model.eval().to(acc.device), needs[pt.name], plan, acc)
+        if acc.is_main_process:
+            console.print(f"built {cp.path}: {pt.name}, {len(cp.lengths)} rows, {human(cp.bytes, 'B')} in "
+                          f"{time.time() - started:.1f} s")
+
+
+def run(plan, resume: bool = False) -> dict:
+    """Build the job, train it, and report on the test (or eval) split."""
+    job = build_job(plan, resume)
+    fit(job)
+    return finish(job)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def window_shares(window, task) -> list[dict[str, float]]:
+    """Each micro-batch's share of its accumulation window, per unit a loss averages over (rows, labelled items,
+    real tokens): a term's mean times this share, summed over the window, is the mean over the whole window."""
+    units = [{"rows": b.size, "labels": task.units(b), "tokens": int(b.mask.sum())} for b in window]
+    totals = {k: max(sum(u[k] for u in units), 1) for k in units[0]}
+    return [{k: u[k] / totals[k] for k in u} for u in units]
+
+
+def _due(every, step: int, end_of_epoch: bool) -> bool:
+    return end_of_epoch if every == "epoch" else step % every == 0
+
+
+def _better(metric: str, new: float, old: float | None, lower_is_better=frozenset()) -> bool:
+    return old is None or (new < old if metric in lower_is_better else new > old)
+
+
+def _meta(plan, step: int, metrics) -> dict:
+    """brew.json: what `brew eval` needs besides the recipe (the teachers' resolved paths, the step, metrics)."""
+    r = plan.recipe
+    resolved = lambda m: str(Path(m).resolve()) if Path(m).exists() else m  # noqa: E731
+    teachers = [{"name": t.name, "model": resolved(t.spec.model), "weight": t.spec.weight,
+                 "label_order": t.label_order} for t in plan.teachers]
+    meta = {"brew_version": __version__, "task": r.task.name, "teacher": teachers[0]["model"] if teachers else None,
+            "step": step, "metrics": metrics, "cwd": os.getcwd()}
+    if len(teachers) > 1:
+        meta.update(teachers=teachers, ensemble=ensemble_mix(r))
+    return meta
+
+
+def _changed_keys(old, new, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [k for key in sorted(set(old) | set(new), key=str)
+                for k in _changed_keys(old.get(key), new.get(key), f"{prefix}{key}.")]
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def _check_resumable(folder: Path, config) -> None:
+    """Before any weights load: the checkpoint's student has the shape this recipe builds."""
+    try:
+        saved = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise BrewError(f"--resume: {folder / 'config.json'} cannot be read ({e}); move {folder} away to resume from "
+                        "the checkpoint before it") from None
+    mine = config.to_dict()
+    keys = ("model_type", "num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads", "vocab_size",
+            "n_layers", "dim", "n_layer", "n_embd", "num_labels")
+    changed = [f"{k} {saved.get(k)} -> {mine.get(k)}" for k in keys if k in mine and saved.get(k) != mine.get(k)]
+    if "id2label" in saved and len(saved["id2label"]) != len(mine.get("id2label", {})):
+        changed.append(f"labels {len(saved['id2label'])} -> {len(mine.get('id2label', {}))}")
+    if changed:
+        raise BrewError(f"--resume: the student in {folder} differs from the one this recipe builds "
+                        f"({', '.join(changed)}); restore the recipe's student section, or start in a new "
+                        "train.output_dir")
+
+
+def _diverged(step: int, what: str, values: dict[str, float], out: Path) -> TrainingDiverged:
+    bad = ", ".join(f"{k} {v}" for k, v in values.items() if not math.isfinite(v)) or "the sum of the terms"
+    found = checkpoints(out)
+    kept = (f"the last good checkpoint, {found[-1]}, is kept: continue from it with --resume after the fix" if found
+            else "no checkpoint had been saved yet")
+    return TrainingDiverged(f"training stopped at step {step}: {what} is not a finite number ({bad}); nothing of this "
+                            f"step was saved and {kept}. Lower train.lr, keep train.max_grad_norm on, or check the "
+                            "data and the teacher for extreme values")
+
+
+def _log(writer, meter: Meter, scheduler, step, total, progress) -> None:
+    n = max(meter.steps, 1)
+    for name, raw in meter.raw.items():
+        if name in meter.weighted:
+            writer.add_scalar(f"loss/{name}", raw / n, step)
+            writer.add_scalar(f"weighted/{name}", meter.weighted[name] / n, step)
+        else:
+            writer.add_scalar(f"train/{name}", raw / n, step)
+    lrs = scheduler.get_last_lr()
+    writer.add_scalar("train/lr", lrs[0], step)
+    if len(lrs) > 2:
+        writer.add_scalar("train/lr_projections", lrs[2], step)
+    info = f"loss {meter.raw['total'] / n:.4f}  lr {lrs[0]:.2e}"
+    terms = "  ".join(f"{k} {v / n:.4f}" for k, v in meter.raw.items() if k != "total")
+    progress.log(step, info, terms)
+
+
+def _publish(src: Path, out: Path) -> None:
+    """Put the final student's files at the top of the output folder (each file replaced atomically)."""
+    for f in src.iterdir():
+        if f.is_file() and f.name != "training_state.pt":
+            tmp = out / (f.name + ".tmp")
+            shutil.copyfile(f, tmp)
+            os.replace(tmp, out / f.name)
+
+
+def finish(job: Job) -> dict:
+    """Publish the best student, score it (loaded from disk, as a user would) and the teacher on the test split
+    (or eval), and write metrics.json: the same report as `brew eval`, plus the training history."""
+    plan, out, state, acc = job.plan, job.out, job.state, job.acc
+    r, task = plan.recipe, plan.task
+    if job.main:
+        _publish(out / "best" if (out / "best").exists() else checkpoints(out)[-1], out)
+    acc.wait_for_everyone()  # scoring is shared by all processes
+    split = "test" if "test" in plan.encoded else "eval" if "eval" in plan.encoded else None
+    result = {"recipe": r.name, "steps": state.step, "train_seconds": round(state.train_seconds, 1),
+              "best": {"metric": r.best_metric, "value": state.best_metric, "step": state.best_step},
+              "history": state.history}
+    if split is not None:
+        doing(f"scoring the student and the teacher on the {split} split")
+        raw, encoded, names = getattr(plan.splits, split), plan.encoded[split], plan.splits.label_names
+        batch_size = r.train.eval_batch_size
+        student = score(load_model(out, task, acc), task, encoded, job.collate, batch_size,
+                        task.metric(r, names, raw), acc, out)
+        own = {t.name: t.tokenizer for t in plan.teachers if t.tokenizer is not None}
+
+        def scorer(model, name=None):  # a teacher with its own tokenizer reads its own encoding of the split
+            enc, collate = (task.encode(raw, own[name], r, names), task.collate(own[name])) if name in own else \
+                (encoded, job.collate)
+            return score(model, task, enc, collate, batch_size, task.metric(r, names, raw), acc)
+
+        teachers = [(t.name, job.teacher_models[t.name], t.spec.weight, t.label_order) for t in plan.teachers]
+        teacher, each = score_teachers(teachers, task, ensemble_mix(r), scorer, shared=not own)
+        result.update(report(task, split, len(raw), student, teacher, _meta(plan, 0, None)["teacher"],
+                             acc.device.type, each))
+        if not job.main:
+            return {}
+        rows = teacher_rows(teacher, each) + [("student" if teacher else "model", student)]
+        console.print(results_table(f"{split} split ({len(raw)} rows)", rows, [(m, m) for m in task.metrics]))
+        if "retained_pct" in result:
+            console.print(f"student keeps [bold]{result['retained_pct']}%[/bold] of the teacher's {task.main_metric}")
+    if not job.main:
+        return {}
+    (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    console.print(f"saved to {out}/ ({state.train_seconds / 60:.1f} min training); next: brew eval {out}")
+    return result
