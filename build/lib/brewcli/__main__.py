@@ -1,3 +1,0 @@
-from brewcli.cli import main
-
-main()
