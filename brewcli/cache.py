@@ -274,11 +274,16 @@ def manifest(path: Path) -> dict:
 # ---------------------------------------------------------------------------------------------- brew cache ls / rm
 
 
+def lock_path(root: Path, key: str) -> Path:
+    """The file whose flock a fill of KEY holds until the entry is in place."""
+    return root / f"{key}.lock"
+
+
 def _filling(root: Path, key: str) -> bool:
     """Whether a run holds KEY's fill lock now: its KEY.tmp is being written, not left by an interrupted fill."""
     import fcntl
 
-    lock = root / f"{key}.lock"
+    lock = lock_path(root, key)
     if not lock.exists():
         return False
     with open(lock, "a") as f:

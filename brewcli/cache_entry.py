@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from brewcli.cache import DTYPES, CachePlan, Layout, manifest
+from brewcli.cache import DTYPES, CachePlan, Layout, lock_path, manifest
 from brewcli.errors import BrewError, doing
 from brewcli.lazy import np, torch
 
@@ -192,7 +192,7 @@ def fill(cp: CachePlan, live, encoded, collate, batch_size: int, acc) -> Entry:
 def _lock(cp: CachePlan):
     import fcntl
 
-    f = open(cp.root / f"{cp.key}.lock", "w")
+    f = open(lock_path(cp.root, cp.key), "w")
     fcntl.flock(f, fcntl.LOCK_EX)
     return f
 
