@@ -4,9 +4,13 @@ their order under load, and tables that fit the width they get."""
 from __future__ import annotations
 
 import collections
+import contextlib
+import os
 import random
 import re
 import string
+import subprocess
+import sys
 
 import pytest
 
@@ -223,3 +227,123 @@ def test_the_versions_differ_where_the_scripts_do():
     assert exact_match("a", ["the", "Paris"], "v2.0") == 0.0
     assert exact_match("", ["the"], "v2.0") == 1.0 and f1("", ["the"], "v2.0") == 1.0 and has_answer(["the"])
     assert not has_answer([])
+
+
+# ---------------------------------------------------------------- speed: paired timings
+
+
+def _timed(path, layers: int, rows: int = 40, length: int = 64):
+    """A real tiny BERT (hidden 256, `layers` layers) and `rows` examples of `length` tokens, ready to time."""
+    import datasets
+    import torch
+    from transformers import BertForSequenceClassification
+
+    from brewcli.batch import Batch
+    from brewcli.evaluate import Timed
+    from tests.conftest import make_model_dir
+
+    make_model_dir(path, layers=layers, hidden=256, heads=4, ffn=1024)
+    model = BertForSequenceClassification.from_pretrained(path)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 30, (rows, length), generator=g).tolist()
+    encoded = datasets.Dataset.from_dict({"input_ids": ids})
+
+    def collate(batch_rows):
+        x = torch.tensor([r["input_ids"] for r in batch_rows])
+        return Batch({"input_ids": x, "attention_mask": torch.ones_like(x)}, {}, torch.arange(len(batch_rows)))
+
+    return Timed(model, encoded, collate)
+
+
+class _Recorder:
+    """A model for the scheduling test: notes who ran, in order (the timing of the real models is below)."""
+
+    def __init__(self, name, log):
+        self.name, self.log = name, log
+
+    def eval(self):
+        return self
+
+    def __call__(self, **inputs):
+        self.log.append((self.name, inputs["input_ids"].size(0)))
+
+
+def test_models_take_turns_on_the_same_rows():
+    import torch
+
+    from brewcli.batch import Batch
+    from brewcli.evaluate import Timed, paired_seconds
+
+    log = []
+    rows = [{"x": i} for i in range(7)]
+
+    class Rows(list):
+        def __getitems__(self, idx):
+            return [self[i] for i in idx]
+
+    def collate(batch_rows):
+        x = torch.tensor([[r["x"]] for r in batch_rows])
+        return Batch({"input_ids": x, "attention_mask": torch.ones_like(x)}, {}, x[:, 0])
+
+    models = {"teacher": Timed(_Recorder("teacher", log), Rows(rows), collate),
+              "student": Timed(_Recorder("student", log), Rows(rows), collate)}
+    times = paired_seconds(models, batch_size=3, rounds=4, warmup=2)
+    assert [n for n, _ in log] == ["teacher", "student"] * 6  # 2 warm-up rounds, then 4 timed, in turns
+    assert all(size == 3 for _, size in log) and {len(v) for v in times.values()} == {4}
+
+
+def test_speedup_is_the_median_of_neighbouring_ratios():
+    from brewcli.evaluate import BUSY_PCT, report, speed_note
+    from brewcli.tasks import TASKS
+
+    # a load that comes and goes: every second round is 10x slower for both models alike
+    teacher = {"latency_ms": [10.0, 100.0] * 10, "throughput": [100.0, 10.0] * 3}
+    student = {"latency_ms": [4.0, 40.0] * 10, "throughput": [250.0, 25.0] * 3}
+    task = TASKS.get("classification")
+    out = report(task, "test", 20, {"accuracy": 0.9, "params": 10}, {"accuracy": 1.0, "params": 20},
+                 "t", timings={"student": student, "teacher": teacher})
+    assert out["speedup"] == 2.5 and out["speedup_spread_pct"] == 0.0  # a ratio of medians would mislead too
+    assert out["student"]["latency_ms"] == 22.0 and out["student"]["latency_spread_pct"] > BUSY_PCT
+    assert out["timing_spread_pct"] == out["student"]["latency_spread_pct"]
+    assert "the machine is busy; rerun for a firm figure" in speed_note(out)
+    steady = {"latency_ms": [10.0, 10.5, 9.5, 10.0], "throughput": [100.0, 101.0]}
+    out = report(task, "test", 20, {"accuracy": 0.9, "params": 10}, timings={"student": steady})
+    assert out["student"]["latency_ms"] == 10.0 and "busy" not in speed_note(out) and "speedup" not in out
+
+
+@contextlib.contextmanager
+def cpu_load():
+    """Busy loops on every core, as a parallel job would run, while the block times the models."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def test_timings_keep_their_order_under_load(tmp_path):
+    import torch
+
+    from brewcli.evaluate import measure_speed, report
+    from brewcli.tasks import TASKS
+
+    small, big = _timed(tmp_path / "small", layers=1), _timed(tmp_path / "big", layers=8)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread among the busy loops: the load slows it, spinning threads do not
+    try:
+        with cpu_load() as procs:
+            timings = measure_speed({"student": small, "teacher": big}, latency_rounds=12, throughput_rounds=3,
+                                    throughput_batch=8)
+            assert all(p.poll() is None for p in procs)  # the load ran all along
+    finally:
+        torch.set_num_threads(threads)
+    params = {name: sum(p.numel() for p in t.model.parameters()) for name, t in (("student", small), ("teacher", big))}
+    out = report(TASKS.get("classification"), "test", 40, {"accuracy": 0.5, "params": params["student"]},
+                 {"accuracy": 0.5, "params": params["teacher"]}, "big", timings=timings)
+    assert out["teacher"]["latency_ms"] > out["student"]["latency_ms"]
+    assert out["teacher"]["throughput"] < out["student"]["throughput"]
+    assert out["speedup"] > 1
+    for model in ("student", "teacher"):
+        assert {"latency_spread_pct", "throughput_spread_pct"} <= set(out[model])
