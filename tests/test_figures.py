@@ -347,3 +347,86 @@ def test_timings_keep_their_order_under_load(tmp_path):
     assert out["speedup"] > 1
     for model in ("student", "teacher"):
         assert {"latency_spread_pct", "throughput_spread_pct"} <= set(out[model])
+
+
+# ---------------------------------------------------------------- tables at the width they get
+
+
+def _render(monkeypatch, width: int, show) -> str:
+    """What `show()` prints on a non-terminal console `width` columns wide (a CI log)."""
+    import io
+
+    from rich.console import Console
+
+    from brewcli import ui
+
+    out = io.StringIO()
+    monkeypatch.setattr(ui, "console", Console(file=out, width=width, force_terminal=False, highlight=False))
+    show()
+    return out.getvalue()
+
+
+def _one_line_rows(text: str) -> None:
+    """No table row continues on a second line: each line of a table body names its row in its first cell."""
+    for line in text.splitlines():
+        if line.startswith("│"):
+            first = line.split("│")[1]
+            assert first.strip(), f"a row wrapped onto a second line: {line!r}"
+
+
+@pytest.fixture(scope="module")
+def quickstart_like_plan(tmp_path_factory):
+    """The quickstart's shape: a 6 x 384 teacher, a T3 student from its layers, uniform hidden matches."""
+    import yaml
+
+    from brewcli.plan import build_plan
+    from brewcli.recipe import load_recipe
+    from tests.conftest import base_recipe, make_model_dir, make_rows, write_csv
+
+    d = tmp_path_factory.mktemp("quickstart")
+    teacher = make_model_dir(d / "runs" / "bbc-teacher", layers=6, hidden=384, heads=12, ffn=1536)
+    files = {"train": str(write_csv(d / "train.csv", make_rows(48, 1))),
+             "test": str(write_csv(d / "test.csv", make_rows(16, 2)))}
+    recipe = base_recipe(teacher, files, d / "runs" / "bbc-T3",
+                         student={"preset": "T3", "init": "teacher-layers", "teacher_layers": "uniform"},
+                         data__max_length=64, distill__temperature=8)
+    (d / "r.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return build_plan(load_recipe(d / "r.yaml"))
+
+
+def test_plan_rows_stay_on_one_line_at_80_columns(monkeypatch, quickstart_like_plan):
+    from brewcli.ui import render_plan
+
+    text = _render(monkeypatch, 80, lambda: render_plan(quickstart_like_plan))
+    _one_line_rows(text)
+    lines = text.splitlines()
+    matches = [line for line in lines if "hidden_mse" in line]
+    assert len(matches) == 4 and all(len(line) <= 80 for line in matches)  # 0->0 .. 6->3, one line each
+    assert [m.split("│")[2].strip() for m in matches] == ["0 -> 0", "2 -> 1", "4 -> 2", "6 -> 3"]
+    for key in ("teacher", "student", "task", "data", "training", "output"):  # the plan: one line per key
+        assert sum(bool(re.match(rf"{key}\s\s", line)) for line in lines) == 1, key
+    assert any("6 layers x 384" in line and re.match(r"teacher\s\s", line) for line in lines)
+    wide = _render(monkeypatch, 200, lambda: render_plan(quickstart_like_plan))
+    assert sum("hidden_mse" in line for line in wide.splitlines()) == 4
+    assert "shapes (teacher | student)" in wide and "(B, L, 384) | (B, L, 384)" in wide  # room: every column
+
+
+def test_results_rows_stay_on_one_line_at_80_columns(monkeypatch):
+    from brewcli.ui import plain_table, results_table
+
+    scores = {"precision": 0.81234, "recall": 0.7712, "f1": 0.79, "accuracy": 0.9612, "params_h": "109.5M",
+              "size_h": "438.0MB", "latency_ms": 31.24, "throughput": 1234.5}
+    cols = [(m, m) for m in ("precision", "recall", "f1", "accuracy")] + [
+        ("params_h", "params"), ("size_h", "size"), ("latency_ms", "ms/example"), ("throughput", "examples/s")]
+    rows = [("teacher", scores), ("student", {**scores, "params_h": "17.4M"})]
+    for width in (80, 60, 40):
+        text = _render(monkeypatch, width, lambda: __import__("brewcli.ui").ui.console.print(
+            results_table("runs/wnut16-T3 on test (1287 rows, cpu)", rows, cols)))
+        _one_line_rows(text)
+        lines = text.splitlines()
+        assert sum("teacher" in line for line in lines) == 1 and all(len(line) <= width for line in lines), text
+        assert any("17.4M" in line for line in lines)  # the parameter count survives every width
+    ls = [("95b1ee55c9248c1eaeddfcd9", "runs/teacher", "logits, hidden.0, hidden.2, hidden.4, hidden.6", "258.2kB")]
+    text = _render(monkeypatch, 80, lambda: __import__("brewcli.ui").ui.console.print(
+        plain_table("teacher cache", ("entry", "teacher", "stored", "size"), ls)))
+    _one_line_rows(text)
