@@ -138,7 +138,7 @@ def eval_(checkpoint: str = typer.Argument(..., help="a brew output folder, best
           teacher: bool = typer.Option(True, help="also score the teacher the checkpoint records"),
           as_json: bool = typer.Option(False, "--json", help="print the report as JSON on stdout")):
     """Score a checkpoint and compare it with its teacher: quality, size, speed."""
-    from brewcli.evaluate import evaluate_checkpoint, teacher_rows
+    from brewcli.evaluate import evaluate_checkpoint, speed_note, teacher_rows
     from brewcli.tasks import TASKS
     from brewcli.ui import console, human, results_table
 
@@ -156,8 +156,10 @@ def eval_(checkpoint: str = typer.Argument(..., help="a brew output folder, best
     console.print(results_table(f"{report['checkpoint']} on {report['split']} ({report['rows']} rows, "
                                 f"{report['device']})", rows, cols))
     if "retained_pct" in report:
+        faster = f", {report['speedup']}x faster at batch 1" if "speedup" in report else ""
         console.print(f"student keeps [bold]{report['retained_pct']}%[/bold] of the teacher's {task.main_metric} "
-                      f"with {report['size_ratio']:.0%} of its parameters, {report['speedup']}x faster at batch 1")
+                      f"with {report['size_ratio']:.0%} of its parameters{faster}")
+    console.print(speed_note(report))
 
 
 @app.command(epilog="Examples:  brew init --teacher runs/bbc-teacher --student T3 --data data/bbc/train.jsonl  |  "

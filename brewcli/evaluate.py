@@ -1,6 +1,8 @@
 """Scoring and the report. `evaluate_model` streams a split through a model into the task's metric (sharded
 across processes, states merged). `report` compares a student with its teacher (metric, % retained, size,
 speed); the end of a run and `brew eval` both call it, so metrics.json and `brew eval --json` share its shape.
+Speed is timed with the student and its teacher taking turns on the same rows (`measure_speed`): medians, their
+spreads, and the speedup as the median of neighbouring ratios, so a parallel job skews neither model alone.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import json
 import statistics
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -56,33 +59,92 @@ def evaluate_model(model, task, encoded, collate, batch_size: int, metric, acc=N
     return metric.compute(), seconds
 
 
+@dataclass
+class Timed:
+    """One model and its own encoding of the split, for timing."""
+
+    model: object
+    encoded: object
+    collate: object
+
+
+BUSY_PCT = 25  # timings that vary more than this (interquartile range over the median) are not a firm figure
+
+
+def _forward_seconds(model, inputs, device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    model(**inputs)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
 @torch.no_grad()
-def latency_ms(model, encoded, collate, acc=None, runs: int = 20) -> float:
-    """Median time of one single-example forward pass on real examples, after a warm-up."""
-    model.eval()
+def paired_seconds(models: dict[str, Timed], acc=None, batch_size: int = 1, rounds: int = 20,
+                   warmup: int = 3) -> dict[str, list[float]]:
+    """Seconds of one forward pass of each model at `batch_size`, the models taking turns: each round runs every
+    model once, one after the other, on the same rows, so a load that comes and goes meets them alike (round r of
+    one model and round r of another are neighbours). `warmup` untimed rounds come first."""
     device = _device(acc)
-    examples = [b.to(device).inputs for b in data_mod.loader(encoded.select(range(min(runs, len(encoded)))), collate, 1)]
-    for ex in examples[:3]:
-        model(**ex)
-    times = []
-    for ex in examples:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        model(**ex)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    for t in models.values():
+        t.model.eval()
+    batches = {}
+    for name, t in models.items():
+        n = len(t.encoded)
+        rows = [[(r * batch_size + i) % n for i in range(min(batch_size, n))] for r in range(rounds)]
+        batches[name] = [t.collate(t.encoded.__getitems__(rs)).to(device).inputs for rs in rows]
+    times = {name: [] for name in models}
+    for r in range(-warmup, rounds):
+        for name, t in models.items():
+            seconds = _forward_seconds(t.model, batches[name][r % rounds], device)
+            if r >= 0:
+                times[name].append(seconds)
+    return times
+
+
+def spread_pct(values: list[float]) -> float:
+    """The interquartile range of `values` relative to their median, in %."""
+    if len(values) < 2:
+        return 0.0
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return round(100 * (q3 - q1) / statistics.median(values), 1)
+
+
+def measure_speed(models: dict[str, Timed], acc=None, latency_rounds: int = 20, throughput_rounds: int = 5,
+                  throughput_batch: int = 32) -> dict[str, dict[str, list[float]]]:
+    """The paired timings `report` summarises: per model, ms per example at batch 1 and examples/s at a batch of
+    `throughput_batch` (or the split's size), round by round."""
+    latency = paired_seconds(models, acc, 1, latency_rounds)
+    rows = min(throughput_batch, *(len(t.encoded) for t in models.values()))
+    batched = paired_seconds(models, acc, rows, throughput_rounds, warmup=1)
+    return {name: {"latency_ms": [1000 * s for s in latency[name]], "throughput": [rows / s for s in batched[name]]}
+            for name in models}
+
+
+def speed_figures(timings: dict[str, list[float]]) -> dict:
+    """One model's median ms per example and examples/s, with their spreads (interquartile range / median, %)."""
+    return {"latency_ms": round(statistics.median(timings["latency_ms"]), 2),
+            "latency_spread_pct": spread_pct(timings["latency_ms"]),
+            "throughput": round(statistics.median(timings["throughput"]), 1),
+            "throughput_spread_pct": spread_pct(timings["throughput"])}
+
+
+def speedup(student: dict[str, list[float]], teacher: dict[str, list[float]]) -> dict:
+    """The student's speedup at batch 1: the median over rounds of the teacher's time over the student's in the same
+    round (a ratio of neighbours, which a load that comes and goes changes little), and that ratio's spread."""
+    ratios = [t / s for t, s in zip(teacher["latency_ms"], student["latency_ms"]) if s > 0]
+    if not ratios:
+        return {}
+    return {"speedup": round(statistics.median(ratios), 2), "speedup_spread_pct": spread_pct(ratios)}
 
 
 def score(model, task, encoded, collate, batch_size: int, metric, acc=None, folder: Path | None = None) -> dict:
-    """Metrics + parameter count + size on disk + latency + throughput of one model on one split."""
-    metrics, seconds = evaluate_model(model, task, encoded, collate, batch_size, metric, acc)
+    """Metrics + parameter count + size on disk of one model on one split (its speed: `measure_speed`)."""
+    metrics, _ = evaluate_model(model, task, encoded, collate, batch_size, metric, acc)
     return {**metrics, "params": sum(p.numel() for p in model.parameters()),
-            "size_bytes": size_on_disk(folder) if folder is not None else None,
-            "latency_ms": round(latency_ms(model, encoded, collate, acc), 2),
-            "throughput": round(len(encoded) / seconds, 1) if seconds else None}
+            "size_bytes": size_on_disk(folder) if folder is not None else None}
 
 
 def ensemble_mix(recipe) -> str | None:
@@ -93,19 +155,30 @@ def ensemble_mix(recipe) -> str | None:
 
 
 def score_teachers(teachers: list[tuple], task, mix: str | None, scorer, shared: bool = True):
-    """(the score the student is compared with, each teacher's score when there are several). `teachers` holds
-    (name, model, weight, label order); `scorer(model, name)` scores one. Several teachers are compared as their
-    weighted ensemble, which needs one tokenizer (`shared`); else the student is compared with the first teacher."""
+    """(the score the student is compared with, each teacher's score when there are several, (the model behind the
+    first score, its teacher's name or None for the ensemble)). `teachers` holds (name, model, weight, label order);
+    `scorer(model, name)` scores one. Several teachers are compared as their weighted ensemble, which needs one
+    tokenizer (`shared`); else the student is compared with the first teacher."""
     if not teachers:
-        return None, None
+        return None, None, None
     each = {name: scorer(model, name) for name, model, _, _ in teachers}
     if len(teachers) == 1 or not shared:
-        return next(iter(each.values())), (each if len(teachers) > 1 else None)
+        return next(iter(each.values())), (each if len(teachers) > 1 else None), (teachers[0][1], teachers[0][0])
     from brewcli.teachers import Ensemble
 
     kept = [t for t in teachers if t[2] > 0]
     ensemble = Ensemble([m for _, m, _, _ in kept], [w for _, _, w, _ in kept], [o for _, _, _, o in kept], task, mix)
-    return scorer(ensemble), each
+    return scorer(ensemble), each, (ensemble, None)
+
+
+def time_against(student: Timed, compared, inputs, acc=None) -> dict:
+    """The paired timings (`measure_speed`) of the student and the model it is compared with: `compared` as
+    `score_teachers` returns it, `inputs(name)` that teacher's (encoded, collate). The student alone without one."""
+    models = {"student": student}
+    if compared is not None:
+        model, name = compared
+        models["teacher"] = Timed(model, *inputs(name))
+    return measure_speed(models, acc)
 
 
 def teacher_rows(teacher: dict | None, each: dict | None) -> list[tuple[str, dict]]:
@@ -119,9 +192,17 @@ def teacher_rows(teacher: dict | None, each: dict | None) -> list[tuple[str, dic
 
 
 def report(task, split: str, rows: int, student: dict, teacher: dict | None = None, teacher_path: str | None = None,
-           device: str = "cpu", teachers: dict | None = None) -> dict:
+           device: str = "cpu", teachers: dict | None = None, timings: dict | None = None) -> dict:
     """The comparison both the end of a run and `brew eval` print and save. With several teachers, `teacher` is
-    their ensemble (what the student keeps is measured against it) and `teachers` holds each one's score."""
+    their ensemble (what the student keeps is measured against it) and `teachers` holds each one's score.
+    `timings` (`time_against`) adds each timed model's speed to its score (in place) and the speedup of the pairs;
+    `timing_spread_pct` is the widest spread among them (above BUSY_PCT the figures are not firm)."""
+    timings = timings or {}
+    spreads = []
+    for name, scored in (("student", student), ("teacher", teacher)):
+        if scored is not None and name in timings:
+            scored.update(speed_figures(timings[name]))
+            spreads.append(scored["latency_spread_pct"])
     out = {"task": task.name, "split": split, "rows": rows, "device": device, "student": student}
     if teacher is not None:
         out["teacher"] = teacher
@@ -133,9 +214,22 @@ def report(task, split: str, rows: int, student: dict, teacher: dict | None = No
         if kept is not None:
             out["retained_pct"] = kept
         out["size_ratio"] = round(student["params"] / teacher["params"], 3)
-        if student.get("latency_ms") and teacher.get("latency_ms"):
-            out["speedup"] = round(teacher["latency_ms"] / student["latency_ms"], 2)
+        if "student" in timings and "teacher" in timings:
+            out.update(speedup(timings["student"], timings["teacher"]))
+            spreads.append(out.get("speedup_spread_pct", 0.0))
+    if spreads:
+        out["timing_spread_pct"] = max(spreads)
     return out
+
+
+def speed_note(report: dict) -> str:
+    """The line under `brew eval`'s table: how the speed was timed, and whether the machine was too busy to trust it."""
+    spread = report.get("timing_spread_pct", 0.0)
+    how = ("medians of 20 single-example passes, student and teacher in turns; speedup: the median ratio of "
+           "neighbouring timings" if "speedup" in report else "median of 20 single-example passes")
+    if spread > BUSY_PCT:
+        return f"[yellow]timings varied by {spread:.0f}%: the machine is busy; rerun for a firm figure[/yellow] ({how})"
+    return f"[dim]speed: {how}; they varied by {spread:.0f}% (interquartile range over the median)[/dim]"
 
 
 def load_model(folder, task, acc=None):
@@ -188,14 +282,16 @@ def evaluate_checkpoint(path: str, data_file: str | None = None, split: str | No
     tokenizer = load_tokenizer(str(folder), "checkpoint")
     encoded = task.encode(ds, tokenizer, recipe, names)
     doing(f"scoring {folder} on the {split} split")
-    student = score(load_model(folder, task, acc), task, encoded, task.collate(tokenizer), batch_size,
+    student_model = load_model(folder, task, acc)
+    student = score(student_model, task, encoded, task.collate(tokenizer), batch_size,
                     task.metric(recipe, names, ds), acc, folder)
     teacher_ref = meta.get("teacher") or (recipe.teachers[0].model if recipe.teachers else None)
     recorded = meta.get("teachers") or ([{"name": "teacher", "model": teacher_ref, "weight": 1.0,
                                           "label_order": None}] if teacher_ref else [])
-    teacher = each = None
+    teacher = each = compared = None
+    inputs = {}
     if with_teacher and recorded:
-        models, folders, inputs = [], {}, {}
+        models, folders = [], {}
         for t in recorded:
             ref, tdir = t["model"], Path(t["model"])
             if tdir.is_absolute() and not tdir.exists():
@@ -215,8 +311,11 @@ def evaluate_checkpoint(path: str, data_file: str | None = None, split: str | No
             enc, collate = inputs.get(name, (encoded, task.collate(tokenizer)))
             return score(model, task, enc, collate, batch_size, task.metric(recipe, names, ds), acc, folders.get(name))
 
-        teacher, each = score_teachers(models, task, ensemble_mix(recipe), scorer, shared=not inputs)
-    out = report(task, split, len(ds), student, teacher, teacher_ref, device, each)
+        teacher, each, compared = score_teachers(models, task, ensemble_mix(recipe), scorer, shared=not inputs)
+    doing("timing the student" + (" and the teacher, in turns" if compared else ""))
+    timings = time_against(Timed(student_model, encoded, task.collate(tokenizer)), compared,
+                           lambda name: inputs.get(name, (encoded, task.collate(tokenizer))), acc)
+    out = report(task, split, len(ds), student, teacher, teacher_ref, device, each, timings)
     return {"checkpoint": str(folder), **out}
 
 

@@ -23,7 +23,8 @@ from brewcli.cache import row_lengths
 from brewcli.cache_entry import CachedTeacher, open_or_fill
 from brewcli.checkpoint import checkpoints, load_checkpoint, rng_state, save_checkpoint, save_model_folder
 from brewcli.errors import BrewError, TrainingDiverged, doing
-from brewcli.evaluate import ensemble_mix, evaluate_model, load_model, report, score, score_teachers, teacher_rows
+from brewcli.evaluate import (Timed, ensemble_mix, evaluate_model, load_model, report, score, score_teachers,
+                              teacher_rows, time_against)
 from brewcli.models import from_config, load_pretrained
 from brewcli.objective import Objective, build_objective
 from brewcli.schedulers import LR
@@ -513,19 +514,22 @@ def finish(job: Job) -> dict:
         doing(f"scoring the student and the teacher on the {split} split")
         raw, encoded, names = getattr(plan.splits, split), plan.encoded[split], plan.splits.label_names
         batch_size = r.train.eval_batch_size
-        student = score(load_model(out, task, acc), task, encoded, job.collate, batch_size,
-                        task.metric(r, names, raw), acc, out)
+        student_model = load_model(out, task, acc)
+        student = score(student_model, task, encoded, job.collate, batch_size, task.metric(r, names, raw), acc, out)
         own = {t.name: t.tokenizer for t in plan.teachers if t.tokenizer is not None}
 
-        def scorer(model, name=None):  # a teacher with its own tokenizer reads its own encoding of the split
-            enc, collate = (task.encode(raw, own[name], r, names), task.collate(own[name])) if name in own else \
+        def inputs(name=None):  # a teacher with its own tokenizer reads its own encoding of the split
+            return (task.encode(raw, own[name], r, names), task.collate(own[name])) if name in own else \
                 (encoded, job.collate)
-            return score(model, task, enc, collate, batch_size, task.metric(r, names, raw), acc)
+
+        def scorer(model, name=None):
+            return score(model, task, *inputs(name), batch_size, task.metric(r, names, raw), acc)
 
         teachers = [(t.name, job.teacher_models[t.name], t.spec.weight, t.label_order) for t in plan.teachers]
-        teacher, each = score_teachers(teachers, task, ensemble_mix(r), scorer, shared=not own)
+        teacher, each, compared = score_teachers(teachers, task, ensemble_mix(r), scorer, shared=not own)
+        timings = time_against(Timed(student_model, encoded, job.collate), compared, inputs, acc)
         result.update(report(task, split, len(raw), student, teacher, _meta(plan, 0, None)["teacher"],
-                             acc.device.type, each))
+                             acc.device.type, each, timings))
         if not job.main:
             return {}
         rows = teacher_rows(teacher, each) + [("student" if teacher else "model", student)]

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import sys
+import textwrap
 
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
 console = Console(stderr=True, highlight=False)
 
@@ -17,6 +20,85 @@ def human(n: float | None, unit: str = "") -> str:
         if abs(n) >= div:
             return f"{n / div:.1f}{suffix}{unit}"
     return f"{n:.0f}{unit}"
+
+
+class FitTable:
+    """A rich Table laid out for the width it is printed at (a terminal's, or COLUMNS, or 80 in a log).
+
+    Columns and rows are added as on a Table (`add_column(header, short=..., **options)`, `add_row(*cells)`). It
+    prints as a table when that fits unwrapped; else with the columns' short headers; else without the columns
+    named in `drop`, one after the other, while some remain; else each row as one line of `header value` pairs
+    (a cell's lines joined by "; "), wrapped under itself where it is longer than the width.
+    """
+
+    def __init__(self, title: str | None = None, drop: tuple[str, ...] = (), **options):
+        self.title, self.drop, self.options = title, drop, options
+        self.columns: list[tuple[str, str, dict]] = []
+        self.rows: list[tuple[str, ...]] = []
+
+    def add_column(self, header: str = "", short: str | None = None, **options) -> None:
+        self.columns.append((header, header if short is None else short, options))
+
+    def add_row(self, *cells: str) -> None:
+        self.rows.append(cells)
+
+    def _table(self, keep: list[int], short: bool) -> Table:
+        t = Table(title=self.title, title_justify="left", **self.options)
+        for i in keep:
+            header, abbreviated, options = self.columns[i]
+            t.add_column(abbreviated if short else header, **options)
+        for row in self.rows:
+            t.add_row(*[row[i] if i < len(row) else "" for i in keep])
+        return t
+
+    def layout(self, console: Console, width: int) -> Table | None:
+        """The widest layout whose rows fit `width` unwrapped, or None (then: one line per row)."""
+        keep = list(range(len(self.columns)))
+        tries = [(keep, False), (keep, True)]
+        for name in self.drop:
+            keep = [i for i in keep if self.columns[i][0] != name]
+            tries.append((keep, True))
+        wide = console.options.update_width(10**5)
+        for columns, short in tries:
+            t = self._table(columns, short)
+            if Measurement.get(console, wide, t).maximum <= width:
+                return t
+        return None
+
+    def lines(self) -> list[str]:
+        """Each row as one line: `header value` pairs (the first cell alone, as a row's name), "; " between."""
+        named = not self.options.get("show_header", True)
+        first = max((len(r[0]) for r in self.rows if r), default=0)
+        out = []
+        for row in self.rows:
+            cells = [c.replace("\n", "; ") for c in row]
+            head = cells[0].ljust(first) if named or not self.columns[0][0] else f"{self.columns[0][0]} {cells[0]}"
+            rest = [c if named or not self.columns[i + 1][0] else f"{self.columns[i + 1][0]} {c}"
+                    for i, c in enumerate(cells[1:]) if c not in ("", "-")]
+            out.append(head + "  " + ", ".join(rest) if rest else head)
+        return out
+
+    def print_to(self, console: Console) -> None:
+        """Print at the console's width; rows as lines never wrap (a log keeps each row on one line)."""
+        table = self.layout(console, console.width)
+        if table is not None or console.is_terminal:  # a terminal: rich wraps the cells of the narrowest layout
+            console.print(table or self._table([i for i, c in enumerate(self.columns) if c[0] not in self.drop], True))
+            return
+        if self.title:
+            console.print(self.title)
+        for line in self.lines():
+            console.print(line, soft_wrap=True, markup=False)
+
+    def __rich_console__(self, console: Console, options):
+        table = self.layout(console, options.max_width)
+        if table is not None:
+            yield table
+            return
+        if self.title:
+            yield Text(self.title)
+        indent = 4
+        for line in self.lines():  # printed by someone else, who may crop: wrapped under itself instead
+            yield Text("\n".join(textwrap.wrap(line, options.max_width, subsequent_indent=" " * indent)) or line)
 
 
 def _arch(cfg) -> str:
@@ -31,7 +113,7 @@ def _arch(cfg) -> str:
 
 def render_plan(plan) -> None:
     r = plan.recipe
-    t = Table(title=f"brew plan: {r.name or 'recipe'}", show_header=False, title_justify="left")
+    t = FitTable(title=f"brew plan: {r.name or 'recipe'}", show_header=False)
     t.add_column(style="bold")
     t.add_column()
     several = len(plan.teachers) > 1
@@ -62,8 +144,8 @@ def render_plan(plan) -> None:
     if plan.cache_note:
         t.add_row("teacher cache", plan.cache_note)
     t.add_row("output", tr.output_dir)
-    console.print(t)
-    terms = Table(title="loss terms", title_justify="left")
+    t.print_to(console)
+    terms = FitTable(title="loss terms")
     for col in ("term", "weight", "details"):
         terms.add_column(col)
     d = r.distill
@@ -79,11 +161,13 @@ def render_plan(plan) -> None:
                           + (", x T^2" if d.scale_by_t2 else "") + (", probability shift" if d.probability_shift else ""))
         if d.hard_label_weight > 0:
             terms.add_row("hard_label", _w(d.hard_label_weight, d.hard_label_weight_schedule), "task loss on gold labels")
-    console.print(terms)
+    terms.print_to(console)
     if plan.matches:
-        m = Table(title="layer matches (layer 0 = embeddings)", title_justify="left")
-        for col in ("#", "teacher -> student", "feature", "loss", "weight", "shapes (teacher | student)", "projection"):
-            m.add_column(col)
+        m = FitTable(title="layer matches (layer 0 = embeddings)", drop=("shapes (teacher | student)", "weight"))
+        for col, short in (("#", "#"), ("teacher -> student", "T -> S"), ("feature", "feature"), ("loss", "loss"),
+                           ("weight", "weight"), ("shapes (teacher | student)", "shapes T | S"),
+                           ("projection", "proj")):
+            m.add_column(col, short)
         if several:
             m.add_column("teacher")
         for i, x in enumerate(plan.matches):
@@ -93,14 +177,14 @@ def render_plan(plan) -> None:
             proj = f"{x.proj} {x.student_width}->{x.teacher_width}" if x.proj else "-"
             m.add_row(str(i), f"{fmt(x.teacher_layer)} -> {fmt(x.student_layer)}", x.feature, x.loss, f"{x.weight:g}",
                       dims, proj, *([x.teacher] if several else []))
-        console.print(m)
+        m.print_to(console)
     if plan.needs_attention:
         console.print("[dim]attention matches: both models run eager attention (SDPA returns no maps); the student's "
                       "attention dropout is 0 so its maps stay distributions[/dim]")
 
 
-def plain_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> Table:
-    table = Table(title=title, title_justify="left")
+def plain_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> FitTable:
+    table = FitTable(title=title)
     for col in columns:
         table.add_column(col)
     for row in rows:
@@ -112,8 +196,9 @@ def _w(weight: float, schedule: str) -> str:
     return f"{weight:g}" + ("" if schedule == "none" else f" x {schedule}")
 
 
-def results_table(title: str, rows: list[tuple[str, dict]], columns: list[tuple[str, str]]) -> Table:
-    t = Table(title=title, title_justify="left")
+def results_table(title: str, rows: list[tuple[str, dict]], columns: list[tuple[str, str]]) -> FitTable:
+    """Metrics per model; at a narrow width the size and throughput columns go first, then rows become lines."""
+    t = FitTable(title=title, drop=("size", "examples/s"))
     t.add_column("")
     for _, label in columns:
         t.add_column(label, justify="right")

@@ -135,6 +135,16 @@ def test_temperature_schedulers():
     # flsw: cos = [1, 0] -> w = (1 - cos)^2 = [0, 1]; tau_i = 4 + (mean(w) - w_i) * beta
     got = TEMPERATURE.get("flsw")(4.0, s, t, beta=1.0, gamma=2.0)
     assert got.tolist() == pytest.approx([4.5, 3.5])
+    # flsw by hand: rows at 60 and 90 degrees and an identical pair; gamma 1.5, beta 2
+    s = torch.tensor([[3.0, 0.0], [0.0, 5.0], [1e-3, 1e-3]])
+    t = torch.tensor([[1.0, math.sqrt(3.0)], [7.0, 0.0], [2e-3, 2e-3]])
+    w = [(1 - 0.5) ** 1.5, 1.0, 0.0]  # cos 60 = 1/2, cos 90 = 0, cos 0 = 1 (exact: no epsilon on tiny logits)
+    got = TEMPERATURE.get("flsw")(8.0, s, t, beta=2.0, gamma=1.5)
+    assert got.tolist() == pytest.approx([8.0 + (sum(w) / 3 - wi) * 2.0 for wi in w], rel=1e-6)
+    assert not torch.isnan(TEMPERATURE.get("flsw")(8.0, t, t * 3, gamma=0.5)).any()  # cos rounds to 1: no NaN
+    # TextBrewer's v / (|v| + 1e-4) gives the tiny (parallel) pair cos = 1.414/1.514 * 2.828/2.928 = 0.902, not 1
+    tb = lambda z: z / (z.norm(dim=-1, keepdim=True) + 1e-4)  # noqa: E731
+    assert (tb(s[2]) * tb(t[2])).sum().item() == pytest.approx(0.902, abs=1e-3)
     # cwsm: w = 1 / (max softmax + 1e-3); the more confident row gets the higher temperature
     s = torch.tensor([[2.0, 0.0], [0.5, 0.0]])
     w = [1 / (1 / (1 + math.exp(-x)) + 1e-3) for x in (2.0, 0.5)]

@@ -205,10 +205,11 @@ def test_f1_by_hand():
 
 
 def test_no_answer_scores_one_only_for_empty_prediction():
-    assert has_answer(["Paris"]) and not has_answer([]) and not has_answer(["", " the "])
+    assert has_answer(["Paris"]) and not has_answer([])
+    assert has_answer(["", " the "])  # the raw list decides the split (official v2.0 script), not normalisation
     assert exact_match("", []) == 1.0 and f1("", []) == 1.0
     assert exact_match("Paris", []) == 0.0 and f1("Paris", []) == 0.0
-    # golds that normalise to nothing count as no answer (official v2.0 script)
+    # golds that all normalise to nothing are scored against "" (official v2.0 script)
     assert f1("", ["", "  "]) == 1.0
     # a prediction that normalises to nothing is an empty answer
     assert exact_match("The.", []) == 1.0
@@ -220,7 +221,8 @@ def test_qa_counter_by_hand():
              ("", []),  # no answer, predicted none: 1, 1
              ("London", [])]  # no answer, predicted one: 0, 0
     # EM 2/4; F1 (2/3 + 1 + 1 + 0)/4 = 2/3; answerable F1 (2/3 + 1)/2 = 5/6; unanswerable F1 1/2
-    expected = {"exact_match": 0.5, "f1": 2 / 3, "has_answer_f1": 5 / 6, "no_answer_f1": 0.5}
+    expected = {"exact_match": 0.5, "f1": 2 / 3, "has_answer_exact": 0.5, "has_answer_f1": 5 / 6,
+                "no_answer_exact": 0.5, "no_answer_f1": 0.5}
     assert qa_scores([p for p, _ in pairs], [g for _, g in pairs]) == pytest.approx(expected)
     first, second = QACounter(), QACounter()
     for pred, gold in pairs[:2]:

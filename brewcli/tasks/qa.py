@@ -4,7 +4,7 @@ A long context is split into overlapping windows (`doc_stride`); each window is 
 labels are the answer's first and last token (or [CLS] when the answer is not in that window). KD compares the
 start and end distributions over the context tokens and [CLS]. Evaluation combines an example's windows,
 keeps the best span (n-best, maximum answer length), maps it back to the context text and scores exact match
-and F1 with SQuAD's answer normalisation.
+and F1 as the official scripts do: evaluate-v2.0.py's rules when questions may have no answer, else evaluate-v1.1.py's.
 """
 
 from __future__ import annotations
@@ -84,8 +84,9 @@ class QAMetric(Metric):
         self.spec, self.contexts, self.golds = spec, contexts, golds
         with_null = spec.unanswerable is True or (spec.unanswerable == "auto" and any(not g for g in golds))
         self.null_threshold = spec.null_threshold if with_null else None
+        self.version = "v2.0" if with_null else "v1.1"  # the official script for data of that kind
         self.pending: dict[int, list[dict]] = {}
-        self.counter = QACounter()
+        self.counter = QACounter(version=self.version)
 
     def update(self, logits, batch) -> None:
         for row, example in enumerate(batch.ids.tolist()):
@@ -112,7 +113,7 @@ class QAMetric(Metric):
         return self.counter.state()
 
     def merge(self, state: dict) -> None:
-        self.counter.merge(QACounter.from_state(state))
+        self.counter.merge(QACounter.from_state(state, self.version))
 
 
 class QuestionAnswering(Task):
