@@ -408,8 +408,12 @@ def _put(raw, loc: tuple, value) -> None:
 
 def resolve_path(value: str, base: Path, always: bool = True) -> str:
     """`value` as an absolute path against `base`, or unchanged when it is a Hugging Face id (see above)."""
-    local = always or value.startswith(("./", "../", "/", "~")) or (base / Path(value).expanduser()).exists()
-    return os.path.normpath(base / Path(value).expanduser()) if local else value
+    try:
+        path = base / Path(value).expanduser()
+        local = always or value.startswith(("./", "../", "/", "~")) or path.exists()
+    except (OSError, ValueError, RuntimeError):  # a name no file can have (a NUL byte, too long, ~nosuchuser)
+        return value  # left for the checks that name the key
+    return os.path.normpath(path) if local else value
 
 
 def resolve_paths(raw: dict, base: Path, only_changed_from: dict | None = None) -> dict:

@@ -69,9 +69,18 @@ def _format(path: Path) -> str:
     return "conll" if suffix in (".conll", ".txt") else FORMATS.get(suffix, suffix)
 
 
+def _path(text: str, flag: str) -> Path:
+    try:
+        path = Path(text).expanduser()
+        path.exists()
+        return path
+    except (OSError, ValueError, RuntimeError) as e:  # ~nosuchuser, a name too long
+        raise BrewError(f"brew init: {flag} {text}: not a usable path ({e})") from None
+
+
 def train_file(data: str) -> Path | None:
     """The training file `--data` names: the file itself, or the train file in a folder; None for a Hub dataset."""
-    p = Path(data).expanduser()
+    p = _path(data, "--data")
     if p.is_dir():
         files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in LOCAL)
         trains = [f for f in files if f.stem.lower() == "train"] or [f for f in files if "train" in f.stem.lower()]
@@ -97,7 +106,7 @@ def other_splits(train: Path, given: dict[str, str | None], columns: list[str]) 
     found, notes = {}, []
     for split, names in SPLIT_FILES.items():
         if given.get(split):
-            f = Path(given[split]).expanduser()
+            f = _path(given[split], f"--{split}")
             if not f.is_file():
                 raise BrewError(f"brew init: --{split} {given[split]}: file not found")
             if _format(f) != _format(train):
@@ -125,8 +134,9 @@ def other_splits(train: Path, given: dict[str, str | None], columns: list[str]) 
 
 
 def _missing(path: Path, columns: list[str]) -> str | None:
-    _, have, _ = peek(str(path), rows=5)
-    return next((c for c in columns if c not in have), None)
+    """The first of `columns` the file lacks (CoNLL and SQuAD files have fixed fields, read under the recipe's names)."""
+    kind, have, _ = peek(str(path), rows=5)
+    return None if kind in ("conll", "squad") else next((c for c in columns if c not in have), None)
 
 
 def _columns(records: list[dict]) -> dict[str, list]:
@@ -436,7 +446,7 @@ def check_out(out: Path, force: bool) -> None:
 
 
 def check_model(ref: str, flag: str) -> None:
-    problem = model_problem(ref)
+    problem = model_problem(ref) if _path(ref, flag) else None
     if problem:
         raise BrewError(f"brew init: {flag} {problem}")
 

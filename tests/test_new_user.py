@@ -174,6 +174,8 @@ def test_init_data_folder_writes_the_splits_it_holds(teacher_dir, tmp_path, monk
     assert recipe.task.name == "token-classification" and recipe.data.eval_split == "eval"
     assert recipe.data.files == {"train": str(ner / "train.conll"), "eval": str(ner / "validation.conll")}
     assert recipe.data.test_split is None  # there is no test file, so the recipe names none
+    r = brew("init", "--train", "--model", teacher_dir, "--data", "ner", "--column", "tags=ner", "--out", "n2.yaml")
+    assert r.exit_code == 0 and "eval" in load_recipe("n2.yaml").data.files  # CoNLL fields take any name
 
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty/notes.csv").write_text("a,b\n1,2\n")
