@@ -18,6 +18,8 @@ app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False, add
 
 OVERRIDES = typer.Argument(None, help="key=value overrides, e.g. train.lr=3e-5 distill.temperature=8",
                            show_default=False)
+TRAIN_OVERRIDES = typer.Argument(None, help="key=value overrides, e.g. train.lr=3e-5 train.epochs=3",
+                                 show_default=False)
 
 
 def _guarded(fn):
@@ -122,7 +124,7 @@ def distill(recipe: Path = typer.Argument(..., help="the YAML recipe"), override
 @app.command(epilog="Example:  brew train recipes/bbc/teacher.yaml train.epochs=1")
 @_guarded
 def train(recipe: Path = typer.Argument(..., help="the YAML recipe (no teacher)"),
-          overrides: Optional[list[str]] = OVERRIDES,
+          overrides: Optional[list[str]] = TRAIN_OVERRIDES,
           dry_run: bool = typer.Option(False, "--dry-run", help="load configs only, print the plan and exit"),
           resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in output_dir")):
     """Fine-tune one model on labelled data (for example a teacher); same loop and outputs as distill."""
@@ -147,7 +149,8 @@ def eval_(checkpoint: str = typer.Argument(..., help="a brew output folder, best
         print(json.dumps(report, indent=2))
         return
     task = TASKS.get(report["task"])
-    rows = teacher_rows(report.get("teacher"), report.get("teachers")) + [("student", report["student"])]
+    rows = teacher_rows(report.get("teacher"), report.get("teachers")) + [
+        ("student" if report.get("teacher") else "model", report["student"])]
     for _, r in rows:
         r["params_h"] = human(r["params"])
         r["size_h"] = human(r["size_bytes"], "B")
@@ -163,12 +166,18 @@ def eval_(checkpoint: str = typer.Argument(..., help="a brew output folder, best
 
 
 @app.command(epilog="Examples:  brew init --teacher runs/bbc-teacher --student T3 --data data/bbc/train.jsonl  |  "
-             "brew init --train --model bert-base-cased --data train.conll --out teacher.yaml")
+             "brew init --train --model bert-base-cased --data train.conll --out teacher.yaml  |  "
+             "brew init --teacher runs/bbc-teacher --data data/bbc --out r.yaml")
 @_guarded
 def init(task: Optional[str] = typer.Option(None, help="the task (`brew ls tasks`); proposed from the data if left out"),
          teacher: Optional[str] = typer.Option(None, help="Hugging Face id or local folder of the teacher"),
          student: Optional[str] = typer.Option(None, help="student preset: T6, T3, T3-small, T4-tiny, T12-nano"),
-         data: Optional[str] = typer.Option(None, help="a local data file, or a Hugging Face dataset as name[:config]"),
+         data: Optional[str] = typer.Option(None, help="the training file, a folder holding train/eval/test files, "
+                                            "or a Hugging Face dataset as name[:config]"),
+         test: Optional[str] = typer.Option(None, "--test", help="the test file (default: test.* beside the train "
+                                            "file)"),
+         eval_file: Optional[str] = typer.Option(None, "--eval", help="the evaluation file (default: eval.*, "
+                                                 "validation.* or dev.* beside the train file, else 10% of train)"),
          column: Optional[list[str]] = typer.Option(None, help="KEY=COLUMN, e.g. text=review or tags=ner (repeat it)"),
          text: Optional[str] = typer.Option(None, help="text column (comma-separated for a pair)"),
          label: Optional[str] = typer.Option(None, help="label column"),
@@ -177,66 +186,50 @@ def init(task: Optional[str] = typer.Option(None, help="the task (`brew ls tasks
          model: Optional[str] = typer.Option(None, help="with --train: the model to fine-tune"),
          out: Optional[Path] = typer.Option(None, help="where to write the recipe"),
          force: bool = typer.Option(False, "--force", help="overwrite an existing file")):
-    """Write a commented recipe to start from: reads the data, proposes the task and its columns, asks for what
-    the flags leave out."""
-    from brewcli.recipe import load_recipe
-    from brewcli.scaffold import LOCAL, model_max_length, peek, propose_columns, propose_task, render
+    """Write a commented recipe to start from: reads the data, proposes the task, its columns and the training
+    settings, asks for what the flags leave out. Paths in it are relative to the recipe's folder."""
+    from brewcli.scaffold import check_model, check_out, choose_columns, peek, propose_task, train_file, write_recipe
     from brewcli.students import PRESETS
     from brewcli.tasks import TASKS
     from brewcli.ui import console
 
     ask = _interactive()
 
-    def value(current, flag, prompt, default, choices=None):
-        if current is not None:
-            return current
-        if not ask:
-            if default is None:
+    def value(current, flag, prompt, default, choices=None, check=None):
+        """The flag's value, else the default (no terminal) or the answer to a prompt. `check` raises BrewError on
+        a bad value: a flag is refused, a prompt asks again."""
+        if current is not None or not ask:
+            if current is None and default is None:
                 raise BrewError(f"brew init: {flag} is required when not run interactively")
-            return default
-        return typer.prompt(prompt + (f" ({', '.join(choices)})" if choices else ""), default=default)
+            current = default if current is None else current
+            check and check(current)
+            return current
+        while True:
+            answer = typer.prompt(prompt + (f" ({', '.join(choices)})" if choices else ""), default=default)
+            try:
+                check and check(answer)
+                return answer
+            except BrewError as e:
+                console.print(str(e), markup=False)
 
-    data = value(data, "--data", "Data (file or dataset[:config])", None)
-    kind, columns = "hub", {}
-    if Path(data).suffix.lower() in LOCAL:
-        if not Path(data).is_file():
-            raise BrewError(f"brew init: --data {data}: file not found")
-        kind, columns = peek(data)
+    out = Path(value(out, "--out", "Recipe file to write", "teacher.yaml" if train else "recipe.yaml",
+                     check=lambda o: check_out(Path(o), force)))
+    data = value(data, "--data", "Data (file, folder or dataset[:config])", None, check=train_file)
+    found = train_file(data)
+    kind, columns, rows = peek(str(found)) if found else ("hub", {}, None)
     task = TASKS.canonical(value(task, "--task", "Task", propose_task(kind, columns) if columns else "classification",
                                  TASKS.names()))
-    if train:
-        model = value(model or teacher, "--model", "Model to fine-tune (Hugging Face id or folder)", None)
-    else:
-        model = value(teacher, "--teacher", "Teacher (Hugging Face id or folder)", None)
+    flag = "--model" if train else "--teacher"
+    model = value(model or teacher if train else teacher, flag, "Model to fine-tune (Hugging Face id or folder)"
+                  if train else "Teacher (Hugging Face id or folder)", None, check=lambda m: check_model(m, flag))
+    if not train:
         student = PRESETS.canonical(value(student, "--student", "Student preset", "T3", PRESETS.names()))
-    chosen = propose_columns(TASKS.get(task), columns) if columns else {}
-    given = dict(item.split("=", 1) for item in column or [] if "=" in item)
-    bad = [item for item in column or [] if "=" not in item]
-    if bad:
-        raise BrewError(f"brew init: --column {bad[0]}: write KEY=COLUMN, e.g. --column text=review")
-    given.update({k: v for k, v in (("text", text), ("label", label)) if v})
-    for col in TASKS.get(task).columns:
-        if col.key in given:
-            parts = [c.strip() for c in given[col.key].split(",")]
-            chosen[col.key] = parts[0] if len(parts) == 1 else parts
-        elif chosen.get(col.key) is None and columns:
-            if not ask:
-                raise BrewError(f"brew init: cannot tell which column of {data} holds {col.what} (columns: "
-                                f"{', '.join(columns)}); pass --column {col.key}=NAME")
-            chosen[col.key] = typer.prompt(f"Column holding {col.what} ({', '.join(columns)})")
-        elif chosen.get(col.key) is None:
-            chosen[col.key] = col.default
-    out = Path(value(out, "--out", "Recipe file to write", "teacher.yaml" if train else "recipe.yaml"))
-    if out.is_dir():
-        raise BrewError(f"brew init: --out {out} is a folder; give the recipe file's name, e.g. {out / 'recipe.yaml'}")
-    if out.exists() and not force:
-        raise BrewError(f"{out} exists; pass --force to overwrite it or choose another --out")
-    max_length = model_max_length(model, 384 if task == "question-answering" else 128)
-    body = render(task=task, model=model, student=None if train else student, data=data, path=str(out),
-                  columns=chosen, max_length=max_length)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(body)
-    load_recipe(out)  # the schema accepts what we wrote
+    chosen = choose_columns(TASKS.get(task), columns, column or [], text, label, str(data),
+                            (lambda what: typer.prompt(f"Column holding {what} ({', '.join(columns)})")) if ask else None)
+    notes = write_recipe(out, task=task, model=model, student=None if train else student, data=data, found=found,
+                         columns=columns, chosen=chosen, rows=rows, given={"test": test, "eval": eval_file})
+    for note in notes:
+        console.print(note, markup=False)
     shown = ", ".join(f"{k} <- {v}" for k, v in chosen.items())
     console.print(f"wrote {out} (task {task}; columns {shown}); check it with: "
                   f"brew {'train' if train else 'distill'} {out} --dry-run")

@@ -253,15 +253,14 @@ def evaluate_checkpoint(path: str, data_file: str | None = None, split: str | No
         raise BrewError(f"{path}: has no recipe.yaml, so brew does not know its task and data; was it made by brew?")
     doing(f"reading {folder}")
     meta = _read_meta(folder)
-    recipe = load_recipe(folder / "recipe.yaml")
+    ran_in = meta.get("cwd") if isinstance(meta.get("cwd"), str) else "."  # where older runs' relative paths start
+    recipe = load_recipe(folder / "recipe.yaml", ran_in=ran_in)
     task = TASKS.get(recipe.task.name)
     if data_file:
         data = recipe.data.model_copy(update={"dataset": None, "config": None, "files": {"file": data_file},
                                               "train_split": "file", "eval_split": None, "test_split": None,
                                               "eval_fraction": None, "max_train_samples": None})
         recipe = recipe.model_copy(update={"data": data})
-    else:
-        recipe = _rebase(recipe, Path(meta.get("cwd", ".")))
     config = load_config(str(folder), "checkpoint")
     check_weights(str(folder), "checkpoint")
     names = [config.id2label[i] for i in range(config.num_labels)] if task.has_classes else None
@@ -330,15 +329,3 @@ def _read_meta(folder: Path) -> dict:
         raise BrewError(f"{folder / 'brew.json'} is damaged (not a JSON object)")
     return meta
 
-
-def _rebase(recipe, run_dir: Path):
-    """Relative data paths are relative to where the run started; use that folder if they are not found here."""
-    files = recipe.data.files
-    if not files:
-        return recipe
-    fixed = {}
-    for split, paths in files.items():
-        paths_list = [paths] if isinstance(paths, str) else paths
-        moved = [p if Path(p).exists() or Path(p).is_absolute() else str(run_dir / p) for p in paths_list]
-        fixed[split] = moved[0] if isinstance(paths, str) else moved
-    return recipe.model_copy(update={"data": recipe.data.model_copy(update={"files": fixed})})

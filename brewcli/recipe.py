@@ -6,6 +6,7 @@ fallback to a default.
 
 from __future__ import annotations
 
+import os
 import re
 import typing
 from pathlib import Path
@@ -104,6 +105,21 @@ class DataSpec(Strict):
     max_length: int = Field(128, ge=8)
     max_train_samples: int | None = Field(None, ge=1)
     max_eval_samples: int | None = Field(None, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_names(cls, v):
+        """Local files: a file keyed test (or eval / validation / dev) is that split without naming it twice; the
+        names are filled in here, so a saved recipe says which splits ran."""
+        if not isinstance(v, dict) or not isinstance(v.get("files"), dict):
+            return v
+        keys, train = v["files"], v.get("train_split", "train")
+        if v.get("eval_split") is None and not v.get("eval_fraction"):
+            found = next((k for k in ("eval", "validation", "dev") if k in keys and k != train), None)
+            v = {**v, "eval_split": found} if found else v
+        if v.get("test_split") is None and "test" in keys and train != "test":
+            v = {**v, "test_split": "test"}
+        return v
 
     @model_validator(mode="after")
     def _check(self):
@@ -330,7 +346,93 @@ class Recipe(Strict):
         return task.main_metric if self.train.keep_best == "auto" else self.train.keep_best
 
     def dump(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        """The recipe as it runs: every path absolute (it runs from any folder), the splits named, whole numbers
+        written as such; a recipe without a teacher has no `distill:` section (the schema refuses one)."""
+        raw = self.model_dump(mode="json")
+        _whole_numbers(self, raw)
+        if self.teacher is None:
+            raw.pop("distill")
+        resolve_paths(raw, Path.cwd())
+        return yaml.safe_dump(raw, sort_keys=False)
+
+
+def _whole_numbers(model: BaseModel, raw: dict) -> None:
+    """`epochs: 2`, not `2.0`: a float field holding a whole number is dumped as an int (it loads back the same)."""
+    for key in type(model).model_fields:
+        value = getattr(model, key)
+        for holder, slot, item in ([(raw[key], i, x) for i, x in enumerate(value)] if isinstance(value, list)
+                                   else [(raw, key, value)]):
+            if isinstance(item, BaseModel):
+                _whole_numbers(item, holder[slot])
+            elif isinstance(item, float) and item.is_integer():
+                holder[slot] = int(item)
+
+
+# ---------------------------------------------------------------------------------------------- paths
+# A path in a recipe file is relative to the recipe's folder; on the command line (overrides), to the current
+# folder. Data files, train.output_dir and distill.cache_dir are always paths. A model (teacher, student.model) or
+# data.dataset is a local path when it starts with ./ ../ / or ~, or exists relative to that folder; otherwise it
+# is a Hugging Face id (bert-base-uncased, org/name) and stays as written. Resolved paths are absolute.
+
+
+def _path_slots(raw: dict) -> list[tuple[tuple, bool]]:
+    """Where a raw recipe holds paths: (location, always a path); False marks a model or dataset reference."""
+    slots: list[tuple[tuple, bool]] = []
+    teacher = raw.get("teacher")
+    for loc, t in ([(("teacher", i), t) for i, t in enumerate(teacher)] if isinstance(teacher, list)
+                   else [(("teacher",), teacher)]):
+        slots.append((loc + ("model",), False) if isinstance(t, dict) else (loc, False))
+    slots += [(("student", "model"), False), (("data", "dataset"), False), (("train", "output_dir"), True),
+              (("distill", "cache_dir"), True)]
+    files = _at(raw, ("data", "files"))
+    for split, paths in files.items() if isinstance(files, dict) else ():
+        slots += ([(("data", "files", split, j), True) for j in range(len(paths))] if isinstance(paths, list)
+                  else [(("data", "files", split), True)])
+    return slots
+
+
+def _at(raw, loc: tuple):
+    for part in loc:
+        ok = isinstance(raw, dict) and part in raw or isinstance(raw, list) and isinstance(part, int) and part < len(raw)
+        if not ok:
+            return None
+        raw = raw[part]
+    return raw
+
+
+def _put(raw, loc: tuple, value) -> None:
+    for part in loc[:-1]:
+        raw = raw[part]
+    raw[loc[-1]] = value
+
+
+def resolve_path(value: str, base: Path, always: bool = True) -> str:
+    """`value` as an absolute path against `base`, or unchanged when it is a Hugging Face id (see above)."""
+    try:
+        path = base / Path(value).expanduser()
+        local = always or value.startswith(("./", "../", "/", "~")) or path.exists()
+    except (OSError, ValueError, RuntimeError):  # a name no file can have (a NUL byte, too long, ~nosuchuser)
+        return value  # left for the checks that name the key
+    return os.path.normpath(path) if local else value
+
+
+def resolve_paths(raw: dict, base: Path, only_changed_from: dict | None = None) -> dict:
+    """Resolve the raw recipe's paths against `base` in place (with `only_changed_from`, only the values that
+    differ from it); returns {location: value} of the paths, to tell later changes apart."""
+    for loc, always in _path_slots(raw):
+        value = _at(raw, loc)
+        if isinstance(value, str) and value and (only_changed_from is None or only_changed_from.get(loc) != value):
+            _put(raw, loc, resolve_path(value, base, always))
+    return {loc: _at(raw, loc) for loc, _ in _path_slots(raw)}
+
+
+def shown_path(path: str | Path) -> str:
+    """A path as the user would type it here: relative to the current folder when inside it, else absolute."""
+    full = Path(os.path.abspath(path))
+    try:
+        return str(full.relative_to(Path.cwd())) or "."
+    except ValueError:
+        return str(full)
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -570,7 +672,9 @@ def parse_yaml(text: str, source: str) -> Any:
         loader.dispose()
 
 
-def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+def load_recipe(path: str | Path, overrides: list[str] = (), ran_in: str | Path | None = None) -> Recipe:
+    """Read, override and check a recipe. Its paths are resolved against its own folder, overrides' against the
+    current one. `ran_in`: a recipe a run saved, whose relative paths (older brew) are relative to that folder."""
     path = Path(path)
     if path.is_dir():
         raise RecipeError("", f"{path} is a folder; give the recipe's YAML file",
@@ -584,11 +688,16 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     if not isinstance(raw, dict):
         raise RecipeError(str(path), f"a recipe is a mapping of sections (task, teacher, student, data, distill, "
                           f"train), not a {type(raw).__name__}", "start from `brew init`")
+    if ran_in is not None and raw.get("teacher") is None:
+        raw.pop("distill", None)  # older brew saved a distill section with every `brew train` run
+    resolved = resolve_paths(raw, Path(os.path.abspath(ran_in if ran_in is not None else path.parent)))
     overridden = []
     for item in overrides:
         p, value = parse_override(item)
         apply_override(raw, p, value)
         overridden.append(tuple(p))
+    if overrides:
+        resolve_paths(raw, Path.cwd(), only_changed_from=resolved)
     try:
         return Recipe.model_validate(raw)
     except ValidationError as e:

@@ -5,45 +5,138 @@ from __future__ import annotations
 
 import csv
 import json
-from itertools import islice
+import os
+import statistics
+from itertools import islice, takewhile
 from pathlib import Path
 
-from brewcli.errors import BrewError
+from brewcli.errors import BrewError, nearest
 from brewcli.tasks import TASKS
 
 LOCAL = (".csv", ".tsv", ".json", ".jsonl", ".parquet", ".conll", ".txt")
 LABEL_NAMES = ("label", "labels", "target", "class", "category", "y", "score", "stars", "sentiment", "topic")
 
 
-def peek(path: str, rows: int = 50) -> tuple[str, dict[str, list]]:
-    """(kind, {column: its first values}) of a local data file, read the way brew will read it."""
+def peek(path: str, rows: int = 50) -> tuple[str, dict[str, list], int]:
+    """(kind, {column: its first values}, number of rows) of a local data file, read the way brew will read it."""
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix in (".conll", ".txt"):
         from brewcli.tasks.tokens import read_conll
 
         _, records = read_conll(p, "--data", "tokens", "ner_tags")
-        return "conll", _columns(records[:rows])
+        return "conll", _columns(records[:rows]), len(records)
     if suffix == ".json":
         from brewcli.tasks.qa import read_squad
 
         found = read_squad(p, "--data", None, ("question", "context", "answers"))
         if found is not None:
-            return "squad", _columns(found[1][:rows])
+            return "squad", _columns(found[1][:rows]), len(found[1])
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        return "parquet", {k: v[:rows] for k, v in pq.read_table(p).to_pydict().items()}
+        table = pq.read_table(p)
+        return "parquet", {k: v[:rows] for k, v in table.to_pydict().items()}, table.num_rows
     with open(p, encoding="utf-8-sig", newline="") as f:
         if suffix in (".csv", ".tsv"):
-            return "csv", _columns(list(islice(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ","), rows)))
-        text = f.read(1_000_000)
+            reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
+            first = list(islice(reader, rows))
+            return "csv", _columns(first), len(first) + sum(1 for _ in reader)
+        array = f.read(4096).lstrip().startswith("[")
+        f.seek(0)
+        try:
+            if array:
+                records = json.load(f)
+                return "json", _columns([r for r in records[:rows] if isinstance(r, dict)]), len(records)
+            records, count = [], 0
+            for line in f:
+                if line.strip():
+                    count += 1
+                    if len(records) < rows:
+                        records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise BrewError(f"brew init: --data {path} is not valid JSON ({e})") from None
+    return "json", _columns([r for r in records if isinstance(r, dict)]), count
+
+
+SPLIT_FILES = {"eval": ("eval", "validation", "dev"), "test": ("test",)}  # file names of each split beside train
+
+
+def _format(path: Path) -> str:
+    from brewcli.datafiles import FORMATS
+
+    suffix = path.suffix.lower()
+    return "conll" if suffix in (".conll", ".txt") else FORMATS.get(suffix, suffix)
+
+
+def _path(text: str, flag: str) -> Path:
     try:
-        records = json.loads(text) if text.lstrip().startswith("[") else \
-            [json.loads(line) for line in text.splitlines()[:rows] if line.strip()]
-    except json.JSONDecodeError as e:
-        raise BrewError(f"brew init: --data {path} is not valid JSON ({e})") from None
-    return "json", _columns([r for r in records[:rows] if isinstance(r, dict)])
+        path = Path(text).expanduser()
+        path.exists()
+        return path
+    except (OSError, ValueError, RuntimeError) as e:  # ~nosuchuser, a name too long
+        raise BrewError(f"brew init: {flag} {text}: not a usable path ({e})") from None
+
+
+def train_file(data: str) -> Path | None:
+    """The training file `--data` names: the file itself, or the train file in a folder; None for a Hub dataset."""
+    p = _path(data, "--data")
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in LOCAL)
+        trains = [f for f in files if f.stem.lower() == "train"] or [f for f in files if "train" in f.stem.lower()]
+        if not trains:
+            raise BrewError(f"brew init: --data {data} is a folder without a train file (train.csv, train.jsonl, "
+                            f"train.conll, ...); it holds {', '.join(f.name for f in files) or 'no data files'}; "
+                            "name the training file itself with --data")
+        if len(trains) > 1:
+            raise BrewError(f"brew init: --data {data} holds several train files ({', '.join(f.name for f in trains)})"
+                            f"; pass --data {Path(data) / trains[0].name} (or the other one)")
+        return trains[0]
+    if p.suffix.lower() not in LOCAL:
+        return None
+    if not p.is_file():
+        raise BrewError(f"brew init: --data {data}: file not found")
+    return p
+
+
+def other_splits(train: Path, given: dict[str, str | None], columns: list[str]) -> tuple[dict[str, Path], list[str]]:
+    """The eval and test files: each one given (--eval, --test), else a file of the same format beside the train
+    file named for the split (test.csv beside train.csv, or bbc_test.csv beside bbc_train.csv). A file found
+    that lacks the chosen `columns` (a test set without labels) is left out. Returns ({split: file}, notes)."""
+    found, notes = {}, []
+    for split, names in SPLIT_FILES.items():
+        if given.get(split):
+            f = _path(given[split], f"--{split}")
+            if not f.is_file():
+                raise BrewError(f"brew init: --{split} {given[split]}: file not found")
+            if _format(f) != _format(train):
+                raise BrewError(f"brew init: --{split} {given[split]} is a {f.suffix} file but the train file is "
+                                f"{train.suffix}; a recipe reads one format, so convert one of them")
+            missing = _missing(f, columns)
+            if missing:
+                raise BrewError(f"brew init: --{split} {given[split]} has no column '{missing}' (the train file's "
+                                f"{', '.join(columns)})")
+            found[split] = f
+            continue
+        stems = [train.stem.replace("train", n) for n in names if "train" in train.stem] + list(names)
+        f = next((c for c in (train.with_name(s + train.suffix) for s in dict.fromkeys(stems))
+                  if c.is_file() and c != train and c not in found.values()), None)
+        if f is None:
+            continue
+        missing = _missing(f, columns)
+        if missing:
+            notes.append(f"{f.name} beside {train.name} has no column '{missing}', so it is not used as the {split} "
+                         f"split (--{split} names one)")
+        else:
+            found[split] = f
+            notes.append(f"{f.name} beside {train.name} is the {split} split (--{split} names another)")
+    return found, notes
+
+
+def _missing(path: Path, columns: list[str]) -> str | None:
+    """The first of `columns` the file lacks (CoNLL and SQuAD files have fixed fields, read under the recipe's names)."""
+    kind, have, _ = peek(str(path), rows=5)
+    return None if kind in ("conll", "squad") else next((c for c in columns if c not in have), None)
 
 
 def _columns(records: list[dict]) -> dict[str, list]:
@@ -100,6 +193,30 @@ def propose_columns(task, columns: dict[str, list]) -> dict[str, str | list[str]
     return out
 
 
+def choose_columns(task, columns: dict[str, list], given: list[str], text: str | None, label: str | None,
+                   data: str, ask=None) -> dict:
+    """The data column of each key the task reads: given (--column KEY=NAME, --text, --label), else proposed, else
+    `ask(what)` (None: no terminal, so say which --column to pass); the task's defaults for a Hub dataset."""
+    bad = [item for item in given if "=" not in item]
+    if bad:
+        raise BrewError(f"brew init: --column {bad[0]}: write KEY=COLUMN, e.g. --column text=review")
+    named = dict(item.split("=", 1) for item in given)
+    named.update({k: v for k, v in (("text", text), ("label", label)) if v})
+    chosen = propose_columns(task, columns) if columns else {}
+    for col in task.columns:
+        if col.key in named:
+            parts = [c.strip() for c in named[col.key].split(",")]
+            chosen[col.key] = parts[0] if len(parts) == 1 else parts
+        elif chosen.get(col.key) is None and columns:
+            if ask is None:
+                raise BrewError(f"brew init: cannot tell which column of {data} holds {col.what} (columns: "
+                                f"{', '.join(columns)}); pass --column {col.key}=NAME")
+            chosen[col.key] = ask(col.what)
+        elif chosen.get(col.key) is None:
+            chosen[col.key] = col.default
+    return chosen
+
+
 def task_block(task, values: dict | None = None) -> str:
     options = {k: f for k, f in task.spec.model_fields.items() if k != "name"}
     values = values or {}
@@ -113,9 +230,14 @@ def task_block(task, values: dict | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def data_block(data: str, task, columns: dict, max_length: int) -> str:
-    if Path(data).suffix.lower() in LOCAL:
-        lines = ["  files:", f"    train: {data}", "  eval_fraction: 0.1             # held out from train for evaluation"]
+def data_block(data: str, task, columns: dict, max_length: int, files: dict[str, str] | None = None) -> str:
+    """The data section: local `files` by split (as the recipe writes them), else the Hub dataset `data`."""
+    if files:
+        lines = ["  files:", *(f"    {split}: {f}" for split, f in files.items())]
+        lines.append("  eval_split: eval".ljust(33) + "# picks the best checkpoint" if "eval" in files else
+                     "  eval_fraction: 0.1".ljust(33) + "# held out from train for evaluation")
+        if "test" in files:
+            lines.append("  test_split: test".ljust(33) + "# scored at the end and by `brew eval`")
     else:
         name, _, config = data.partition(":")
         lines = [f"  dataset: {name}", f"  config: {config}" if config else "  # config: null",
@@ -149,54 +271,209 @@ distill:
 TRAIN = """\
 train:
   output_dir: {output_dir}
-  epochs: 3
+  # {epochs_why}
+  epochs: {epochs}
   batch_size: 32
+  # {lr_why}
   lr: {lr}
   warmup: 0.1                     # fraction of steps
   eval_every: epoch               # or a number of steps
   save_every: epoch
   keep_best: auto                 # the task's main metric ({metric})
-  group_by_length: false          # true: batches of similar lengths, less padding (faster on short texts)
+  # {group_why}
+  group_by_length: {group}
   device: auto                    # auto | cpu | cuda
   precision: fp32                 # fp32 | bf16 | fp16 (fp16 needs a GPU)
 """
 
 
 def render(*, task: str, model: str, student: str | None, data: str, path: str, columns: dict,
-           max_length: int = 128) -> str:
-    """The recipe text: a distillation recipe when `student` is a preset, else a `brew train` recipe for `model`."""
+           max_length: int = 128, files: dict[str, str] | None = None, training: dict | None = None,
+           output_dir: str | None = None) -> str:
+    """The recipe text: a distillation recipe when `student` is a preset, else a `brew train` recipe for `model`.
+    `model`, `files` and `output_dir` are written as given (relative to the recipe's folder: `recipe_path`);
+    `training` holds the proposed epochs, lr and group_by_length with their reasons (`propose_training`)."""
     t = TASKS.get(task)
     name = Path(path).stem
     command = "distill" if student else "train"
     what = f"distill {model} into a {student} student" if student else f"fine-tune {model} (e.g. to make a teacher)"
-    head = (f"# brew recipe: {what}, task {task}.\n# Run it:            brew {command} {path}\n"
+    head = (f"# brew recipe: {what}, task {task}.\n# Paths are relative to this file's folder.\n"
+            f"# Run it:            brew {command} {path}\n"
             f"# Check it first:    brew {command} {path} --dry-run     (configs only, no weights)\n"
             f"# Override a value:  brew {command} {path} train.epochs=5\nname: {name}\n\n")
     if task == "question-answering":
         head += "# Long contexts are split into windows of data.max_length tokens that overlap by doc_stride.\n"
     body = task_block(t, {"doc_stride": max_length // 4} if task == "question-answering" else None) + "\n"
     if student:
-        body += f"teacher: {model}                # a Hugging Face id or a local folder (a `brew train` output works)\n\n"
+        body += f"teacher: {model}".ljust(32) + "  # a Hugging Face id or a local folder (a `brew train` output works)\n\n"
         body += STUDENT.format(student=student) + "\n"
     else:
-        body += f"student:\n  model: {model}                # the model being fine-tuned (no teacher: plain training)\n\n"
-    body += "data:\n" + data_block(data, t, columns, max_length) + "\n\n"
+        body += "student:\n" + f"  model: {model}".ljust(32) + "  # the model being fine-tuned (no teacher: plain training)\n\n"
+    body += "data:\n" + data_block(data, t, columns, max_length, files) + "\n\n"
     if student:
         body += DISTILL.format(kd_loss=t.kd_losses[0], task=task) + "\n"
-    body += TRAIN.format(output_dir=f"runs/{name}", lr="1.0e-4" if student else "5.0e-5", metric=t.main_metric)
+    training = training or propose_training(t, {}, columns, None, max_length, model, bool(student))
+    body += TRAIN.format(output_dir=output_dir or f"runs/{name}", metric=t.main_metric,
+                         **{k: v for key, (value, why) in training.items() for k, v in ((key, value), (f"{key}_why", why))})
     return head + body
 
 
+def write_recipe(out: Path, *, task: str, model: str, student: str | None, data: str, found: Path | None,
+                 columns: dict[str, list], chosen: dict, rows: int | None, given: dict[str, str | None]) -> list[str]:
+    """Write the recipe (paths relative to its folder; the run's output in ./runs/NAME of the current folder),
+    check that it loads, and return what the user should be told (the splits found beside the train file)."""
+    from brewcli.recipe import load_recipe
+
+    if found is None and any(given.values()):
+        flag = next(f"--{k}" for k, v in given.items() if v)
+        raise BrewError(f"brew init: {flag} names a local file, but --data {data} is a Hugging Face dataset; name "
+                        "its splits in the recipe (data.eval_split, data.test_split)")
+    notes = [f"{found.name} in {data} is the train split"] if found and Path(data).is_dir() else []
+    files = {}
+    if found:
+        other, found_notes = other_splits(found, given, [n for v in chosen.values()
+                                                          for n in ([v] if isinstance(v, str) else v)])
+        files, notes = {"train": found, **other}, notes + found_notes
+    here, t = out.parent, TASKS.get(task)
+    max_length = model_max_length(model, 384 if task == "question-answering" else 128)
+    body = render(task=task, model=recipe_path(model, here, local=True) if Path(model).expanduser().exists() else model,
+                  student=student, data=data, path=str(out), columns=chosen, max_length=max_length,
+                  files={split: recipe_path(f, here) for split, f in files.items()} or None,
+                  training=propose_training(t, columns, chosen, rows, max_length, model, bool(student)),
+                  output_dir=recipe_path(Path("runs") / out.stem, here))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(body)
+    load_recipe(out)  # the schema accepts what we wrote
+    return notes
+
+
+# ---------------------------------------------------------------------------------------------- proposals
+
+SEEN = 4000  # examples a run sees: the BBC recipes' 1,781 rows x 2 epochs, which fit their teacher and T3 student
+
+
+def propose_training(task, columns: dict[str, list], chosen: dict, rows: int | None, max_length: int, model: str,
+                     distill: bool) -> dict[str, tuple[str, str]]:
+    """{epochs, lr, group: (value, the reason written above it)} for the data and model read."""
+    return {"epochs": _epochs(rows, distill), "lr": _lr(model, distill),
+            "group": _grouping(task, columns, chosen, max_length)}
+
+
+def _epochs(rows: int | None, distill: bool) -> tuple[str, str]:
+    if not rows:
+        return "3", "the data's size is not known here: fewer epochs for larger sets (one epoch of 4,000 rows or more)"
+    most = 6 if distill else 5
+    n = max(1, min(most, round(SEEN / rows)))
+    return str(n), (f"{n} epoch{'s' if n > 1 else ''} of {rows:,} rows: about {max(SEEN, rows):,} examples seen "
+                    f"(one epoch from {SEEN:,} rows, up to {most} on small sets)")
+
+
+def _lr(model: str, distill: bool) -> tuple[str, str]:
+    if distill:
+        return "1.0e-4", "as recipes/bbc/distill-T3.yaml; a randomly initialised student takes 2e-4 (T4-tiny)"
+    hidden = _config_json(model).get("hidden_size")
+    if not isinstance(hidden, int):
+        return "5.0e-5", ("the model's width is not known here: 1e-4 suits small models (hidden 512 or less, as "
+                          "recipes/bbc/teacher.yaml), 2e-5 to 5e-5 BERT-base and wider")
+    if hidden <= 512:
+        return "1.0e-4", f"a small model (hidden {hidden}) fine-tunes well at 1e-4, as recipes/bbc/teacher.yaml"
+    return "5.0e-5", f"hidden {hidden}: BERT-base and wider models fine-tune at 2e-5 to 5e-5"
+
+
+def _grouping(task, columns: dict[str, list], chosen: dict, max_length: int) -> tuple[str, str]:
+    """true when random batches would be mostly padding: short texts of varying lengths (padding is per batch)."""
+    names = [n for key in ("text", "tokens", "question", "context") if key in chosen
+             for n in ([chosen[key]] if isinstance(chosen[key], str) else chosen[key])]
+    values = [columns[n] for n in names if n in columns]
+    if not values:
+        return "false", "true: batches of similar lengths, less padding (faster when lengths vary)"
+    words = [sum(_words(v[i]) for v in values) for i in range(min(map(len, values)))]
+    tokens = [min(max_length, round(1.3 * w) + 2) for w in words]  # ~1.3 word pieces a word, plus [CLS] and [SEP]
+    padding = 1 - statistics.mean(tokens) / max(tokens)
+    spread = (f"{min(words)} to {max(words)} words a row (median {statistics.median(words):g})"
+              if min(words) < max(words) else f"{min(words)} words a row")
+    seen = f"{spread} in the first {len(words)} rows"
+    if padding >= 0.25:
+        return "true", f"{seen}: random batches would be ~{padding:.0%} padding; batches of similar lengths skip it"
+    return "false", f"{seen}: little padding to save (true: batches of similar lengths)"
+
+
+def _words(value) -> int:
+    return len(value.split()) if isinstance(value, str) else len(value) if isinstance(value, list) else 0
+
+
+# ---------------------------------------------------------------------------------------------- models and paths
+
+
+def _config_json(ref: str) -> dict:
+    """A model's config.json as a dict: a local folder's, or a Hub id's in the local Hugging Face cache ({} if
+    neither). Read as it is (importing transformers would take seconds)."""
+    path = Path(ref).expanduser() / "config.json"
+    if not path.is_file():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(ref, "config.json")
+        except (ValueError, OSError):  # not a valid Hub id
+            cached = None
+        path = Path(cached) if isinstance(cached, str) else path
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
 def model_max_length(ref: str, default: int) -> int:
-    """`default`, capped at what a local model's position embeddings allow. Reads config.json as it is (importing
-    transformers would take seconds); a config this cannot read is left to the plan, which reports it properly."""
+    """`default`, capped at what the model's position embeddings allow (a config this cannot read is left to the
+    plan, which reports it properly)."""
     from types import SimpleNamespace
 
     from brewcli.models import max_positions
 
-    config = Path(ref).expanduser() / "config.json"
     try:
-        limit = max_positions(SimpleNamespace(**json.loads(config.read_text())))
-    except (OSError, ValueError, TypeError, AttributeError):
+        limit = max_positions(SimpleNamespace(**_config_json(ref)))
+    except (TypeError, AttributeError):
         return default
     return min(default, limit) if limit else default
+
+
+def check_out(out: Path, force: bool) -> None:
+    if out.is_dir():
+        raise BrewError(f"brew init: --out {out} is a folder; give the recipe file's name, e.g. {out / 'recipe.yaml'}")
+    if out.exists() and not force:
+        raise BrewError(f"brew init: {out} exists; pass --force to overwrite it or choose another --out")
+
+
+def check_model(ref: str, flag: str) -> None:
+    problem = model_problem(ref) if _path(ref, flag) else None
+    if problem:
+        raise BrewError(f"brew init: {flag} {problem}")
+
+
+def model_problem(ref: str) -> str | None:
+    """Why `ref` cannot name the model, or None. A Hub id (bert-base-uncased, org/name) is left to the plan; a
+    local-looking path (./ ../ / ~, or under a folder that exists) must be a model folder."""
+    p = Path(ref).expanduser()
+    if not (ref.startswith(("./", "../", "/", "~")) or p.exists() or (len(p.parts) > 1 and p.parent.is_dir())):
+        return None
+    if p.is_dir():
+        return None if (p / "config.json").is_file() else f"{ref} is a folder but not a model folder (no config.json)"
+    if p.exists():
+        return f"{ref} is a file; give the model's folder"
+    base = next(a for a in p.parents if a.is_dir())
+    wanted = p.relative_to(base).parts[0]
+    near = nearest(wanted, [d.name for d in base.iterdir() if d.is_dir()])
+    return f"{ref}: no such folder" + (f"; did you mean '{base / near}'?" if near else
+                                        f" ({base} holds no folder named like '{wanted}')")
+
+
+def recipe_path(target: str | Path, recipe_dir: Path, local: bool = False) -> str:
+    """`target` as a recipe in `recipe_dir` writes it: relative to that folder (absolute when it lies more than two
+    folders up); `local` marks it ./ so that it cannot be read as a Hub id."""
+    full = os.path.abspath(Path(target).expanduser())
+    rel = os.path.relpath(full, os.path.abspath(recipe_dir))
+    ups = len(list(takewhile(lambda part: part == "..", Path(rel).parts)))
+    if ups > 2:
+        return full
+    return "./" + rel if local and not ups and rel != "." else rel

@@ -539,5 +539,7 @@ def finish(job: Job) -> dict:
     if not job.main:
         return {}
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
-    console.print(f"saved to {out}/ ({state.train_seconds / 60:.1f} min training); next: brew eval {out}")
+    from brewcli.recipe import shown_path
+
+    console.print(f"saved to {out}/ ({state.train_seconds / 60:.1f} min training); next: brew eval {shown_path(out)}")
     return result

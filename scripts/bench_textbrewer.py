@@ -47,9 +47,9 @@ def recipe(args, system: str, work: Path) -> dict:
     return {
         "name": f"bench-{system}",
         "task": "classification",
-        "teacher": args.teacher,
+        "teacher": str(Path(args.teacher).absolute()),  # a recipe's paths are relative to its folder, work/
         "student": {"preset": "T3", "init": "teacher-layers", "teacher_layers": [1, 3, 5]},
-        "data": {"files": {"train": str(Path(args.data) / "train.jsonl"), "test": str(Path(args.data) / "test.jsonl")},
+        "data": {"files": {s: str(Path(args.data).absolute() / f"{s}.jsonl") for s in ("train", "test")},
                  "max_length": args.max_length, "max_train_samples": args.max_train_samples},
         "distill": {"temperature": 8, "kd_loss": "ce", "kd_weight": 1.0,
                     "matches": [{"teacher_layer": t, "student_layer": s, "feature": "hidden", "loss": "hidden_mse"}

@@ -32,12 +32,13 @@ def test_init_distill_eval(tmp_path, teacher_dir, data_files, monkeypatch):
     out = tmp_path / "runs" / "my"
     assert "student keeps" in r.output and f"brew eval {out.relative_to(tmp_path)}" in r.output
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["split"] == "eval" and metrics["steps"] == 12  # 43 train rows / 8 = 6 steps x 2 epochs
+    assert metrics["split"] == "test" and metrics["steps"] == 12  # 43 train rows / 8 = 6 steps x 2 epochs
+    assert metrics["rows"] == 16  # test.csv beside train.csv is the test split
 
     r = brew("eval", out, "--json")
     assert r.exit_code == 0, r.output
     report = json.loads(r.stdout)
-    assert report["split"] == "eval" and report["rows"] == 5
+    assert report["split"] == "test" and report["rows"] == 16
     assert set(report) - {"checkpoint"} <= set(metrics)  # one report: metrics.json holds the same keys
     assert report["student"]["accuracy"] == metrics["student"]["accuracy"]  # same split, same model, same score
     assert report["teacher"]["accuracy"] == metrics["teacher"]["accuracy"]
@@ -46,8 +47,8 @@ def test_init_distill_eval(tmp_path, teacher_dir, data_files, monkeypatch):
 
     r = brew("eval", out / "best", "--data", data_files["test"], "--no-teacher")
     assert r.exit_code == 0 and "on test.csv (16 rows" in " ".join(r.output.split()) and "accuracy" in r.output
-    r = brew("eval", out, "--split", "test")
-    assert r.exit_code == 2 and "no test split" in r.output
+    r = brew("eval", out, "--split", "eval", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["rows"] == 5  # the 10% held out from train.csv
 
 
 def test_init_without_a_terminal_needs_the_required_flags(tmp_path):
@@ -82,7 +83,7 @@ def test_init_asks_for_what_the_flags_leave_out(tmp_path, teacher_dir, data_file
 
     monkeypatch.setattr(cli, "_interactive", lambda: True)
     monkeypatch.chdir(tmp_path)
-    answers = "\n".join([data_files["train"], "regression", str(teacher_dir), "T4-tiny", "asked.yaml"]) + "\n"
+    answers = "\n".join(["asked.yaml", data_files["train"], "regression", str(teacher_dir), "T4-tiny"]) + "\n"
     r = runner.invoke(app, ["init"], input=answers)
     assert r.exit_code == 0, r.output
     assert "Task (classification, regression, multi-label, token-classification, question-answering)" in r.output and "Student preset" in r.output

