@@ -39,6 +39,8 @@ def _read_files(spec, task) -> tuple[dict, dict[str, list[FileRows]]]:
             check_path(p, key)
             read = task.read_file(Path(p), key, spec) if Path(p).suffix.lower() in task.file_formats else None
             if read is not None:
+                if read[0].count == 0:
+                    raise RecipeError(key, f"{p} has no rows ({task.file_formats[Path(p).suffix.lower()]})")
                 rows.setdefault(split, []).append(read[0])
                 custom.setdefault(split, []).extend(read[1])
                 kinds.add(f"{task.file_formats[Path(p).suffix.lower()]}")
