@@ -1244,6 +1244,22 @@ def more_data_cases() -> list[Case]:
             eval_fraction=0.25)),
         fname("mixed.jsonl"), num(5), key("data.label"))
 
+    def jsonl_row5(task: str, **changes):
+        def build(ctx):
+            good, data_keys = _task_rows(task)
+            bad = [dict(r) for r in good]
+            bad[4].update({k: v(bad[4]) if callable(v) else v for k, v in changes.items()})
+            text = "".join(json.dumps(r) + "\n" for r in bad)
+            return ctx.dry(_field_recipe(ctx, task, ctx.file("rows.jsonl", text), data_keys))
+        return build
+
+    add("field:token-classification:jsonl:ner_tags=tag-id-out-of-range",
+        jsonl_row5("token-classification", ner_tags=lambda r: [0] * (len(r["tokens"]) - 1) + [99]),
+        fname("rows.jsonl"), num(5), key("data.tags"), lit("99"))
+    add("field:question-answering:jsonl:answers=negative-answer_start",
+        jsonl_row5("question-answering", answers=lambda r: {"text": r["answers"]["text"], "answer_start": [-3]}),
+        fname("rows.jsonl"), num(5), key("data.answers"), lit("-3"))
+
     def cache_dir_file(*args):
         return lambda ctx: ["cache", *args, "--cache-dir", ctx.file("taken.txt", "x")]
 

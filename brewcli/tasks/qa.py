@@ -185,9 +185,9 @@ class QuestionAnswering(Task):
                                   "{text: [...], answer_start: [...]} with one start per answer",
                                   "e.g. {text: [Denver Broncos], answer_start: [177]}")
             for text, start in zip(found["text"], found["answer_start"]):
-                if not isinstance(text, str) or not isinstance(start, int) or isinstance(start, bool):
+                if not isinstance(text, str) or not isinstance(start, int) or isinstance(start, bool) or start < 0:
                     field, value, want = ("text", text, "the answer text") if not isinstance(text, str) else \
-                        ("answer_start", start, "a whole number (where the answer starts in the context)")
+                        ("answer_start", start, "a whole number, 0 or more (where the answer starts in the context)")
                     raise RecipeError("data.answers", f"{where(i)}: column '{a}' has {field} {value!r}, "
                                       f"{_kind(value)}; expected {want}", "e.g. {text: [Denver Broncos], "
                                       "answer_start: [177]}")

@@ -374,7 +374,7 @@ class MultiLabel(SequenceTask):
                                                                     map(str, row), where),
                                       did_you_mean(unknown[0], teacher_names))
                 names = teacher_names
-            elif all(x.isdigit() for x in seen):
+            elif all(x.isdecimal() for x in seen):
                 n = recipe.task.num_labels or (teacher_config.num_labels if teacher_config else max(map(int, seen)) + 1)
                 names = [str(i) for i in range(n)]
             else:

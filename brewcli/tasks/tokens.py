@@ -149,7 +149,8 @@ class TokenClassification(Task):
         tag_col = self.column(recipe.data, "tags")
         index = {n: i for i, n in enumerate(names)}
         for i, row in enumerate(ds[tag_col]):
-            bad = next((t for t in row if not isinstance(t, int) and t not in index), None)
+            bad = next((t for t in row if (not 0 <= t < len(names) if isinstance(t, int) else t not in index)),
+                       None)
             if bad is not None:
                 raise RecipeError("data.tags", f"{where(i)}: tag {bad!r} is not one of the tags {names[:20]}",
                                   did_you_mean(str(bad), names))
