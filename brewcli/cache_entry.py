@@ -150,7 +150,7 @@ def fill(cp: CachePlan, live, encoded, collate, batch_size: int, acc) -> Entry:
         if rank == 0:
             lock = _lock(cp)  # held until the entry is in place: a second run of the same key waits, then reads it
             if not (cp.path / "manifest.json").exists():
-                shutil.rmtree(tmp, ignore_errors=True)  # a fill that was interrupted
+                _clear(tmp)  # a fill that was interrupted
                 tmp.mkdir(parents=True)
                 Entry.allocate(cp, tmp).flush()
         _barrier(acc)
@@ -206,8 +206,16 @@ def _finalise(cp: CachePlan, tmp: Path) -> None:
              "layouts": [vars(lay) for lay in cp.layouts]}
     (tmp / "manifest.json").write_text(json.dumps(saved, indent=1))
     (tmp / "last_used").touch()
-    shutil.rmtree(cp.path, ignore_errors=True)  # a damaged entry being rebuilt
+    _clear(cp.path)  # a damaged entry being rebuilt
     os.replace(tmp, cp.path)
+
+
+def _clear(path: Path) -> None:
+    """Remove what is at `path`: an entry folder, or a file someone left under the entry's name."""
+    if path.is_file() or path.is_symlink():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _barrier(acc) -> None:
@@ -230,7 +238,7 @@ def open_or_fill(cp: CachePlan, live, encoded, collate, batch_size: int, acc) ->
             if acc is None or acc.is_main_process:
                 console.print(f"[yellow]note:[/yellow] the teacher cache entry {cp.path} is damaged ({e}); "
                               "rebuilding it")
-                shutil.rmtree(cp.path, ignore_errors=True)
+                _clear(cp.path)
             _barrier(acc)
     return fill(cp, live, encoded, collate, batch_size, acc)
 

@@ -1754,6 +1754,18 @@ def test_a_damaged_cache_entry_never_blocks_brew_cache_rm(damage, how, tmp_path,
     assert (f"removed {1 if how == 'key' else 2} entr" in text) and ((entry.parent / "second").exists() == (how == "key"))
 
 
+def test_files_in_the_way_of_an_entry_do_not_block_its_fill(tmp_path, built_cache):
+    from brewcli.cache import read_manifest
+
+    recipe, entry, _ = _cache_case(tmp_path, built_cache)
+    shutil.rmtree(entry)
+    entry.write_text("not an entry")  # a file under the entry's name, and under its fill's KEY.tmp
+    entry.with_suffix(".tmp").write_text("not a fill")
+    result = _invoke(["cache", "build", recipe])
+    text = _clean(result)
+    assert result.exit_code == 0 and f"built {entry}" in text and read_manifest(entry)[1] is None, text
+
+
 @pytest.mark.parametrize("damage", list(CACHE_SOUND), ids=list(CACHE_SOUND))
 def test_harmless_changes_to_a_cache_folder_keep_the_entry(damage, tmp_path, built_cache):
     from brewcli.cache_entry import Entry
