@@ -269,8 +269,9 @@ def plan_cache(plan, teacher, needs, teacher_inputs: list[str]) -> tuple[CachePl
 
 
 def _writable(root: Path) -> str | None:
-    if not_a_folder(root):
-        return not_a_folder(root)
+    problem = not_a_folder(root)
+    if problem:
+        return problem
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
