@@ -39,6 +39,27 @@ def root_key(recipe) -> str:
     return "BREW_CACHE (environment)" if os.environ.get("BREW_CACHE") else "distill.teacher_cache"
 
 
+def not_a_folder(root: Path) -> str | None:
+    """Why `root` can never be a cache folder (it, or a folder above it, is a file), or None."""
+    if root.exists() and not root.is_dir():
+        return f"{root} is a file, not a folder"
+    above = next((p for p in root.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        return f"cannot create the cache folder {root}: {above} is a file, not a folder"
+    return None
+
+
+def chosen_root(cache_dir: str | None) -> Path:
+    """The folder `brew cache ls/rm` work on: --cache-dir, else $BREW_CACHE, else ~/.cache/brew; never a file."""
+    root = Path(cache_dir).expanduser() if cache_dir else default_root()
+    problem = not_a_folder(root)
+    if problem:
+        setting = "--cache-dir" if cache_dir else "BREW_CACHE (environment)" if os.environ.get("BREW_CACHE") else \
+            "the default cache folder"
+        raise BrewError(f"{setting}: {problem}; give the teacher cache's folder")
+    return root
+
+
 # ---------------------------------------------------------------------------------------------- layout
 
 
@@ -85,11 +106,13 @@ def _hash_file(path: Path, memo: dict) -> str:
 
 
 def _memo(root: Path) -> tuple[dict, Path]:
+    """The remembered file hashes; a damaged file-hashes.json (not JSON, not an object) is started afresh."""
     path = root / "file-hashes.json"
     try:
-        return json.loads(path.read_text()), path
+        memo = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}, path
+    return ({k: v for k, v in memo.items() if isinstance(v, str)} if isinstance(memo, dict) else {}), path
 
 
 def teacher_fingerprint(ref: str, revision: str | None, root: Path) -> dict:
@@ -204,7 +227,8 @@ def plan_cache(plan, teacher, needs, teacher_inputs: list[str]) -> tuple[CachePl
     else:
         root_ok = _writable(root)
         if root_ok is not None:
-            if mode == "auto":
+            named_a_file = setting != "distill.teacher_cache" and not_a_folder(root) is not None
+            if mode == "auto" and not named_a_file:  # a folder the user named that is a file: an error, even on auto
                 return None, f"teacher cache off: {root_ok} ({setting})"
             raise RecipeError(setting, root_ok, "set distill.cache_dir (or BREW_CACHE) to a folder you can write to, "
                               "or distill.teacher_cache: memory / off")
@@ -245,8 +269,9 @@ def plan_cache(plan, teacher, needs, teacher_inputs: list[str]) -> tuple[CachePl
 
 
 def _writable(root: Path) -> str | None:
-    if root.exists() and not root.is_dir():
-        return f"{root} is a file, not a folder"
+    problem = not_a_folder(root)
+    if problem:
+        return problem
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -264,11 +289,44 @@ def _free(cp: CachePlan) -> tuple[int, str]:
     return shutil.disk_usage(cp.root).free, str(cp.root)
 
 
-def manifest(path: Path) -> dict:
+# what `brew cache ls` shows of an entry's identity, and the JSON type each must have
+_SHOWN = {"teacher": str, "data": str, "task": str, "features": list, "rows": int, "max_length": int, "dtype": str}
+
+
+def _kind(value) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "true/false", type(None): "null"}.get(
+        type(value), "a number")
+
+
+def read_manifest(folder: Path) -> tuple[dict, str | None]:
+    """An entry's manifest.json, and why it is unusable when it is (missing, not JSON, keys of the wrong type):
+    then the manifest is {} and the entry counts as damaged (rebuilt by the next fill, removable by brew cache rm)."""
     try:
-        return json.loads((path / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return {}
+        m = json.loads((folder / "manifest.json").read_text())
+    except FileNotFoundError:
+        return {}, "it has no manifest.json"
+    except (OSError, ValueError) as e:
+        return {}, f"its manifest.json is not readable JSON ({type(e).__name__})"
+    if not isinstance(m, dict):
+        return {}, f"its manifest.json holds {_kind(m)}, not an object"
+    for k in ("identity", "checksums"):
+        if not isinstance(m.get(k), dict):
+            return {}, f"its manifest.json has {_kind(m.get(k)) if k in m else 'no'} {k}" + \
+                (", not an object" if k in m else "")
+    ident = m["identity"]
+    for k, want in _SHOWN.items():
+        v = ident.get(k)
+        if not isinstance(v, want) or isinstance(v, bool) or (want is list and not all(isinstance(x, str) for x in v)):
+            return {}, f"its manifest.json has identity.{k} {_kind(v) if k in ident else 'missing'}" + \
+                (f", expected {_kind(want())}" + (" of names" if want is list else "") if k in ident else "")
+    if not all(isinstance(v, str) for v in m["checksums"].values()):
+        return {}, "its manifest.json has checksums that are not strings"
+    return m, None
+
+
+def manifest(path: Path) -> dict:
+    """A sound entry's manifest, or {} (missing or damaged)."""
+    return read_manifest(path)[0]
 
 
 # ---------------------------------------------------------------------------------------------- brew cache ls / rm
@@ -284,35 +342,37 @@ def _filling(root: Path, key: str) -> bool:
     import fcntl
 
     lock = lock_path(root, key)
-    if not lock.exists():
+    if not lock.is_file():
         return False
-    with open(lock, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(f, fcntl.LOCK_UN)
+    try:
+        with open(lock, "a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(f, fcntl.LOCK_UN)
+    except OSError:  # a lock file brew cannot open: no run can hold it either
+        return False
     return False
 
 
 def entries(root: Path) -> list[dict]:
-    """Every entry under root. state: complete, damaged (no manifest), filling (a run writes it now) or
-    interrupted (a fill that was killed left its KEY.tmp: never read, removed by the next fill or brew cache rm)."""
+    """Every entry under root. state: complete, damaged (no sound manifest: `problem` says why; rebuilt by the next
+    run that needs it, or removed by brew cache rm), filling (a run writes it now) or interrupted (a fill that was
+    killed left its KEY.tmp: never read, removed by the next fill or brew cache rm)."""
     out = []
     if not root.is_dir():
         return out
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         key, partial = folder.name.removesuffix(".tmp"), folder.name.endswith(".tmp")
-        m = {} if partial else manifest(folder)
+        m, problem = ({}, None) if partial else read_manifest(folder)
         ident = m.get("identity", {})
         used = folder / "last_used"
         state = ("filling" if _filling(root, key) else "interrupted") if partial else "complete" if m else "damaged"
-        out.append({"key": key, "teacher": ident.get("teacher"), "data": ident.get("data"),
-                    "task": ident.get("task"), "features": ident.get("features"), "rows": ident.get("rows"),
-                    "max_length": ident.get("max_length"), "dtype": ident.get("dtype"),
+        out.append({"key": key, **{k: ident.get(k) for k in _SHOWN},
                     "bytes": sum(f.stat().st_size for f in folder.iterdir() if f.is_file()),
-                    "last_used": used.stat().st_mtime if used.exists() else None, "path": str(folder),
-                    "complete": bool(m), "state": state})
+                    "last_used": used.stat().st_mtime if used.is_file() else None, "path": str(folder),
+                    "complete": bool(m), "state": state, "problem": problem})
     return out
 
 

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from brewcli.cache import DTYPES, CachePlan, Layout, lock_path, manifest
+from brewcli.cache import DTYPES, CachePlan, Layout, lock_path, read_manifest
 from brewcli.errors import BrewError, doing
 from brewcli.lazy import np, torch
 
@@ -77,22 +77,25 @@ class Entry:
     @classmethod
     def open(cls, cp: CachePlan, mode: str = "r", verify: bool = True) -> Entry:
         folder = cp.path if mode == "r" else cp.path.with_suffix(".tmp")
-        saved = manifest(folder) if mode == "r" else {}
-        if mode == "r" and saved.get("identity") != cp.identity:
-            raise CacheDamaged("its manifest.json is missing or does not match")
+        saved, problem = read_manifest(folder) if mode == "r" else ({}, None)
+        if problem:
+            raise CacheDamaged(problem)
+        if mode == "r" and saved["identity"] != cp.identity:
+            raise CacheDamaged("its manifest.json does not match this run")
         try:
             lengths = np.load(folder / "lengths.npy")
+            if lengths.shape != cp.lengths.shape or not np.array_equal(lengths, cp.lengths):
+                raise CacheDamaged("its row lengths (lengths.npy) do not match the data")
             e = cls(cp.layouts, lengths)
-            if not np.array_equal(lengths, cp.lengths):
-                raise CacheDamaged("its row lengths do not match the data")
             for lay in cp.layouts:
                 path = folder / f"{lay.name}.npy"
                 if verify and mode == "r" and _checksum(path) != saved["checksums"].get(lay.name):
                     raise CacheDamaged(f"{path.name} does not match its checksum")
                 e.arrays[lay.name] = np.load(path, mmap_mode=mode if mode == "r" else "r+")
-                if e.arrays[lay.name].shape != (int(e.offsets[lay.name][-1]),):
-                    raise CacheDamaged(f"{path.name} has the wrong size")
-        except (OSError, ValueError, KeyError) as err:
+                if e.arrays[lay.name].shape != (int(e.offsets[lay.name][-1]),) or \
+                        e.arrays[lay.name].dtype != DTYPES[cp.dtype]:
+                    raise CacheDamaged(f"{path.name} has the wrong size or type")
+        except (OSError, ValueError, EOFError) as err:  # a missing, empty or truncated .npy
             raise CacheDamaged(f"{type(err).__name__}: {str(err)[:160]}") from None
         if mode == "r":
             (folder / "last_used").touch()
@@ -147,7 +150,7 @@ def fill(cp: CachePlan, live, encoded, collate, batch_size: int, acc) -> Entry:
         if rank == 0:
             lock = _lock(cp)  # held until the entry is in place: a second run of the same key waits, then reads it
             if not (cp.path / "manifest.json").exists():
-                shutil.rmtree(tmp, ignore_errors=True)  # a fill that was interrupted
+                _clear(tmp)  # a fill that was interrupted
                 tmp.mkdir(parents=True)
                 Entry.allocate(cp, tmp).flush()
         _barrier(acc)
@@ -203,8 +206,16 @@ def _finalise(cp: CachePlan, tmp: Path) -> None:
              "layouts": [vars(lay) for lay in cp.layouts]}
     (tmp / "manifest.json").write_text(json.dumps(saved, indent=1))
     (tmp / "last_used").touch()
-    shutil.rmtree(cp.path, ignore_errors=True)  # a damaged entry being rebuilt
+    _clear(cp.path)  # a damaged entry being rebuilt
     os.replace(tmp, cp.path)
+
+
+def _clear(path: Path) -> None:
+    """Remove what is at `path`: an entry folder, or a file someone left under the entry's name."""
+    if path.is_file() or path.is_symlink():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _barrier(acc) -> None:
@@ -227,7 +238,7 @@ def open_or_fill(cp: CachePlan, live, encoded, collate, batch_size: int, acc) ->
             if acc is None or acc.is_main_process:
                 console.print(f"[yellow]note:[/yellow] the teacher cache entry {cp.path} is damaged ({e}); "
                               "rebuilding it")
-                shutil.rmtree(cp.path, ignore_errors=True)
+                _clear(cp.path)
             _barrier(acc)
     return fill(cp, live, encoded, collate, batch_size, acc)
 
@@ -255,7 +266,9 @@ class CachedTeacher:
             else:
                 out = torch.zeros(b, lay.width, length, length)
             for i, row in enumerate(rows):
-                values = torch.from_numpy(np.ascontiguousarray(self.entry.read(row, lay))).float()
+                # a fresh float32 copy of the row: the conversion copy .float() made anyway, and writable, so
+                # torch does not warn about the read-only memory map (the entry itself is never copied)
+                values = torch.from_numpy(self.entry.read(row, lay).astype(np.float32))
                 if lay.kind == "seq":
                     out[i] = values
                 elif lay.kind == "tok" and prefix[i]:  # right padding: the row's tokens come first

@@ -67,7 +67,8 @@ def _guarded(fn):
 
 
 def _crash_log(error: Exception) -> Path:
-    """Write the traceback to brew-error.log in the output folder (or the temp folder before there is one)."""
+    """Write the traceback to brew-error-TIME-PID.log in the output folder (or the temp folder before there is one):
+    a name of its own, so one crash never overwrites another's log."""
     import tempfile
     import time
     import traceback
@@ -76,14 +77,20 @@ def _crash_log(error: Exception) -> Path:
 
     text = (f"brew {' '.join(sys.argv[1:])}\n{time.strftime('%Y-%m-%d %H:%M:%S')}  while {Activity.doing}\n\n"
             + "".join(traceback.format_exception(error)))
+    stem = f"brew-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     for folder in (Activity.log_dir, Path(tempfile.gettempdir())):
         if folder is None:
             continue
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            path = folder / "brew-error.log"
-            path.write_text(text)
-            return path
+            for n in range(1, 100):  # the same process crashing twice in one second (tests, notebooks)
+                path = folder / (f"{stem}.log" if n == 1 else f"{stem}-{n}.log")
+                try:
+                    with open(path, "x") as f:
+                        f.write(text)
+                    return path
+                except FileExistsError:
+                    continue
         except OSError:
             continue
     return Path("(could not be written)")
@@ -283,9 +290,9 @@ def cache_build(recipe: Path = typer.Argument(..., help="the YAML recipe whose t
 
 
 def _cache_root(cache_dir: Optional[str]) -> Path:
-    from brewcli.cache import default_root
+    from brewcli.cache import chosen_root
 
-    return Path(cache_dir).expanduser() if cache_dir else default_root()
+    return chosen_root(cache_dir)
 
 
 CACHE_DIR = typer.Option(None, "--cache-dir", help="the cache folder (default: $BREW_CACHE or ~/.cache/brew)")
@@ -315,6 +322,10 @@ def cache_ls(cache_dir: Optional[str] = CACHE_DIR,
             if e["complete"] else (e["key"], f"({e['state']})", "", "", "", human(e["bytes"], "B"), "-") for e in found]
     console.print(plain_table(f"teacher cache: {root} ({human(sum(e['bytes'] for e in found), 'B')})",
                               ("key", "teacher", "data", "features", "rows", "size", "last used"), rows))
+    for e in found:
+        if e["state"] == "damaged":
+            console.print(f"damaged: {e['key']} ({e['problem']}); the next run that needs it rebuilds it, or remove it "
+                          f"with brew cache rm {e['key'][:8]}", markup=False)
 
 
 @cache_app.command("rm")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from brewcli import hub
-from brewcli.datafiles import FORMATS, FileRows, check_file, locate
+from brewcli.datafiles import FORMATS, FileRows, check_file, check_path, locate
 from brewcli.errors import RecipeError, did_you_mean
 from brewcli.tasks.sequence import LABELS
 
@@ -36,10 +36,11 @@ def _read_files(spec, task) -> tuple[dict, dict[str, list[FileRows]]]:
             raise RecipeError(f"data.files.{split}", "lists no files")
         key = f"data.files.{split}"
         for p in paths:
-            if not Path(p).is_file():
-                raise RecipeError(key, f"file not found: {p}")
+            check_path(p, key)
             read = task.read_file(Path(p), key, spec) if Path(p).suffix.lower() in task.file_formats else None
             if read is not None:
+                if read[0].count == 0:
+                    raise RecipeError(key, f"{p} has no rows ({task.file_formats[Path(p).suffix.lower()]})")
                 rows.setdefault(split, []).append(read[0])
                 custom.setdefault(split, []).extend(read[1])
                 kinds.add(f"{task.file_formats[Path(p).suffix.lower()]}")
@@ -101,6 +102,25 @@ def _split(raw: dict, name: str | None, key: str):
     return raw[name]
 
 
+def _distinct_columns(spec, task) -> None:
+    """Each column key of the task names a column of its own (the label column is not the text column)."""
+    owner: dict = {}
+    for column in task.columns:
+        wanted = task.column(spec, column.key)
+        names = [wanted] if isinstance(wanted, str) else list(wanted)
+        if len(set(names)) < len(names):
+            raise RecipeError(f"data.{column.key}", f"names the column '{names[0]}' twice", "a pair takes two columns")
+        for col in names:
+            first = owner.setdefault(col, column)
+            if first is column:
+                continue
+            blame, other = (column, first) if getattr(spec, column.key) is not None else (first, column)
+            said = "names" if getattr(spec, other.key) is not None else "reads by default"
+            raise RecipeError(f"data.{blame.key}", f"names the column '{col}', which data.{other.key} {said} too; "
+                              f"data.{blame.key} and data.{other.key} each need a column of their own",
+                              f"set data.{blame.key} to the column that holds {blame.what}")
+
+
 def _column_hint(col: str, columns: list[str]) -> str | None:
     if len(columns) == 1 and ("\t" in columns[0] or ";" in columns[0]):
         sep = "tab" if "\t" in columns[0] else "semicolon"
@@ -111,6 +131,7 @@ def _column_hint(col: str, columns: list[str]) -> str | None:
 def load_splits(recipe, task, teacher_config=None, names: list[str] | None = None) -> Splits:
     """Train/eval/test splits, rows checked and labels encoded; `names` fixes the label order (a trained model's)."""
     spec = recipe.data
+    _distinct_columns(spec, task)
     raw, rows = _load_raw(spec, task)
     eval_name, test_name = spec.eval_split, spec.test_split
     if spec.files:  # local files: a split keyed eval/validation/dev or test is used without being named twice
@@ -136,7 +157,7 @@ def load_splits(recipe, task, teacher_config=None, names: list[str] | None = Non
         wheres[role] = lambda i, s=split: locate(rows.get(s), i, s)
         task.check_rows(ds, recipe, wheres[role])
     if names is None:
-        names = task.label_names(found["train"], recipe, teacher_config)
+        names = task.label_names(found["train"], recipe, teacher_config, wheres.get("train"))
     if teacher_config is not None:
         task.check_teacher(teacher_config, names)
     train, evals, test = (None if found[r] is None else task.encode_labels(found[r], recipe, names, wheres[r])

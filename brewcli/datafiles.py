@@ -41,10 +41,20 @@ def locate(files: list[FileRows] | None, index: int, split: str) -> str:
     return f"row {index + 1} of the {split} split"
 
 
-def check_file(path: str, key: str) -> FileRows:
+def check_path(path: str | Path, key: str) -> None:
+    """A data path names a file that is there: not a folder, not missing."""
     p = Path(path)
+    if p.is_dir():
+        raise RecipeError(key, f"{path} is a folder, expected a file (CSV, TSV, JSON, JSON Lines or Parquet)",
+                          "name the file itself, e.g. " + str(next((f for f in sorted(p.iterdir())
+                                                                     if f.suffix.lower() in FORMATS), p / "train.csv")))
     if not p.is_file():
         raise RecipeError(key, f"file not found: {path}")
+
+
+def check_file(path: str, key: str) -> FileRows:
+    p = Path(path)
+    check_path(p, key)
     kind = FORMATS.get(p.suffix.lower())
     if kind is None:
         raise RecipeError(key, f"cannot read '{path}': brew reads {', '.join(FORMATS)} files",
@@ -78,6 +88,9 @@ def _csv(path: Path, key: str) -> FileRows:
         header = next(reader, None)
         if header is None:
             raise RecipeError(key, f"{path} is empty")
+        if delimiter == "\t" and len(header) == 1 and "," in header[0]:
+            raise RecipeError(key, f"{path.name} line 1 has commas but no tab: it is comma-separated, but a .tsv file "
+                              "is read as tab-separated", f"rename it to {path.with_suffix('.csv').name}")
         repeated = sorted({h for h in header if header.count(h) > 1})
         if repeated:
             raise RecipeError(key, f"{path.name} line 1: column '{repeated[0]}' appears more than once in the header")
@@ -114,6 +127,8 @@ def _json(path: Path, key: str) -> FileRows:
         if bad is not None:
             raise RecipeError(key, f"{path.name} record {bad + 1} is a {type(records[bad]).__name__}, not an object "
                               "with one key per column")
+        for i, r in enumerate(records):
+            _check_numbers(r, f"{path.name} record {i + 1}", key)
         return FileRows(path, len(records), sorted({k for r in records for k in r}))
     lines, columns = array("l"), set()
     for n, line in enumerate(_lines(path, key), 1):
@@ -129,9 +144,19 @@ def _json(path: Path, key: str) -> FileRows:
         if not isinstance(record, dict):
             raise RecipeError(key, f"{path.name} line {n} is a {type(record).__name__}, not an object with one key "
                               "per column", "write one JSON object per line")
+        _check_numbers(record, f"{path.name} line {n}", key)
         lines.append(n)
         columns.update(record)
     return FileRows(path, len(lines), sorted(columns), lines)
+
+
+def _check_numbers(record: dict, where: str, key: str) -> None:
+    """Whole numbers fit in 64 bits (Arrow's widest integer); a larger one stops datasets without naming its row."""
+    for field, value in record.items():
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, int) and not -2**63 <= v < 2**63:
+                raise RecipeError(key, f"{where}: field '{field}' holds the whole number {str(v)[:24]}..., larger than "
+                                  "64 bits can hold", "write it as a string (in quotes) or a decimal")
 
 
 def _parquet(path: Path, key: str) -> FileRows:

@@ -78,9 +78,16 @@ def check_weights(ref: str, key: str) -> None:
                               "save the model again") from None
 
 
+def architectures(config) -> list[str]:
+    """The model classes a config names (config.json's `architectures`, read leniently: a string, or junk)."""
+    archs = getattr(config, "architectures", None)
+    archs = [archs] if isinstance(archs, str) else archs if isinstance(archs, list) else []
+    return [a for a in archs if isinstance(a, str)]
+
+
 def has_task_head(config, task) -> bool:
     suffix = task.auto_class.removeprefix("AutoModel")  # e.g. ForSequenceClassification
-    return any(a.endswith(suffix) for a in getattr(config, "architectures", None) or [])
+    return any(a.endswith(suffix) for a in architectures(config))
 
 
 def max_positions(config) -> int | None:

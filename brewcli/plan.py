@@ -15,7 +15,8 @@ from brewcli import data as data_mod
 from brewcli.errors import RecipeError, did_you_mean
 from brewcli.families import FamilyError, read_widths
 from brewcli.matches import ResolvedMatch, resolve_matches
-from brewcli.models import check_weights, has_task_head, load_config, load_tokenizer, max_positions, meta_model
+from brewcli.models import (architectures, check_weights, has_task_head, load_config, load_tokenizer, max_positions,
+                            meta_model)
 from brewcli.recipe import Recipe
 from brewcli.students import apply_config_overrides, check_layer_copy, resolve_init, student_config, teacher_layers
 from brewcli.tasks import TASKS, Task
@@ -142,12 +143,23 @@ def _teachers(recipe: Recipe, task) -> list[PlannedTeacher]:
         key = f"teacher[{i}]" if several else "teacher"
         config = load_config(t.model, key, t.revision, t.trust_remote_code)
         check_weights(t.model, key)
-        if (recipe.distill.kd_weight > 0 or recipe.distill.hard_label_weight > 0) and not has_task_head(config, task):
+        if _reads_teacher_logits(recipe) and not has_task_head(config, task):
             raise RecipeError(key, f"'{t.model}' has no {task.name} head (architectures: "
-                              f"{', '.join(config.architectures or ['none'])}), so its logits mean nothing",
+                              f"{', '.join(architectures(config) or ['none'])}), so its logits mean nothing",
                               "fine-tune it first with `brew train`, or set distill.kd_weight: 0")
         out.append(PlannedTeacher(t.name, t, key, config))
     return out
+
+
+def _reads_teacher_logits(recipe: Recipe) -> bool:
+    """Whether a term reads the teachers' logits: only KD does (hard labels are the data's, matches read layers)."""
+    return recipe.teacher is not None and recipe.distill.kd_weight > 0
+
+
+def _label_teacher(recipe: Recipe, task, config):
+    """The teacher config that names the labels and must predict them: none for a head-less teacher whose logits
+    nothing reads (a plain encoder distilled through its layers only)."""
+    return config if config is not None and (_reads_teacher_logits(recipe) or has_task_head(config, task)) else None
 
 
 def _check_teachers_agree(teachers: list[PlannedTeacher], task, names) -> None:
@@ -228,8 +240,8 @@ def build_plan(recipe: Recipe) -> Plan:
     for t in teachers:
         if t.tokenizer is not None:
             _check_own_tokenizer(recipe, task, t, matches)
-    splits = data_mod.load_splits(recipe, task, tc)
-    if len(teachers) > 1:
+    splits = data_mod.load_splits(recipe, task, _label_teacher(recipe, task, tc))
+    if len(teachers) > 1 and all(_label_teacher(recipe, task, t.config) for t in teachers):
         _check_teachers_agree(teachers, task, splits.label_names)
     _check_tokenizer_reads_the_text(tokenizer, splits, recipe, task, tok_key)
     task.configure(sc, splits.label_names)

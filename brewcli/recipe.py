@@ -594,6 +594,8 @@ def _explain(errs: list[dict]) -> tuple[tuple, str, str | None]:
         return loc, "unknown key", hint
     if kind == "missing":
         return loc, "required key is missing", None
+    if kind in ("union_tag_not_found", "union_tag_invalid") and loc == ("task",):
+        return (loc, *_task_shape(err.get("input")))
     if kind == "literal_error":
         expected = [s.strip().strip("'") for s in err["ctx"]["expected"].replace(" or ", ", ").split(",")]
         return loc, f"got {err['input']!r}, expected one of {', '.join(expected)}", did_you_mean(
@@ -602,6 +604,24 @@ def _explain(errs: list[dict]) -> tuple[tuple, str, str | None]:
     if kind == "value_error":
         return loc, str(err["ctx"]["error"]), None
     return loc, f"{err['msg'].lower()} (got {err['input']!r})" if "input" in err else err["msg"], None
+
+
+def _task_shape(value) -> tuple[str, str | None]:
+    """(message, hint) for a `task:` that is neither a task name nor a mapping with `name:`."""
+    from brewcli.errors import did_you_mean
+
+    guess = next((v for v in (value if isinstance(value, list) else [value]) if isinstance(v, str)), None)
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict):
+        guess = value[0].get("name") if isinstance(value[0].get("name"), str) else guess
+    names = TASKS.names()
+    got = "nothing" if value is None else f"{_kind_of(value)} {value!r}"
+    return (f"expected a task name ({', '.join(names)}) or a mapping with `name:` and the task's options, got "
+            f"{got}", did_you_mean(guess, names) if guess else "e.g. task: classification, or "
+            "task: {name: question-answering, doc_stride: 128}")
+
+
+def _kind_of(value) -> str:
+    return {list: "a list", bool: "true/false", type(None): "nothing", dict: "a mapping"}.get(type(value), "a number")
 
 
 class _Loader(yaml.SafeLoader):

@@ -197,15 +197,27 @@ def test_bad_cache_folders(recipe_file, tmp_path, cache_dir, monkeypatch):
     result, text = brew("distill", recipe_file(distill__teacher_cache="disk",
                                                distill__cache_dir=str(blocker / "sub")), "--dry-run")
     assert result.exit_code == 2 and "distill.cache_dir: cannot create the cache folder" in text
-    # auto falls back to the live teacher with a note, and says why
+    # a folder the user named that is a file is an error on auto too (it would never be used, silently)
     result, text = brew("distill", recipe_file(distill__cache_dir=str(blocker)), "--dry-run")
-    assert result.exit_code == 0 and "teacher cache off: " in text
+    assert result.exit_code == 2 and "distill.cache_dir: " in text and "is a file" in text, text
+    monkeypatch.setenv("BREW_CACHE", str(blocker))
+    result, text = brew("distill", recipe_file(), "--dry-run")
+    assert result.exit_code == 2 and "BREW_CACHE (environment): " in text and "is a file" in text, text
+    for args in (["ls"], ["rm", "--all"]):
+        result, text = brew("cache", *args)
+        assert result.exit_code == 2 and "BREW_CACHE (environment): " in text and "is a file" in text, text
+        result, text = brew("cache", *args, "--cache-dir", blocker)
+        assert result.exit_code == 2 and "--cache-dir: " in text and "is a file" in text, text
+    monkeypatch.setenv("BREW_CACHE", str(cache_dir))
     import brewcli.cache as cache_mod
 
     monkeypatch.setattr(cache_mod.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 100, 100))
     result, text = brew("distill", recipe_file(distill__teacher_cache="disk"), "--dry-run")
     assert result.exit_code == 2 and "BREW_CACHE (environment): the teacher cache needs about" in text
     assert "100B free" in text
+    # auto falls back to the live teacher with a note, and says why
+    result, text = brew("distill", recipe_file(), "--dry-run")
+    assert result.exit_code == 0 and "teacher cache off: the teacher cache needs about" in text, text
     result, text = brew("cache", "build", recipe_file(distill__teacher_cache="off"))
     assert result.exit_code == 2 and "distill.teacher_cache" in text
 

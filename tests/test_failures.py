@@ -1,6 +1,9 @@
 """Failures during a run: a loss that stops being finite, and an unexpected exception. Each ends with one
 message and a non-zero exit, never a traceback on the terminal, and never a bad or lost checkpoint."""
 
+import os
+import re
+
 import torch
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
@@ -55,9 +58,32 @@ def test_unexpected_error_names_the_stage_and_writes_the_traceback(recipe_file, 
     assert result.exit_code == 1, text
     assert ("brew stopped while loading the teacher and building the student: RuntimeError: boom inside brew"
             in text)
-    log = tmp_path / "out" / "brew-error.log"
+    logs = list((tmp_path / "out").glob("brew-error-*.log"))
+    assert len(logs) == 1 and re.fullmatch(rf"brew-error-\d{{8}}-\d{{6}}-{os.getpid()}\.log", logs[0].name), logs
+    log = logs[0]
     assert f"the full traceback is in {log}" in text and "please report it" in text
     assert "Traceback" in log.read_text() and "broken_build" in log.read_text()
+    # a second crash in the same second keeps the first log: every log has a name of its own
+    assert brew("distill", recipe_file())[0].exit_code == 1
+    assert len(set((tmp_path / "out").glob("brew-error-*.log"))) == 2 and "broken_build" in log.read_text()
+
+
+def test_crash_logs_before_the_output_folder_exists_do_not_overwrite_each_other(monkeypatch, tmp_path):
+    import tempfile
+
+    import brewcli.recipe
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    def broken_load(*a, **k):
+        raise RuntimeError("boom while reading")
+
+    monkeypatch.setattr(brewcli.recipe, "load_recipe", broken_load)
+    for _ in range(3):
+        result, text = brew("distill", tmp_path / "any.yaml")
+        assert result.exit_code == 1 and "brew stopped while reading the recipe" in text, text
+    logs = sorted(tmp_path.glob("brew-error-*.log"))
+    assert len(logs) == 3 and all("boom while reading" in p.read_text() for p in logs), logs
 
 
 def test_resume_refuses_a_changed_student_or_a_damaged_checkpoint(recipe_file, tmp_path):

@@ -148,6 +148,17 @@ class Ctx:
         return self.request.getfixturevalue("regression_teacher")
 
     @property
+    def headless_teacher(self) -> Path:
+        return self.request.getfixturevalue("headless_teacher")
+
+    def task_teacher(self, task: str) -> Path:
+        if task == "classification":
+            return self.teacher
+        if task == "regression":
+            return self.regression_teacher
+        return self.request.getfixturevalue("task_teachers")(task)
+
+    @property
     def run_dir(self) -> Path:
         return self.request.getfixturevalue("eval_run")
 
@@ -1029,6 +1040,269 @@ def semantic_cases() -> list[Case]:
     return out
 
 
+# ------------------------------------------------------------------------------- every field, every format
+# Each task's fields, in each format brew reads, with a value of the wrong type in one row (row 5, or the whole
+# column where a format holds one type per column): one line naming the file, the row/line and the field's key.
+
+RECORD5 = num(5)  # JSON Lines: line 5; a JSON list: record 5; Parquet: record 5
+
+
+def _task_rows(task: str) -> tuple[list[dict], dict]:
+    """Good rows of a task, and the recipe's task/data keys for them (the teacher comes from `Ctx.task_teacher`)."""
+    from tests.test_tasks import multilabel_rows, ner_rows, qa_rows
+
+    if task == "classification":
+        return rows(24), {}
+    if task == "regression":
+        return [{"text": r["text"], "label": round(i * 0.37 - 2, 2)} for i, r in enumerate(rows(24))], {}
+    if task == "multi-label":
+        return multilabel_rows(24, 1), {"label": "labels"}
+    if task == "token-classification":
+        return ner_rows(24, 1), {}
+    return qa_rows(24, 1), {"max_length": 32}
+
+
+# field -> (recipe key, wrong values): every value is of a type the task cannot take in that field
+FIELD_FAULTS = {
+    "classification": {"text": ("data.text", [["a", "list"], {"a": 1}, None]),
+                       "label": ("data.label", [["pos"], {"x": "pos"}, None, 7])},
+    "regression": {"label": ("data.label", ["high", [1.5], {"x": 1}, None, True])},
+    "multi-label": {"labels": ("data.label", ["person", {"x": 1}, None, [["person"]], ["person", None]])},
+    "token-classification": {"tokens": ("data.tokens", ["alice went", None, ["alice", None, "to", "rome"], {"a": 1}]),
+                             "ner_tags": ("data.tags", ["B-PER", None, {"a": 1}, ["B-PER", None, "O", "B-LOC"],
+                                                        ["B-PER"]])},
+    "question-answering": {"question": ("data.question", [5, ["who"], None, {"a": 1}]),
+                           "context": ("data.context", [5, ["alice"], None, {"a": 1}]),
+                           "answers": ("data.answers", ["alice", 5, None, {"text": "alice", "answer_start": 0},
+                                                        {"text": ["alice"]}, {"text": [5], "answer_start": [0]},
+                                                        {"text": ["alice"], "answer_start": ["zero"]},
+                                                        [{"text": "alice", "answer_start": "0"}]])},
+}
+
+
+def _field_recipe(ctx: Ctx, task: str, path: Path, data_keys: dict) -> dict:
+    raw = ctx.with_train_file(path, eval_fraction=0.25, **data_keys)
+    raw["task"] = {"name": task, "doc_stride": 8} if task == "question-answering" else task
+    raw["teacher"] = str(ctx.task_teacher(task))
+    if task == "regression":
+        raw["distill"]["kd_loss"] = "mse"
+    return raw
+
+
+def field_cases() -> list[Case]:
+    out = []
+    for task, fields in FIELD_FAULTS.items():
+        for field, (rkey, values) in fields.items():
+            for value in values:
+                shown = json.dumps(value).replace(" ", "")
+                for fmt in ("jsonl", "json"):
+                    def build(ctx, task=task, field=field, value=value, fmt=fmt):
+                        good, data_keys = _task_rows(task)
+                        bad = [dict(r) for r in good]
+                        bad[4][field] = value
+                        text = "".join(json.dumps(r) + "\n" for r in bad) if fmt == "jsonl" else json.dumps(bad)
+                        return ctx.dry(_field_recipe(ctx, task, ctx.file(f"rows.{fmt}", text), data_keys))
+
+                    out.append(Case(f"field:{task}:{fmt}:{field}={shown}", build,
+                                    (fname(f"rows.{fmt}"), RECORD5, key(rkey))))
+
+            def parquet(ctx, task=task, field=field, value=values[0]):
+                import pandas as pd
+
+                good, data_keys = _task_rows(task)
+                bad = [{**r, field: value} for r in good]  # Parquet holds one type per column: all rows wrong
+                path = ctx.tmp / "rows.parquet"
+                pd.DataFrame(bad).to_parquet(path)
+                return ctx.dry(_field_recipe(ctx, task, path, data_keys))
+
+            out.append(Case(f"field:{task}:parquet:{field}={json.dumps(values[0]).replace(' ', '')}", parquet,
+                            (fname("rows.parquet"), num(1), key(rkey))))
+
+            def parquet_null(ctx, task=task, field=field):
+                import pandas as pd
+
+                good, data_keys = _task_rows(task)
+                bad = [dict(r) for r in good]
+                bad[4][field] = None
+                path = ctx.tmp / "rows.parquet"
+                pd.DataFrame(bad).to_parquet(path)
+                return ctx.dry(_field_recipe(ctx, task, path, data_keys))
+
+            out.append(Case(f"field:{task}:parquet:{field}=null-in-row-5", parquet_null,
+                            (fname("rows.parquet"), RECORD5, key(rkey))))
+
+    def csv_field(cid, row5, *needles):
+        def build(ctx):
+            lines = csv_text(rows(24)).splitlines()
+            lines[5] = row5
+            return ctx.dry(ctx.with_train_file(ctx.file("rows.csv", "\n".join(lines) + "\n"), eval_fraction=0.25))
+
+        out.append(Case(cid, build, (fname("rows.csv"), num(6), *needles)))
+
+    csv_field("field:classification:csv:text=empty", ",pos", key("data.text"))
+    csv_field("field:classification:csv:label=empty", "good movie,", key("data.label"))
+
+    def conll(cid, text, *needles):
+        out.append(Case(cid, lambda ctx: ctx.dry(_field_recipe(ctx, "token-classification",
+                                                               ctx.file("rows.conll", text), {})),
+                        (fname("rows.conll"), *needles)))
+
+    conll("field:token-classification:conll:tag-missing", "alice B-PER\nwent\nto O\n\nbob B-PER\n", num(2),
+          key("data.files.train"))
+    conll("field:token-classification:conll:only-blank-lines", "\n\n\n", key("data.files.train"))
+    return out
+
+
+# SQuAD's nested JSON: a wrong type at every level, named by its place in the file
+P4, Q5 = "data[0].paragraphs[4]", "data[0].paragraphs[4].qas[0]"
+SQUAD_FAULTS = {
+    "data=object": ("data", lambda d: d.update(data={"a": 1})),
+    "article=string": ("data[1]", lambda d: d["data"].append("an article")),
+    "paragraphs=object": ("data[0].paragraphs", lambda d: d["data"][0].update(paragraphs={"a": 1})),
+    "paragraphs-missing": ("data[0].paragraphs", lambda d: d["data"][0].pop("paragraphs")),
+    "paragraph=list": (P4, lambda d: d["data"][0]["paragraphs"].insert(4, ["x"])),
+    "context=number": (f"{P4}.context", lambda d: d["data"][0]["paragraphs"][4].update(context=5)),
+    "context=null": (f"{P4}.context", lambda d: d["data"][0]["paragraphs"][4].update(context=None)),
+    "context-missing": (f"{P4}.context", lambda d: d["data"][0]["paragraphs"][4].pop("context")),
+    "qas=object": (f"{P4}.qas", lambda d: d["data"][0]["paragraphs"][4].update(qas={"a": 1})),
+    "qas=string": (f"{P4}.qas", lambda d: d["data"][0]["paragraphs"][4].update(qas="x")),
+    "qa=string": (Q5, lambda d: d["data"][0]["paragraphs"][4].update(qas=["who?"])),
+    "question=number": (f"{Q5}.question", lambda d: _qa5(d).update(question=5)),
+    "question-missing": (f"{Q5}.question", lambda d: _qa5(d).pop("question")),
+    "answers=string": (f"{Q5}.answers", lambda d: _qa5(d).update(answers="alice")),
+    "answers=object": (f"{Q5}.answers", lambda d: _qa5(d).update(answers={"text": "alice", "answer_start": 0})),
+    "answer=string": (f"{Q5}.answers[0]", lambda d: _qa5(d).update(answers=["alice"])),
+    "answer.text=null": (f"{Q5}.answers[0].text", lambda d: _qa5(d)["answers"][0].update(text=None)),
+    "answer.text=list": (f"{Q5}.answers[0].text", lambda d: _qa5(d)["answers"][0].update(text=["alice"])),
+    "answer_start=string": (f"{Q5}.answers[0].answer_start", lambda d: _qa5(d)["answers"][0].update(answer_start="3")),
+    "answer_start=list-of-strings": (f"{Q5}.answers[0].answer_start",
+                                     lambda d: _qa5(d)["answers"][0].update(answer_start=["3"])),
+    "answer_start=true": (f"{Q5}.answers[0].answer_start", lambda d: _qa5(d)["answers"][0].update(answer_start=True)),
+    "answer_start-missing": (f"{Q5}.answers[0].answer_start", lambda d: _qa5(d)["answers"][0].pop("answer_start")),
+}
+
+
+def _qa5(doc: dict) -> dict:
+    return doc["data"][0]["paragraphs"][4]["qas"][0]
+
+
+def _squad_doc(good: list[dict]) -> dict:
+    paragraphs = [{"context": r["context"], "qas": [{"id": r["id"], "question": r["question"], "answers": [
+        {"text": t, "answer_start": s} for t, s in zip(r["answers"]["text"], r["answers"]["answer_start"])]}]}
+        for r in good]
+    return {"version": "1.1", "data": [{"title": "tiny", "paragraphs": paragraphs}]}
+
+
+def squad_cases() -> list[Case]:
+    out = []
+    for name, (place, fault) in SQUAD_FAULTS.items():
+        def build(ctx, fault=fault):
+            doc = _squad_doc(_task_rows("question-answering")[0])
+            fault(doc)
+            return ctx.dry(_field_recipe(ctx, "question-answering", ctx.file("squad.json", json.dumps(doc)),
+                                         {"max_length": 32}))
+
+        out.append(Case(f"squad:{name}", build, (fname("squad.json"), lit(place), key("data.files.train"))))
+    return out
+
+
+def more_data_cases() -> list[Case]:
+    out = []
+
+    def add(cid, build, *needles):
+        out.append(Case(cid, build, needles))
+
+    add("data:tsv-that-is-comma-separated",
+        lambda ctx: ctx.dry(ctx.with_train_file(ctx.file("commas.tsv", csv_text(rows())), eval_fraction=0.25)),
+        fname("commas.tsv"), key("data.files.train"), lit("comma-separated"), lit("commas.csv"))
+    add("data:files.train-is-a-folder",
+        lambda ctx: ctx.dry(ctx.with_train_file(_mkdir(ctx.tmp / "splits"), eval_fraction=0.25)),
+        fname("splits"), key("data.files.train"), lit("is a folder, expected a file"))
+
+    def eval_data_folder(ctx):
+        return ["eval", ctx.run_dir, "--no-teacher", "--data", _mkdir(ctx.tmp / "held-out")]
+
+    add("eval:data-is-a-folder", eval_data_folder, fname("held-out"), lit("is a folder, expected a file"))
+    same = csv_text(rows())
+    add("data:label-names-the-text-column",
+        lambda ctx: ctx.dry(ctx.with_train_file(ctx.file("same.csv", same), eval_fraction=0.25, label="text")),
+        key("data.label"), key("data.text"), lit("'text'"))
+    add("data:text-names-the-label-column",
+        lambda ctx: ctx.dry(ctx.with_train_file(ctx.file("same.csv", same), eval_fraction=0.25, text="label")),
+        key("data.label"), key("data.text"), lit("'label'"))
+    add("data:text-pair-names-one-column-twice",
+        lambda ctx: ctx.dry(ctx.with_train_file(ctx.file("same.csv", same), eval_fraction=0.25, text=["text", "text"])),
+        key("data.text"), lit("twice"))
+    add("data:jsonl-number-beyond-64-bits-line-5",
+        lambda ctx: ctx.dry(ctx.with_train_file(ctx.file("big.jsonl", "".join(
+            json.dumps({**r, "label": 10**30} if i == 4 else r) + "\n" for i, r in enumerate(rows()))),
+            eval_fraction=0.25)),
+        fname("big.jsonl"), num(5), lit("label"))
+    add("data:label-a-number-among-names-line-5",
+        lambda ctx: ctx.dry(ctx.with_train_file(ctx.file("mixed.jsonl", "".join(
+            json.dumps({**r, "label": 1} if i == 4 else r) + "\n" for i, r in enumerate(rows()))),
+            eval_fraction=0.25)),
+        fname("mixed.jsonl"), num(5), key("data.label"))
+
+    def jsonl_row5(task: str, **changes):
+        def build(ctx):
+            good, data_keys = _task_rows(task)
+            bad = [dict(r) for r in good]
+            bad[4].update({k: v(bad[4]) if callable(v) else v for k, v in changes.items()})
+            text = "".join(json.dumps(r) + "\n" for r in bad)
+            return ctx.dry(_field_recipe(ctx, task, ctx.file("rows.jsonl", text), data_keys))
+        return build
+
+    add("field:token-classification:jsonl:ner_tags=tag-id-out-of-range",
+        jsonl_row5("token-classification", ner_tags=lambda r: [0] * (len(r["tokens"]) - 1) + [99]),
+        fname("rows.jsonl"), num(5), key("data.tags"), lit("99"))
+    add("field:question-answering:jsonl:answers=negative-answer_start",
+        jsonl_row5("question-answering", answers=lambda r: {"text": r["answers"]["text"], "answer_start": [-3]}),
+        fname("rows.jsonl"), num(5), key("data.answers"), lit("-3"))
+
+    def cache_dir_file(*args):
+        return lambda ctx: ["cache", *args, "--cache-dir", ctx.file("taken.txt", "x")]
+
+    add("cache:ls-cache-dir-is-a-file", cache_dir_file("ls"), lit("--cache-dir"), fname("taken.txt"), lit("is a file"))
+    add("cache:rm-all-cache-dir-is-a-file", cache_dir_file("rm", "--all"), lit("--cache-dir"), lit("is a file"))
+
+    def brew_cache_env_file(*args):
+        def build(ctx):
+            ctx.request.getfixturevalue("monkeypatch").setenv("BREW_CACHE", str(ctx.file("taken.txt", "x")))
+            return list(args) if args else ctx.dry(ctx.base())
+        return build
+
+    add("cache:BREW_CACHE-is-a-file-ls", brew_cache_env_file("cache", "ls"), lit("BREW_CACHE"), lit("is a file"))
+    add("cache:BREW_CACHE-is-a-file-rm", brew_cache_env_file("cache", "rm", "--all"), lit("BREW_CACHE"),
+        lit("is a file"))
+    add("cache:BREW_CACHE-is-a-file-on-auto", brew_cache_env_file(), lit("BREW_CACHE"), lit("is a file"))
+    add("semantic:cache_dir-is-a-file-on-auto", lambda ctx: ctx.dry(_with(ctx.base(), "distill", cache_dir=str(
+        ctx.file("taken.txt", "x")))), key("distill.cache_dir"), lit("is a file"))
+
+    def headless(ctx, **distill):
+        raw = ctx.base()
+        raw["teacher"] = str(ctx.headless_teacher)
+        raw["distill"].update(distill)
+        return ctx.dry(raw)
+
+    add("model:headless-teacher-with-kd", lambda ctx: headless(ctx), key("teacher"), lit("kd_weight: 0"))
+    for shape, needle in ((5, None), ([1, 2], None), (["classification"], "did you mean 'classification'?"),
+                          (None, None), (True, None)):
+        label = json.dumps(shape).replace(" ", "")
+        add(f"recipe:task-of-an-unknown-shape={label}",
+            lambda ctx, shape=shape: ctx.dry(_with(ctx.base(), task=shape)), at_line("task"),
+            lit("question-answering"), lit("a mapping with `name:`"), *([lit(needle)] if needle else []))
+    return out
+
+
+def _with(raw: dict, section: str | None = None, **changes) -> dict:
+    if section:
+        raw[section].update(changes)
+    else:
+        raw.update(changes)
+    return raw
+
+
 # ---------------------------------------------------------------------------------------------- valid
 
 
@@ -1139,6 +1413,35 @@ def valid_cases() -> list[Case]:
     add("valid:crlf-recipe", text_recipe(lambda t: t.replace("\n", "\r\n").encode("utf-8")))
     add("valid:utf8-bom-recipe", text_recipe(lambda t: b"\xef\xbb\xbf" + t.encode("utf-8")))
     add("valid:document-markers", text_recipe(lambda t: "---\n" + t + "...\n"))
+    add("valid:tsv-with-commas-in-the-text", with_file("commas-inside.tsv", csv_text(
+        [{"text": r["text"].replace(" ", ", ", 1), "label": r["label"]} for r in good], "\t")))
+
+    def headless(ctx):  # a plain encoder as the teacher: nothing reads its logits when kd_weight is 0
+        raw = ctx.base()
+        raw["teacher"] = str(ctx.headless_teacher)
+        raw["distill"].update(kd_weight=0, hard_label_weight=1.0)
+        return ctx.dry(raw)
+
+    add("valid:headless-teacher-with-kd_weight-0-and-hard-labels", headless)
+
+    def headless_three_labels(ctx):  # its config's default 2 labels do not count against the data's 3
+        raw = ctx.with_train_file(ctx.file("three.csv", csv_text([{**r, "label": "abc"[i % 3]} for i, r in
+                                                                   enumerate(good)])), eval_fraction=0.25)
+        raw["teacher"] = str(ctx.headless_teacher)
+        raw["distill"].update(kd_weight=0, hard_label_weight=1.0)
+        return ctx.dry(raw)
+
+    add("valid:headless-teacher-with-kd_weight-0-and-3-labels", headless_three_labels)
+
+    def squad_v2(ctx):  # unanswerable questions: answers [] or no answers key at all; a numeric title and id
+        doc = _squad_doc(_task_rows("question-answering")[0])
+        _qa5(doc)["answers"] = []
+        doc["data"][0]["paragraphs"][6]["qas"][0].pop("answers")
+        doc["data"][0]["title"], _qa5(doc)["id"] = 2024, 17
+        return ctx.dry(_field_recipe(ctx, "question-answering", ctx.file("v2.json", json.dumps(doc)),
+                                     {"max_length": 32}))
+
+    add("valid:squad-v2-unanswerable-questions", squad_v2)
     add("valid:ls", lambda ctx: ["ls"])
     add("valid:eval-run-json", lambda ctx: ["eval", ctx.run_dir, "--split", "eval", "--json"])
     return out
@@ -1148,7 +1451,8 @@ def valid_cases() -> list[Case]:
 
 
 BROKEN = (walk(Recipe) + missing_required() + recipe_file_cases() + config_cases() + model_folder_cases()
-          + data_cases() + command_line_cases() + semantic_cases())
+          + data_cases() + command_line_cases() + semantic_cases() + field_cases() + squad_cases()
+          + more_data_cases())
 VALID = valid_cases()
 assert len({c.id for c in BROKEN + VALID}) == len(BROKEN + VALID), "case ids must be unique"
 
@@ -1156,6 +1460,40 @@ assert len({c.id for c in BROKEN + VALID}) == len(BROKEN + VALID), "case ids mus
 @pytest.fixture(scope="session")
 def regression_teacher(tmp_path_factory) -> Path:
     return make_model_dir(tmp_path_factory.mktemp("reg-teacher") / "tiny-regressor", labels=("score",))
+
+
+@pytest.fixture(scope="session")
+def headless_teacher(tmp_path_factory) -> Path:
+    """A plain encoder saved without a task head (BertModel), as a pretrained checkpoint is."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from tests.conftest import make_tokenizer
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("headless") / "plain-encoder"
+    tok = make_tokenizer()
+    BertModel(BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+                         intermediate_size=37, max_position_embeddings=64)).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def task_teachers(tmp_path_factory):
+    """A tiny teacher with each task's head, built on first use."""
+    from tests.test_tasks import make_task_teacher
+
+    labels = {"token-classification": ("O", "B-LOC", "I-LOC", "B-PER"), "multi-label": ("person", "place"),
+              "question-answering": ()}
+    built: dict[str, Path] = {}
+
+    def get(task: str) -> Path:
+        if task not in built:
+            built[task] = make_task_teacher(tmp_path_factory.mktemp(task) / "teacher", task, labels[task])
+        return built[task]
+
+    return get
 
 
 @pytest.fixture(scope="session")
@@ -1171,6 +1509,11 @@ def eval_run(tmp_path_factory, teacher_dir, data_files) -> Path:
         pytest.fail(f"could not build the brew output folder the eval cases need:\n{result.output}\n"
                     f"{result.exception!r}")
     return d / "run"
+
+
+# what a message for bad input never shows: the last-resort guard's words, and raw pydantic / pyarrow text
+INTERNAL = ("brew stopped while", "this is a bug", "Traceback", "unable to extract tag", "Unable to extract tag",
+            "ArrowInvalid", "ArrowTypeError", "object has no attribute")
 
 
 def _invoke(args: list) -> Any:
@@ -1221,6 +1564,9 @@ def test_broken_input_is_refused_with_a_message_naming_it(case: Case, ctx: Ctx, 
         f"[{case.id}] `brew {shown}` exited {result.exit_code}; expected exit code 2 with a message naming "
         f"{', '.join(n.desc for n in needles) or 'the problem'}\nbrew printed:\n{result.output}")
     text = _normalise(result.output, ctx, tmp_path_factory.getbasetemp())
+    internal = [s for s in INTERNAL if s in text]
+    assert not internal, (f"INTERNAL | {_first_line(result.output)}\n[{case.id}] `brew {shown}` printed {internal[0]!r}: "
+                          f"an internal error or raw library text, not a message for the user\n{text}")
     missing = [n.desc for n in needles if not n.found(text)]
     assert not missing, (
         f"UNNAMED | {_first_line(result.output)}\n[{case.id}] `brew {shown}` exited 2 but the message lacks "
@@ -1238,6 +1584,215 @@ def test_valid_edge_case_is_accepted(case: Case, ctx: Ctx):
         f"REJECTED | {_first_line(result.output)}\n[{case.id}] `brew {shown}` must accept this valid input "
         f"(exit 0) but exited {result.exit_code}\nbrew printed:\n{result.output}")
 
+
+# --------------------------------------------------------------------------------- a damaged teacher cache
+# Every way an entry's folder can be damaged: the run says so in one line and rebuilds it, `brew cache ls` lists it
+# as damaged with the reason, `brew cache rm KEY` and `--all` remove it. Nothing blocks, nothing crashes.
+
+
+def _npy(entry: Path, name: str, array) -> None:
+    import numpy as np
+
+    np.save(entry / name, array)
+
+
+def _manifest(entry: Path, change: Callable[[dict], Any]) -> None:
+    """Change the entry's manifest in place (`change` edits the dict; what it returns is ignored)."""
+    m = json.loads((entry / "manifest.json").read_text())
+    change(m)
+    (entry / "manifest.json").write_text(json.dumps(m))
+
+
+def _resum(entry: Path, name: str) -> None:
+    """Rewrite an .npy's checksum in the manifest, so that only the size or type check can find the damage."""
+    from brewcli.cache_entry import _checksum
+
+    _manifest(entry, lambda m: m["checksums"].__setitem__(name.removesuffix(".npy"), _checksum(entry / name)))
+
+
+CACHE_DAMAGE: dict[str, tuple[str, Callable[[Path], Any]]] = {  # name -> (the reason brew gives, the damage)
+    "manifest-a-list": ("holds a list", lambda e: (e / "manifest.json").write_text("[1, 2]")),
+    "manifest-a-string": ("holds a string", lambda e: (e / "manifest.json").write_text('"entry"')),
+    "manifest-a-number": ("holds a number", lambda e: (e / "manifest.json").write_text("3")),
+    "manifest-null": ("holds null", lambda e: (e / "manifest.json").write_text("null")),
+    "manifest-empty-file": ("not readable JSON", lambda e: (e / "manifest.json").write_text("")),
+    "manifest-not-json": ("not readable JSON", lambda e: (e / "manifest.json").write_text('{"identity": ')),
+    "manifest-a-folder": ("not readable JSON", lambda e: ((e / "manifest.json").unlink(),
+                                                          (e / "manifest.json").mkdir())),
+    "manifest-without-identity": ("no identity", lambda e: _manifest(e, lambda m: m.pop("identity"))),
+    "manifest-without-checksums": ("no checksums", lambda e: _manifest(e, lambda m: m.pop("checksums"))),
+    "manifest-identity-a-list": ("a list identity", lambda e: _manifest(e, lambda m: m.update(identity=[1]))),
+    "manifest-checksums-a-string": ("a string checksums", lambda e: _manifest(e, lambda m: m.update(checksums="x"))),
+    "manifest-identity.features-a-number": ("identity.features a number",
+                                            lambda e: _manifest(e, lambda m: m["identity"].update(features=5))),
+    "manifest-identity.rows-a-string": ("identity.rows a string",
+                                        lambda e: _manifest(e, lambda m: m["identity"].update(rows="36"))),
+    "manifest-identity.teacher-missing": ("identity.teacher missing",
+                                          lambda e: _manifest(e, lambda m: m["identity"].pop("teacher"))),
+    "manifest-checksums-numbers": ("checksums that are not strings",
+                                   lambda e: _manifest(e, lambda m: m.update(checksums={"logits": 5}))),
+    "manifest-of-another-run": ("does not match this run",
+                                lambda e: _manifest(e, lambda m: m["identity"].update(rows=99))),
+    "lengths.npy-missing": ("lengths.npy", lambda e: (e / "lengths.npy").unlink()),
+    "lengths.npy-empty": ("EOFError", lambda e: (e / "lengths.npy").write_bytes(b"")),
+    "lengths.npy-not-npy": ("ValueError", lambda e: (e / "lengths.npy").write_text("not numpy")),
+    "lengths.npy-wrong-size": ("lengths.npy", lambda e: _npy(e, "lengths.npy", [1, 2, 3])),
+    "hidden.1.npy-missing": ("hidden.1.npy", lambda e: (e / "hidden.1.npy").unlink()),
+    "hidden.1.npy-empty": ("hidden.1.npy does not match its checksum", lambda e: (e / "hidden.1.npy").write_bytes(b"")),
+    "hidden.1.npy-wrong-size": ("hidden.1.npy has the wrong size", lambda e: (_npy(e, "hidden.1.npy", [1.0, 2.0]),
+                                                                            _resum(e, "hidden.1.npy"))),
+    "logits.npy-wrong-dtype": ("logits.npy has the wrong size or type", lambda e: (
+        _npy(e, "logits.npy", __import__("numpy").load(e / "logits.npy").astype("float64")), _resum(e, "logits.npy"))),
+    "logits.npy-2d": ("logits.npy has the wrong size", lambda e: (
+        _npy(e, "logits.npy", __import__("numpy").load(e / "logits.npy").reshape(2, -1)), _resum(e, "logits.npy"))),
+}
+CACHE_SOUND = {  # damage that leaves the entry usable: read as a hit, not rebuilt
+    "extra-file-and-folder": lambda e: ((e / "notes.txt").write_text("mine"), (e / "old").mkdir()),
+    "last_used-missing": lambda e: (e / "last_used").unlink(),
+    "file-hashes.json-a-list": lambda e: (e.parent / "file-hashes.json").write_text("[1, 2]"),
+    "file-hashes.json-of-numbers": lambda e: (e.parent / "file-hashes.json").write_text('{"a": 5}'),
+}
+
+
+@pytest.fixture(scope="session")
+def built_cache(tmp_path_factory, teacher_dir, data_files) -> tuple[dict, Path]:
+    """(a recipe with a disk teacher cache, the folder of its built entry), built once for the session."""
+    d = tmp_path_factory.mktemp("built-cache")
+    raw = base_recipe(teacher_dir, data_files, d / "out")
+    raw["distill"]["teacher_cache"] = "disk"
+    raw["distill"]["cache_dir"] = str(d / "cache")
+    raw["train"].update(max_steps=1, epochs=1)
+    raw["data"].pop("test_split")
+    path = d / "recipe.yaml"
+    path.write_text(dump(raw))
+    result = runner.invoke(app, ["cache", "build", str(path)])
+    assert result.exit_code == 0, result.output
+    entries = [p for p in (d / "cache").iterdir() if p.is_dir()]
+    assert len(entries) == 1, entries
+    return raw, entries[0]
+
+
+def _cache_case(tmp_path: Path, built_cache) -> tuple[Path, Path, dict]:
+    raw, entry = built_cache
+    root = tmp_path / "cache"
+    shutil.copytree(entry, root / entry.name)
+    raw = json.loads(json.dumps(raw))
+    raw["distill"]["cache_dir"] = str(root)
+    raw["train"]["output_dir"] = str(tmp_path / "out")
+    path = tmp_path / "recipe.yaml"
+    path.write_text(dump(raw))
+    return path, root / entry.name, raw
+
+
+def _clean(result) -> str:
+    text = " ".join((result.output or "").split())
+    crash = _crashed(result)
+    assert crash is None and not [s for s in INTERNAL if s in text], f"{crash}\n{text}"
+    return text
+
+
+def _plan_cache(recipe: Path):
+    from brewcli.plan import build_plan
+    from brewcli.recipe import load_recipe
+
+    return build_plan(load_recipe(recipe)).cache
+
+
+@pytest.mark.parametrize("damage", list(CACHE_DAMAGE), ids=list(CACHE_DAMAGE))
+def test_a_damaged_cache_entry_is_listed_as_damaged_and_never_read(damage, tmp_path, built_cache):
+    from brewcli.cache_entry import CacheDamaged, Entry
+
+    recipe, entry, _ = _cache_case(tmp_path, built_cache)
+    reason, hurt = CACHE_DAMAGE[damage]
+    hurt(entry)
+    listed = _invoke(["cache", "ls", "--cache-dir", entry.parent])
+    text = _clean(listed)
+    assert listed.exit_code == 0 and entry.name in text, text
+    if damage.startswith("manifest") and damage != "manifest-of-another-run":  # listed as damaged: why, what to do
+        assert "(damaged)" in text and f"damaged: {entry.name} (" in text and reason in text, text
+        assert f"brew cache rm {entry.name[:8]}" in text, text
+    dry = _invoke(["distill", recipe, "--dry-run"])
+    assert dry.exit_code == 0, _clean(dry)
+    with pytest.raises(CacheDamaged, match=re.escape(reason)):  # what the run's reader says before rebuilding it
+        Entry.open(_plan_cache(recipe))
+
+
+REBUILT = ["manifest-a-list", "manifest-identity.features-a-number", "manifest-a-folder", "lengths.npy-empty",
+           "hidden.1.npy-missing", "logits.npy-wrong-dtype"]
+
+
+@pytest.mark.parametrize("damage", REBUILT)
+def test_the_next_run_rebuilds_a_damaged_entry_and_says_so_in_one_line(damage, tmp_path, built_cache):
+    from brewcli.cache import read_manifest
+
+    recipe, entry, raw = _cache_case(tmp_path, built_cache)
+    reason, hurt = CACHE_DAMAGE[damage]
+    hurt(entry)
+    result = _invoke(["distill", recipe])
+    text = _clean(result)
+    assert result.exit_code == 0, text
+    assert f"the teacher cache entry {entry} is damaged (" in text and "); rebuilding it" in text, text
+    assert reason in text.split("is damaged (")[1].split("); rebuilding")[0] and text.count("is damaged") == 1, text
+    assert read_manifest(entry)[1] is None
+    raw["train"]["output_dir"] = str(tmp_path / "again")  # the rebuilt entry is read by the next run as it is
+    recipe.write_text(dump(raw))
+    again = _invoke(["distill", recipe, "--dry-run"])
+    assert again.exit_code == 0 and "disk (hit:" in _clean(again)
+
+
+@pytest.mark.parametrize("how", ["key", "--all"])
+@pytest.mark.parametrize("damage", ["manifest-a-list", "manifest-null", "manifest-without-identity",
+                                    "lengths.npy-empty"])
+def test_a_damaged_cache_entry_never_blocks_brew_cache_rm(damage, how, tmp_path, built_cache):
+    _, entry, _ = _cache_case(tmp_path, built_cache)
+    CACHE_DAMAGE[damage][1](entry)
+    (entry.parent / "second").mkdir()  # another damaged entry (no manifest at all) beside it
+    args = [entry.name[:6]] if how == "key" else ["--all"]
+    result = _invoke(["cache", "rm", *args, "--cache-dir", entry.parent])
+    text = _clean(result)
+    assert result.exit_code == 0 and not entry.exists(), text
+    assert (f"removed {1 if how == 'key' else 2} entr" in text) and ((entry.parent / "second").exists() == (how == "key"))
+
+
+def test_files_in_the_way_of_an_entry_do_not_block_its_fill(tmp_path, built_cache):
+    from brewcli.cache import read_manifest
+
+    recipe, entry, _ = _cache_case(tmp_path, built_cache)
+    shutil.rmtree(entry)
+    entry.write_text("not an entry")  # a file under the entry's name, and under its fill's KEY.tmp
+    entry.with_suffix(".tmp").write_text("not a fill")
+    result = _invoke(["cache", "build", recipe])
+    text = _clean(result)
+    assert result.exit_code == 0 and f"built {entry}" in text and read_manifest(entry)[1] is None, text
+
+
+@pytest.mark.parametrize("damage", list(CACHE_SOUND), ids=list(CACHE_SOUND))
+def test_harmless_changes_to_a_cache_folder_keep_the_entry(damage, tmp_path, built_cache):
+    from brewcli.cache_entry import Entry
+
+    recipe, entry, _ = _cache_case(tmp_path, built_cache)
+    CACHE_SOUND[damage](entry)
+    listed = _invoke(["cache", "ls", "--json", "--cache-dir", entry.parent])
+    _clean(listed)
+    assert [e["state"] for e in json.loads(listed.stdout)["entries"] if e["key"] == entry.name] == ["complete"]
+    dry = _invoke(["distill", recipe, "--dry-run"])
+    assert dry.exit_code == 0 and "disk (hit:" in _clean(dry)
+    Entry.open(_plan_cache(recipe))
+
+
+def test_a_cached_run_reads_writable_rows_so_torch_does_not_warn(tmp_path, built_cache, monkeypatch):
+    """torch.from_numpy warns (once per process) on a read-only array, as the memory-mapped entry is: every row the
+    cached teacher hands to torch is a writable float32 copy of that row, not the map itself."""
+    import torch
+
+    recipe, entry, _ = _cache_case(tmp_path, built_cache)
+    seen = []
+    real = torch.from_numpy
+    monkeypatch.setattr(torch, "from_numpy", lambda a: (seen.append((a.flags.writeable, a.dtype.name)), real(a))[1])
+    result = _invoke(["distill", recipe])
+    text = _clean(result)
+    assert result.exit_code == 0 and f"teacher cache hit: {entry}" in text and "not writable" not in text, text
+    assert seen and all(w and dtype == "float32" for w, dtype in seen), seen[:5]
 
 def test_the_fuzz_covers_enough():
     assert len(BROKEN) >= 150 and len(VALID) >= 20, (len(BROKEN), len(VALID))

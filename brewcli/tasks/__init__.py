@@ -79,7 +79,8 @@ class Task:
                 out += [" ".join(map(str, v)) if isinstance(v, list) else str(v) for v in rows[col] if v is not None]
         return out
 
-    def label_names(self, train, recipe, teacher_config) -> list[str] | None:
+    def label_names(self, train, recipe, teacher_config, where=None) -> list[str] | None:
+        """The label set in id order; `where(i)` names train row i for messages."""
         return None
 
     def encode_labels(self, ds, recipe, names: list[str] | None, where):

@@ -38,7 +38,8 @@ class QASpec(Strict):
 
 
 def read_squad(path: Path, key: str, data_spec, columns) -> tuple[FileRows, list[dict]] | None:
-    """SQuAD's own nested JSON (data -> paragraphs -> qas), flattened to one record per question."""
+    """SQuAD's own nested JSON (data -> paragraphs -> qas), flattened to one record per question. Every field is
+    checked for its type; a wrong one is named by its place in the file (data[0].paragraphs[3].qas[1].question)."""
     with open(path, "rb") as f:
         head = f.read(256).lstrip(b"\xef\xbb\xbf").lstrip()
     if not head.startswith(b"{"):
@@ -47,24 +48,54 @@ def read_squad(path: Path, key: str, data_spec, columns) -> tuple[FileRows, list
         doc = json.loads(path.read_text(encoding="utf-8-sig"))
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None  # not one JSON document: JSON Lines, read (and checked) as such
-    if not (isinstance(doc, dict) and isinstance(doc.get("data"), list)):
-        return None
+    if not (isinstance(doc, dict) and "data" in doc):
+        return None  # one JSON Lines record
     q, c, a = columns
     records = []
-    try:
-        for article in doc["data"]:
-            for paragraph in article["paragraphs"]:
-                for qa in paragraph["qas"]:
-                    answers = qa.get("answers") or []
-                    records.append({"id": str(qa.get("id", len(records))), "title": article.get("title", ""),
-                                    q: qa["question"], c: paragraph["context"],
-                                    a: {"text": [x["text"] for x in answers],
-                                        "answer_start": [x["answer_start"] for x in answers]}})
-    except (KeyError, TypeError) as e:
-        raise RecipeError(key, f"{path.name} looks like SQuAD JSON but question {len(records) + 1} is missing {e}",
-                          "each article needs paragraphs, each paragraph a context and qas with question and "
-                          "answers [{text, answer_start}]") from None
+
+    def be(value, kind, where: str, what: str):
+        if isinstance(value, kind) and not isinstance(value, bool):
+            return value
+        got = "is missing" if value is _MISSING else "is null" if value is None else \
+            f"is {_kind(value)} ({json.dumps(value)[:40]})"
+        raise RecipeError(key, f"{path.name} {where} (question {len(records) + 1}) {got}, expected {what}",
+                          "SQuAD JSON is {data: [{title, paragraphs: [{context, qas: [{id, question, answers: "
+                          "[{text, answer_start}]}]}]}]}")
+
+    def need(obj: dict, field: str, kind, where: str, what: str):
+        return be(obj.get(field, _MISSING), kind, f"{where}.{field}" if where else field, what)
+
+    for i, article in enumerate(need(doc, "data", list, "", "a list of articles")):
+        be(article, dict, f"data[{i}]", "an article {title, paragraphs}")
+        for j, paragraph in enumerate(need(article, "paragraphs", list, f"data[{i}]", "a list of paragraphs")):
+            at = f"data[{i}].paragraphs[{j}]"
+            be(paragraph, dict, at, "a paragraph {context, qas}")
+            context = need(paragraph, "context", str, at, "the context text")
+            for k, qa in enumerate(need(paragraph, "qas", list, at, "a list of questions")):
+                at_q = f"{at}.qas[{k}]"
+                be(qa, dict, at_q, "a question {id, question, answers}")
+                question = need(qa, "question", str, at_q, "the question text")
+                # SQuAD 2.0: [] (or no answers at all) for an unanswerable question
+                answers = [] if qa.get("answers") is None else need(qa, "answers", list, at_q,
+                                                                     "a list of answers [{text, answer_start}]")
+                for m, x in enumerate(answers):
+                    be(x, dict, f"{at_q}.answers[{m}]", "an answer {text, answer_start}")
+                    need(x, "text", str, f"{at_q}.answers[{m}]", "the answer text")
+                    need(x, "answer_start", int, f"{at_q}.answers[{m}]",
+                         "a whole number (where the answer starts in the context)")
+                records.append({"id": str(qa.get("id", len(records))), "title": str(article.get("title", "")),
+                                q: question, c: context,
+                                a: {"text": [x["text"] for x in answers],
+                                    "answer_start": [x["answer_start"] for x in answers]}})
     return FileRows(path, len(records), ["id", "title", q, c, a]), records
+
+
+_MISSING = object()
+
+
+def _kind(value) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "true/false", type(None): "null"}.get(
+        type(value), "a number")
 
 
 def _answers(value) -> dict | None:
@@ -147,13 +178,20 @@ class QuestionAnswering(Task):
         for i, (question, context, answers) in enumerate(zip(ds[q], ds[c], ds[a])):
             for key, col, value in (("data.question", q, question), ("data.context", c, context)):
                 if not isinstance(value, str) or not value.strip():
-                    raise RecipeError(key, f"{where(i)} has no text in column '{col}'", "fill in or drop the row")
+                    what = "no text" if value is None or isinstance(value, str) else f"{_kind(value)}, not text,"
+                    raise RecipeError(key, f"{where(i)} has {what} in column '{col}'", "fill in or drop the row")
             found = _answers(answers)
             if found is None:
                 raise RecipeError("data.answers", f"{where(i)}: column '{a}' holds {str(answers)[:80]!r}; expected "
                                   "{text: [...], answer_start: [...]} with one start per answer",
                                   "e.g. {text: [Denver Broncos], answer_start: [177]}")
             for text, start in zip(found["text"], found["answer_start"]):
+                if not isinstance(text, str) or not isinstance(start, int) or isinstance(start, bool) or start < 0:
+                    field, value, want = ("text", text, "the answer text") if not isinstance(text, str) else \
+                        ("answer_start", start, "a whole number, 0 or more (where the answer starts in the context)")
+                    raise RecipeError("data.answers", f"{where(i)}: column '{a}' has {field} {value!r}, "
+                                      f"{_kind(value)}; expected {want}", "e.g. {text: [Denver Broncos], "
+                                      "answer_start: [177]}")
                 if not isinstance(start, int) or context[start:start + len(str(text))] != text:
                     at = context.find(str(text))
                     hint = f"the text occurs at {at}" if at >= 0 else "the text does not occur in the context"

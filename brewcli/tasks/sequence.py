@@ -40,6 +40,12 @@ def same_count_as_teacher(teacher_config, names: list[str], what: str = "labels"
                           f"fine-tune the teacher on this {what[:-1]} set first (brew train)")
 
 
+def first_at(values, match, where) -> str:
+    """' (first at FILE line N)' for the first of `values` that `match`es, for a message; '' without `where`."""
+    i = next((i for i, v in enumerate(values) if match(v)), None) if where is not None else None
+    return "" if i is None else f" (first at {where(i)})"
+
+
 def name_labels(config, names: list[str], problem_type: str | None = None) -> None:
     """Size a config's head for `names` and name its outputs."""
     config.num_labels = len(names)
@@ -134,7 +140,7 @@ class Classification(SequenceTask):
     metrics = ("accuracy", "macro_f1")
     kd_losses = ("ce", "kl", "mse")
 
-    def label_names(self, train, recipe, teacher_config) -> list[str]:
+    def label_names(self, train, recipe, teacher_config, where=None) -> list[str]:
         """Label names in id order, checked against task.num_labels and the teacher's labels."""
         column, num_labels = self.column(recipe.data, "label"), recipe.task.num_labels
         feature = train.features[column]
@@ -152,12 +158,14 @@ class Classification(SequenceTask):
             missing = [v for v in values if v not in teacher_names]
             if missing:
                 raise RecipeError("data.label", f"labels {missing[:5]} are not among the teacher's labels "
-                                  f"{teacher_names}", did_you_mean(str(missing[0]), teacher_names))
+                                  f"{teacher_names}" + first_at(train[column], lambda v: v == missing[0], where),
+                                  did_you_mean(str(missing[0]), teacher_names))
             names = teacher_names
         elif ints:
             n = num_labels or (teacher_config.num_labels if teacher_names else max(values) + 1)
             if min(values) < 0 or max(values) >= n:
-                raise RecipeError("data.label", f"integer labels must run 0..{n - 1}; found {min(values)}..{max(values)}")
+                raise RecipeError("data.label", f"integer labels must run 0..{n - 1}; found {min(values)}..{max(values)}"
+                                  + first_at(train[column], lambda v: not 0 <= v < n, where))
             names = teacher_names if teacher_names and not _is_generic(teacher_names) else [str(i) for i in range(n)]
         else:
             names = [str(v) for v in values]
@@ -349,7 +357,7 @@ class MultiLabel(SequenceTask):
             raise RecipeError("data.label", f"{where()}: column '{column}' holds {v!r}; task 'multi-label' takes a "
                               "list of label names (or ids) per row, e.g. [sport, politics]", None)
 
-    def label_names(self, train, recipe, teacher_config) -> list[str]:
+    def label_names(self, train, recipe, teacher_config, where=None) -> list[str]:
         column = self.column(recipe.data, "label")
         feature = train.features[column]
         inner = getattr(feature, "feature", None)
@@ -362,9 +370,11 @@ class MultiLabel(SequenceTask):
                 unknown = [x for x in seen if x not in teacher_names]
                 if unknown:
                     raise RecipeError("data.label", f"labels {unknown[:5]} are not among the teacher's labels "
-                                      f"{teacher_names}", did_you_mean(unknown[0], teacher_names))
+                                      f"{teacher_names}" + first_at(train[column], lambda row: unknown[0] in
+                                                                    map(str, row), where),
+                                      did_you_mean(unknown[0], teacher_names))
                 names = teacher_names
-            elif all(x.isdigit() for x in seen):
+            elif all(x.isdecimal() for x in seen):
                 n = recipe.task.num_labels or (teacher_config.num_labels if teacher_config else max(map(int, seen)) + 1)
                 names = [str(i) for i in range(n)]
             else:

@@ -19,7 +19,7 @@ from brewcli.errors import RecipeError, did_you_mean
 from brewcli.lazy import torch
 from brewcli.schema import Strict
 from brewcli.tasks import Column, Metric, Task, register
-from brewcli.tasks.sequence import LABELS, name_labels, pad_inputs, same_count_as_teacher, teacher_label_names
+from brewcli.tasks.sequence import LABELS, first_at, name_labels, pad_inputs, same_count_as_teacher, teacher_label_names
 from brewcli.tasks.spans import SpanCounter, detect_scheme, parse_tag
 
 IGNORE = -100
@@ -119,7 +119,7 @@ class TokenClassification(Task):
                 raise RecipeError("data.tags", f"{where(i)} has {len(words)} words but {len(tags)} tags",
                                   "give one tag per word")
 
-    def label_names(self, train, recipe, teacher_config) -> list[str]:
+    def label_names(self, train, recipe, teacher_config, where=None) -> list[str]:
         tag_col = self.column(recipe.data, "tags")
         inner = getattr(train.features[tag_col], "feature", None)
         teacher_names = teacher_label_names(teacher_config)
@@ -136,7 +136,9 @@ class TokenClassification(Task):
                 unknown = sorted(str(t) for t in seen if t not in teacher_names)
                 if unknown:
                     raise RecipeError("data.tags", f"tags {unknown[:5]} are not among the teacher's tags "
-                                      f"{teacher_names}", did_you_mean(unknown[0], teacher_names))
+                                      f"{teacher_names}" + first_at(train[tag_col], lambda row: unknown[0] in
+                                                                    map(str, row), where),
+                                      did_you_mean(unknown[0], teacher_names))
                 names = teacher_names
             else:
                 names = sorted((str(t) for t in seen), key=_order)
@@ -147,7 +149,8 @@ class TokenClassification(Task):
         tag_col = self.column(recipe.data, "tags")
         index = {n: i for i, n in enumerate(names)}
         for i, row in enumerate(ds[tag_col]):
-            bad = next((t for t in row if not isinstance(t, int) and t not in index), None)
+            bad = next((t for t in row if (not 0 <= t < len(names) if isinstance(t, int) else t not in index)),
+                       None)
             if bad is not None:
                 raise RecipeError("data.tags", f"{where(i)}: tag {bad!r} is not one of the tags {names[:20]}",
                                   did_you_mean(str(bad), names))
