@@ -327,5 +327,28 @@ def _read_meta(folder: Path) -> dict:
         raise BrewError(f"{folder / 'brew.json'} is damaged ({e}); brew writes it with every checkpoint") from None
     if not isinstance(meta, dict):
         raise BrewError(f"{folder / 'brew.json'} is damaged (not a JSON object)")
+    problem = _meta_problem(meta)
+    if problem:
+        raise BrewError(f"{folder / 'brew.json'} is damaged ({problem}); brew writes it with every checkpoint: "
+                        "copy it from the run's checkpoint-N/ folder, or pass --no-teacher to score the student alone")
     return meta
+
+
+def _meta_problem(meta: dict) -> str | None:
+    """What is wrong with the teacher records of a brew.json, if anything (the file is the user's to edit)."""
+    if meta.get("teacher") is not None and not isinstance(meta["teacher"], str):
+        return f"'teacher' is a {type(meta['teacher']).__name__}, expected a path or Hugging Face id"
+    teachers = meta.get("teachers")
+    if teachers is None:
+        return None
+    if not isinstance(teachers, list):
+        return f"'teachers' is a {type(teachers).__name__}, expected a list"
+    kinds = {"name": str, "model": str, "weight": (int, float), "label_order": (list, type(None))}
+    for i, t in enumerate(teachers):
+        if not isinstance(t, dict):
+            return f"teachers[{i}] is a {type(t).__name__}, expected an object"
+        for key, kind in kinds.items():
+            if not isinstance(t.get(key), kind) or isinstance(t.get(key), bool):
+                return f"teachers[{i}].{key} is {t.get(key)!r}, expected a {getattr(kind, '__name__', 'number')}"
+    return None
 

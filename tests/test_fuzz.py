@@ -941,6 +941,20 @@ def command_line_cases() -> list[Case]:
 
     cmd("eval:recorded-teacher-is-gone", broken_copy(teacher_gone), key("teacher"), lit("/no/such/teacher-folder"))
 
+    def meta_with(**fields):
+        def edit(r: Path):
+            meta = json.loads((r / "brew.json").read_text())
+            meta.update(fields)
+            (r / "brew.json").write_text(json.dumps(meta))
+        return edit
+
+    for case, fields in {"teacher-a-number": {"teacher": 3}, "teachers-a-string": {"teachers": "t"},
+                         "teachers-item-a-list": {"teachers": [[1]]},
+                         "teachers-item-without-model": {"teachers": [{"name": "a", "weight": 1, "label_order": None}]},
+                         "teachers-weight-a-string": {"teachers": [{"name": "a", "model": "m", "weight": "1",
+                                                                    "label_order": None}]}}.items():
+        cmd(f"eval:brew.json-{case}", broken_copy(meta_with(**fields)), fname("brew.json"))
+
     def train_preset_without_teacher(ctx):
         raw = ctx.base()
         del raw["teacher"], raw["distill"]
