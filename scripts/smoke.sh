@@ -13,7 +13,8 @@ if [ -n "${SMOKE:-}" ]; then
   export BREW_CACHE=$SMOKE_DIR/cache
   LIMIT=(--limit 40)
   CAPS=(train.max_steps=2 train.batch_size=4 train.eval_batch_size=8 data.max_train_samples=8 data.max_eval_samples=4)
-  echo "smoke mode: a few rows and 2 steps per run, all under $SMOKE_DIR"
+  [ -n "${SMOKE_SAID:-}" ] || echo "smoke mode: a few rows and 2 steps per run, all under $SMOKE_DIR"
+  export SMOKE_SAID=1  # once, not again in the scripts this one runs
 else
   DATA=data RUNS=runs LIMIT=() CAPS=()
 fi
