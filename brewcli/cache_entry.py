@@ -198,7 +198,7 @@ class _FillReport:
     def __init__(self, cp: CachePlan, rows: int, share: int, processes: int, enabled: bool):
         from brewcli.ui import Progress, console
 
-        self.console, self.enabled, self.share, self.done = console, enabled, share, 0
+        self.console, self.enabled, self.rows, self.share, self.done = console, enabled, rows, share, 0
         self.what = f"the teacher cache for {cp.identity.get('teacher', 'the teacher')}"
         self.where = "in memory" if cp.mode == "memory" else str(cp.path)
         self.progress = Progress(share, 0, enabled=enabled, description="teacher cache")
@@ -210,8 +210,8 @@ class _FillReport:
         if self.enabled:
             self.console.print(text, markup=False, soft_wrap=True)
 
-    def rate(self) -> float:
-        return self.done / max(time.perf_counter() - self.started, 1e-9)
+    def rate(self, rows: int | None = None) -> float:
+        return (self.done if rows is None else rows) / max(time.perf_counter() - self.started, 1e-9)
 
     def update(self, rows: int) -> None:
         self.done += rows
@@ -221,9 +221,9 @@ class _FillReport:
             self.last_line = now
             self._say(f"teacher cache: {self.done}/{self.share} rows, {self.rate():.1f} rows/s")
 
-    def finish(self) -> None:
-        self._say(f"filled {self.what}: {self.done} rows in {time.perf_counter() - self.started:.1f} s "
-                  f"({self.rate():.1f} rows/s), {self.where}")
+    def finish(self) -> None:  # after every process's share is in: all the rows, at the rate of all processes
+        self._say(f"filled {self.what}: {self.rows} rows in {time.perf_counter() - self.started:.1f} s "
+                  f"({self.rate(self.rows):.1f} rows/s), {self.where}")
 
 
 def _lock(cp: CachePlan):
