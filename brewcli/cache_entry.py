@@ -139,7 +139,6 @@ def fill(cp: CachePlan, live, encoded, collate, batch_size: int, acc) -> Entry:
     """Run the teacher once over every training row and store what the terms read. Under several processes each
     fills its share of a disk entry (shared files); a memory entry is filled whole by every process."""
     from brewcli import data as data_mod
-    from brewcli.ui import Progress
 
     n = len(cp.lengths)
     rank, world = (acc.process_index, acc.num_processes) if acc is not None else (0, 1)
@@ -167,11 +166,10 @@ def fill(cp: CachePlan, live, encoded, collate, batch_size: int, acc) -> Entry:
     doing(f"filling the teacher cache ({n} rows)")
     from contextlib import nullcontext
 
-    progress = Progress(len(mine), 0, enabled=rank == 0, description="teacher cache")
-    done = 0
+    report = _FillReport(cp, n, len(mine), world if shared else 1, enabled=rank == 0)
     device = acc.device if acc is not None else torch.device("cpu")
     # the loader draws a seed from the global RNG: keep it untouched, so a run trains the same with or without a fill
-    with progress, torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with report.progress, torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         for batch in data_mod.loader(encoded, collate, batch_size, mine):
             batch = batch.to(device)
             with acc.autocast() if acc is not None else nullcontext():
@@ -179,17 +177,56 @@ def fill(cp: CachePlan, live, encoded, collate, batch_size: int, acc) -> Entry:
             for lay in cp.layouts:
                 for row, values in zip(batch.rows.tolist(), _rows_of(feats, lay)):
                     entry.write(row, lay.name, values.numpy())
-            done += batch.size
-            progress.update(done)
+            report.update(batch.size)
     entry.flush()
     if not shared:
+        report.finish()
         return entry
     _barrier(acc)
     if rank == 0:
         _finalise(cp, tmp)
         lock.close()
     _barrier(acc)
+    report.finish()
     return Entry.open(cp, verify=False)
+
+
+FILL_LINE_EVERY = 30.0  # seconds between the fill's progress lines when there is no terminal (logs, CI)
+
+
+class _FillReport:
+    """What a fill tells the user (on process 0): a line when it starts and when it ends, and in between a progress
+    bar on a terminal (rows done of this process's share, rows/s) or a line every FILL_LINE_EVERY seconds."""
+
+    def __init__(self, cp: CachePlan, rows: int, share: int, processes: int, enabled: bool):
+        from brewcli.ui import Progress, console
+
+        self.console, self.enabled, self.rows, self.share, self.done = console, enabled, rows, share, 0
+        self.what = f"the teacher cache for {cp.identity.get('teacher', 'the teacher')}"
+        self.where = "in memory" if cp.mode == "memory" else str(cp.path)
+        self.progress = Progress(share, 0, enabled=enabled, description="teacher cache")
+        self.started = self.last_line = time.perf_counter()
+        each = f", {share} on this process" if processes > 1 else ""
+        self._say(f"filling {self.what}: {rows} rows{each}, one teacher pass ({self.where})")
+
+    def _say(self, text: str) -> None:
+        if self.enabled:
+            self.console.print(text, markup=False, soft_wrap=True)
+
+    def rate(self, rows: int | None = None) -> float:
+        return (self.done if rows is None else rows) / max(time.perf_counter() - self.started, 1e-9)
+
+    def update(self, rows: int) -> None:
+        self.done += rows
+        self.progress.update(self.done, info=f"{self.rate():.1f} rows/s")
+        now = time.perf_counter()
+        if not self.progress.on_terminal and now - self.last_line >= FILL_LINE_EVERY and self.done < self.share:
+            self.last_line = now
+            self._say(f"teacher cache: {self.done}/{self.share} rows, {self.rate():.1f} rows/s")
+
+    def finish(self) -> None:  # after every process's share is in: all the rows, at the rate of all processes
+        self._say(f"filled {self.what}: {self.rows} rows in {time.perf_counter() - self.started:.1f} s "
+                  f"({self.rate(self.rows):.1f} rows/s), {self.where}")
 
 
 def _lock(cp: CachePlan):

@@ -268,10 +268,23 @@ def _teacher_source(pt, model, needs, plan, acc):
     return CachedTeacher(entry, acc.device, pt.name)
 
 
+def _tensorboard(out: Path, resumed_at: int | None):
+    """The run's TensorBoard writer. A fresh run moves the events of an earlier run in the folder (one that left no
+    checkpoint) to logs.old; a resumed run purges the events logged after its checkpoint, which it logs again."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    logs = out / "logs"
+    if resumed_at is None and logs.is_dir() and any(logs.iterdir()):
+        shutil.rmtree(out / "logs.old", ignore_errors=True)
+        logs.rename(out / "logs.old")
+        console.print(f"note: {logs} held an earlier run's TensorBoard events (that run saved no checkpoint); "
+                      f"moved them to {out / 'logs.old'}", markup=False)
+    return SummaryWriter(str(logs), purge_step=None if resumed_at is None else resumed_at + 1)
+
+
 def build_job(plan, resume: bool = False) -> Job:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from torch.utils.tensorboard import SummaryWriter
     from transformers import get_scheduler
 
     r, t = plan.recipe, plan.recipe.train
@@ -321,7 +334,7 @@ def build_job(plan, resume: bool = False) -> Job:
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "recipe.yaml").write_text(recipe_text)
-    writer = SummaryWriter(str(out / "logs"), purge_step=state.step or None) if acc.is_main_process else None
+    writer = _tensorboard(out, state.step if resume else None) if acc.is_main_process else None
     lengths = row_lengths(plan.encoded["train"]) if t.group_by_length else None
     sampler = EpochSampler(len(plan.encoded["train"]), t.seed, acc.process_index, acc.num_processes, lengths,
                            t.batch_size)

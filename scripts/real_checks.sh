@@ -3,19 +3,24 @@
 # extractive QA (BBC questions), fine-tune all-MiniLM-L6-v2 as the teacher, distill a T3 (teacher layers) and a
 # T4-tiny (random init) student, and save `brew eval --json` for each student under runs/real-checks/.
 # About an hour on 2 CPU cores. Usage: bash scripts/real_checks.sh [wnut16] [bbc-multilabel] [bbc-qa]
+# SMOKE=1: the same commands on a few rows, 2 steps each, under a temp folder (see scripts/smoke.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
-[ -f data/wnut16/train.conll ] && [ -f data/bbc-qa/train.json ] || bash scripts/prepare_tasks.sh
-mkdir -p runs/real-checks
+source scripts/smoke.sh
+[ -f "$DATA/wnut16/train.conll" ] && [ -f "$DATA/bbc-qa/train.json" ] || bash scripts/prepare_tasks.sh
+mkdir -p "$RUNS/real-checks"
 for set in "${@:-wnut16 bbc-multilabel bbc-qa}"; do
   for s in $set; do
-    rm -rf "runs/$s-teacher" "runs/$s-T3" "runs/$s-T4-tiny"
-    .venv/bin/brew train "recipes/$s/teacher.yaml"
-    whole=(); [ "$s" = bbc-qa ] && whole=(--data data/bbc-qa/test.json)  # all 1,926 questions, not the recipe's 600
+    if [ -n "${SMOKE:-}" ] && [ ! -d "$DATA/$s" ]; then echo "smoke: no $DATA/$s (prepare_tasks.sh made no silver data): skipping $s"; continue; fi
+    rm -rf "$RUNS/$s-teacher" "$RUNS/$s-T3" "$RUNS/$s-T4-tiny"
+    at "$s" "$s-teacher"
+    "$VENV/bin/brew" train "recipes/$s/teacher.yaml" "${AT[@]}"
+    whole=(); [ "$s" = bbc-qa ] && whole=(--data "$DATA/bbc-qa/test.json")  # all 1,926 questions, not the recipe's 600
     for student in T3 T4-tiny; do
-      .venv/bin/brew distill "recipes/$s/distill-$student.yaml"
-      .venv/bin/brew eval "runs/$s-$student" "${whole[@]}" --json > "runs/real-checks/$s-$student.json"
+      at "$s" "$s-$student"
+      "$VENV/bin/brew" distill "recipes/$s/distill-$student.yaml" "${AT[@]}"
+      "$VENV/bin/brew" eval "$RUNS/$s-$student" "${whole[@]}" --json > "$RUNS/real-checks/$s-$student.json"
     done
   done
 done

