@@ -26,7 +26,7 @@ class StopRequests:
     """Catches SIGTERM and SIGINT while active (in the main thread) and restores the previous handlers after."""
 
     def __init__(self):
-        self.signum, self._previous = 0, {}
+        self.signum, self.decided, self._previous = 0, False, {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -39,6 +39,8 @@ class StopRequests:
         self._previous = {}
 
     def _handle(self, signum, frame) -> None:
+        if self.decided:  # already stopping, saved or saving (torchrun signals the others once one exits)
+            return
         if self.signum:
             raise Stopped(signum, f"{signal.Signals(signum).name} again: stopped at once, mid-step; the steps since "
                           "the last checkpoint are not saved (continue from it with --resume)")
@@ -48,13 +50,16 @@ class StopRequests:
         """The signal any process received (0: none). Under several processes a max all-reduce at each step
         boundary, so that every process stops after the same step."""
         if acc.num_processes == 1:
+            self.decided = bool(self.signum)
             return self.signum
         import torch
 
         flag = torch.tensor([self.signum], device=acc.device)
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        self.signum = int(flag.item())
-        return self.signum
+        agreed = int(flag.item())
+        self.signum = max(self.signum, agreed)  # one that came during the all-reduce is agreed on at the next step
+        self.decided = bool(agreed)
+        return agreed
 
     @staticmethod
     def name(signum: int) -> str:

@@ -375,10 +375,10 @@ def _stopped(job: Job, signum: int, rng: dict, unsaved: bool, started: float) ->
         state.train_seconds += time.time() - started
         if job.main:
             job.save(rng)
-        job.acc.wait_for_everyone()
     if job.main:
         console.print(f"\n{StopRequests.name(signum)}: stopped after step {state.step} of {job.plan.total_steps}; "
                       f"saved {job.out / f'checkpoint-{state.step}'}; continue with --resume")
+    job.acc.wait_for_everyone()
     return Stopped(signum)
 
 
