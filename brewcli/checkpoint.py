@@ -114,7 +114,8 @@ def checkpoints(out: Path) -> list[Path]:
 def _remedy(folder: Path) -> str:
     before = [p for p in checkpoints(folder.parent) if _step(p) < _step(folder)]
     if before:
-        return f"move {folder} out of the way to resume from {before[-1].name}, or start afresh in a new train.output_dir"
+        return (f"move {folder} out of the way to resume from {before[-1].name}, or start afresh in a new "
+                "train.output_dir")
     return "it is the only checkpoint: start afresh in a new train.output_dir (or move the folder away)"
 
 
@@ -275,8 +276,9 @@ def load_checkpoint(saved: Saved, *, model, projections, optimizer, scheduler, s
     unexpected = [k for k in weights if k not in own]
     if unexpected or shapes or missing:
         raise saved.error("model.safetensors", f"does not fit the student this recipe builds (missing {missing[:2]}, "
-                          f"unexpected {unexpected[:2]}, other shapes {shapes[:2]})", "if the student section changed since "
-                          f"that run, restore it; otherwise {_remedy(saved.folder)}")
+                          f"unexpected {unexpected[:2]}, other shapes {shapes[:2]})",
+                          "if the student section changed since that run, restore it; otherwise "
+                          + _remedy(saved.folder))
     mine = projections.state_dict()
     theirs = saved.projections or {}
     if set(mine) != set(theirs) or any(mine[k].shape != theirs[k].shape for k in mine):
