@@ -29,6 +29,7 @@ def _guarded(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from brewcli.errors import Activity
+        from brewcli.stopping import Stopped
         from brewcli.ui import console
 
         Activity.doing, Activity.log_dir = "starting", None
@@ -44,6 +45,10 @@ def _guarded(fn):
             console.print("[red]error:[/red] ", end="")
             console.print(str(e), markup=False)
             raise typer.Exit(2)
+        except Stopped as e:  # a signal during training: saved at a step boundary (train.fit)
+            if e.message:
+                console.print(e.message, markup=False)
+            raise typer.Exit(e.exit_code)
         except KeyboardInterrupt:
             raise typer.Exit(130)
         except (typer.Exit, typer.Abort, SystemExit, GeneratorExit):

@@ -229,4 +229,6 @@ def loader(ds, collate, batch_size: int, sampler=None, teachers: dict | None = N
         batch.teachers = {name: own([r[name] for r in rows]) for name, (_, own) in teachers.items()}
         return batch
 
-    return DataLoader(_Indexed(ds, teachers), batch_size=batch_size, sampler=sampler, collate_fn=with_rows)
+    # a private generator: a new iterator (each epoch, each eval, a resume) draws nothing from the global RNG
+    return DataLoader(_Indexed(ds, teachers), batch_size=batch_size, sampler=sampler, collate_fn=with_rows,
+                      generator=torch.Generator())

@@ -21,13 +21,15 @@ from brewcli import data as data_mod
 from brewcli.batch import run_model
 from brewcli.cache import row_lengths
 from brewcli.cache_entry import CachedTeacher, open_or_fill
-from brewcli.checkpoint import checkpoints, load_checkpoint, rng_state, save_checkpoint, save_model_folder
+from brewcli.checkpoint import (STATE_FILES, checkpoint_folders, checkpoints, load_checkpoint, read_checkpoint,
+                                 resume_point, rng_state, save_checkpoint, save_model_folder)
 from brewcli.errors import BrewError, TrainingDiverged, doing
 from brewcli.evaluate import (Timed, ensemble_mix, evaluate_model, load_model, report, score, score_teachers,
                               teacher_rows, time_against)
 from brewcli.models import from_config, load_pretrained
 from brewcli.objective import Objective, build_objective
 from brewcli.schedulers import LR
+from brewcli.stopping import Stopped, StopRequests
 from brewcli.students import copy_teacher_layers
 from brewcli.teachers import LiveTeacher, Teachers
 from brewcli.ui import Progress, console, results_table
@@ -289,12 +291,11 @@ def build_job(plan, resume: bool = False) -> Job:
 
     r, t = plan.recipe, plan.recipe.train
     out = Path(t.output_dir)
-    found = checkpoints(out)
-    if resume and not found:
-        raise BrewError(f"--resume: no checkpoint in {out}; start without --resume")
-    if resume:
-        _check_resumable(found[-1], plan.student_config)
-    if found and not resume:
+    found = checkpoint_folders(out)
+    if resume:  # every file of the checkpoint read and checked before anything is built
+        saved = read_checkpoint(resume_point(out))
+        _check_resumable(saved.folder, saved.config, plan.student_config)
+    elif found:
         raise BrewError(f"{out} already holds checkpoints of an earlier run (latest: {found[-1].name}); pass "
                         f"--resume to continue it, or set train.output_dir to a new folder")
     acc = Accelerator(mixed_precision=PRECISION[t.precision], cpu=t.device == "cpu")
@@ -324,11 +325,11 @@ def build_job(plan, resume: bool = False) -> Job:
     state, recipe_text = TrainState(), r.dump()
     plain_student = acc.unwrap_model(student)
     if resume:
-        doing(f"resuming from {found[-1]}")
-        state = TrainState(**load_checkpoint(found[-1], model=plain_student, projections=plain_objective.projections,
+        doing(f"resuming from {saved.folder}")
+        state = TrainState(**load_checkpoint(saved, model=plain_student, projections=plain_objective.projections,
                                              optimizer=optimizer.optimizer, scheduler=scheduler, scaler=acc.scaler))
-        console.print(f"resumed from {found[-1]} at step {state.step}/{plan.total_steps}")
-        changed = _changed_keys(yaml.safe_load((found[-1] / "recipe.yaml").read_text()), yaml.safe_load(recipe_text))
+        console.print(f"resumed from {saved.folder} at step {state.step}/{plan.total_steps}")
+        changed = _changed_keys(saved.recipe, yaml.safe_load(recipe_text))
         if changed:
             console.print(f"[yellow]note:[/yellow] the recipe differs from the checkpoint's in: {', '.join(changed)}")
     if acc.is_main_process:
@@ -351,9 +352,9 @@ def build_job(plan, resume: bool = False) -> Job:
 def fit(job: Job) -> TrainState:
     t, state, total = job.plan.recipe.train, job.state, job.plan.total_steps
     meter, last_saved, started, rng = Meter(), state.step, time.time(), rng_state()
-    progress = Progress(total, state.step, enabled=job.main)
+    progress, stop = Progress(total, state.step, enabled=job.main), StopRequests()
     try:
-        with progress:
+        with progress, stop:
             while state.step < total:
                 for window, end_of_epoch in job.windows():
                     doing(f"training, step {state.step + 1} of {total}")
@@ -371,17 +372,28 @@ def fit(job: Job) -> TrainState:
                             job.save(rng)
                         last_saved = state.step
                         job.acc.wait_for_everyone()
+                    if stop.agreed(job.acc):  # SIGTERM or Ctrl-C: stop here, saved, at a step boundary
+                        raise _stopped(job, stop.signum, rng, state.step > last_saved, started)
                     if state.step >= total:
                         break
-    except KeyboardInterrupt:
-        if job.main and state.step > last_saved:
-            state.train_seconds += time.time() - started
-            console.print(f"\ninterrupted: saved {job.save(rng)}; continue with --resume")
-        raise
     finally:
         if job.writer:
             job.writer.close()
     return state
+
+
+def _stopped(job: Job, signum: int, rng: dict, unsaved: bool, started: float) -> Stopped:
+    """After a stop signal: process 0 saves the step just finished (unless it was just saved) and says so."""
+    state = job.state
+    if unsaved:
+        state.train_seconds += time.time() - started
+        if job.main:
+            job.save(rng)
+    if job.main:
+        console.print(f"\n{StopRequests.name(signum)}: stopped after step {state.step} of {job.plan.total_steps}; "
+                      f"saved {job.out / f'checkpoint-{state.step}'}; continue with --resume")
+    job.acc.wait_for_everyone()
+    return Stopped(signum)
 
 
 def build_cache(plan) -> None:
@@ -456,18 +468,13 @@ def _changed_keys(old, new, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix.rstrip(".")]
 
 
-def _check_resumable(folder: Path, config) -> None:
-    """Before any weights load: the checkpoint's student has the shape this recipe builds."""
-    try:
-        saved = json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError) as e:
-        raise BrewError(f"--resume: {folder / 'config.json'} cannot be read ({e}); move {folder} away to resume from "
-                        "the checkpoint before it") from None
+def _check_resumable(folder: Path, saved: dict, config) -> None:
+    """Before any weights load: the checkpoint's student (its config.json) has the shape this recipe builds."""
     mine = config.to_dict()
     keys = ("model_type", "num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads", "vocab_size",
             "n_layers", "dim", "n_layer", "n_embd", "num_labels")
     changed = [f"{k} {saved.get(k)} -> {mine.get(k)}" for k in keys if k in mine and saved.get(k) != mine.get(k)]
-    if "id2label" in saved and len(saved["id2label"]) != len(mine.get("id2label", {})):
+    if isinstance(saved.get("id2label"), dict) and len(saved["id2label"]) != len(mine.get("id2label", {})):
         changed.append(f"labels {len(saved['id2label'])} -> {len(mine.get('id2label', {}))}")
     if changed:
         raise BrewError(f"--resume: the student in {folder} differs from the one this recipe builds "
@@ -505,7 +512,7 @@ def _log(writer, meter: Meter, scheduler, step, total, progress) -> None:
 def _publish(src: Path, out: Path) -> None:
     """Put the final student's files at the top of the output folder (each file replaced atomically)."""
     for f in src.iterdir():
-        if f.is_file() and f.name != "training_state.pt":
+        if f.is_file() and f.name not in STATE_FILES:
             tmp = out / (f.name + ".tmp")
             shutil.copyfile(f, tmp)
             os.replace(tmp, out / f.name)

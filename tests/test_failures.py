@@ -92,7 +92,8 @@ def test_resume_refuses_a_changed_student_or_a_damaged_checkpoint(recipe_file, t
     assert result.exit_code == 0, text
     result, text = brew("distill", recipe, "--resume", "student.preset=T3", "train.max_steps=4")
     assert result.exit_code == 2 and "differs from the one this recipe builds (hidden_size 16 -> 32" in text, text
-    (tmp_path / "out" / "checkpoint-2" / "training_state.pt").write_text("garbage")
+    (tmp_path / "out" / "checkpoint-2" / "training_state.json").write_text("garbage")
     result, text = brew("distill", recipe, "--resume", "train.max_steps=4")
-    assert result.exit_code == 2 and "checkpoint-2 cannot be read" in text and "move that folder away" in text, text
+    assert result.exit_code == 2 and "checkpoint-2/training_state.json cannot be read" in text, text
+    assert "to resume from checkpoint-1" in text, text
     assert (tmp_path / "out" / "checkpoint-1").is_dir()  # the older checkpoint is untouched

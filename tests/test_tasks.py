@@ -180,7 +180,9 @@ def test_task_contract(name, tmp_path):
     save_model_folder(tmp_path / "saved", job.plain_student, plan.tokenizer, job.objective.projections, "name: x\n", {})
     after, _ = evaluate_model(load_model(tmp_path / "saved", task), task, plan.encoded["eval"], job.collate, 8,
                               task.metric(plan.recipe, names, raw))
-    assert after == pytest.approx(before)
+    # the loaded copy runs the default attention kernel, the training student on CPU the eager one: equal up to
+    # float rounding, which a correlation of near-constant predictions (regression, one step) magnifies
+    assert after == pytest.approx(before, rel=1e-6, abs=1e-4)
 
 
 def test_labels_go_on_the_first_sub_word(tmp_path):

@@ -123,20 +123,62 @@ def test_refuses_to_overwrite_and_resume_is_exact(recipe_file, tmp_path, capsys)
 
 
 def test_interrupt_saves_a_checkpoint(recipe_file, tmp_path, monkeypatch):
+    import os
+    import signal
+
     import brewcli.train as train_mod
+    from brewcli.stopping import Stopped
 
-    real_due = train_mod._due
+    real_due, sent = train_mod._due, []
 
-    def due(every, step, end):
-        if step == 3:
-            raise KeyboardInterrupt
+    def due(every, step, end):  # Ctrl-C (a real SIGINT) while step 3 is being wrapped up
+        if step == 3 and not sent:
+            sent.append(os.kill(os.getpid(), signal.SIGINT))
         return real_due(every, step, end)
 
     monkeypatch.setattr(train_mod, "_due", due)
-    with pytest.raises(KeyboardInterrupt):
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(Stopped) as stopped:
         run(plan_for(recipe_file(train__save_every=2, train__max_steps=6)))
-    assert (tmp_path / "out" / "checkpoint-3" / "training_state.pt").exists()
-    assert (tmp_path / "out" / "checkpoint-2").exists()
+    assert stopped.value.exit_code == 130 and stopped.value.message is None  # saved: no "stopped at once"
+    assert (tmp_path / "out" / "checkpoint-3" / "training_state.json").exists()
+    assert (tmp_path / "out" / "checkpoint-2").exists() and not (tmp_path / "out" / "checkpoint-4").exists()
+    assert signal.getsignal(signal.SIGINT) is before  # the handler lasts only as long as fit
+
+
+def test_sigterm_saves_at_a_step_boundary_and_resume_is_exact(recipe_file, tmp_path):
+    """A scheduler's preemption: SIGTERM to a real `brew distill` process once it has logged step 2; it exits 143
+    with the step it finished saved, and --resume ends on the weights and optimizer state of an unbroken run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = recipe_file(train__epochs=6, train__log_every=1, train__keep_checkpoints=10)  # 30 steps, 5 per epoch
+    child = subprocess.Popen([sys.executable, "-m", "brewcli", "distill", str(path)], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, cwd=Path(__file__).parents[1],
+                             env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    lines = []
+    for line in child.stdout:
+        lines.append(line)
+        if line.startswith("step 2/30"):
+            child.send_signal(signal.SIGTERM)
+    assert child.wait(timeout=300) == 143, "".join(lines)
+    text = " ".join("".join(lines).split())
+    assert "SIGTERM: stopped after step " in text and "; continue with --resume" in text, text
+    step = int(text.split("SIGTERM: stopped after step ")[1].split()[0])
+    assert 2 <= step < 30 and f"saved {tmp_path / 'out' / f'checkpoint-{step}'};" in text
+    assert "Traceback" not in text and (tmp_path / "out" / f"checkpoint-{step}" / "training_state.json").exists()
+    assert f"step {step + 1}/30" not in text  # it stopped at the step boundary it announced
+    run(plan_for(path), resume=True)
+    run(plan_for(path, f"train.output_dir={tmp_path / 'unbroken'}"))
+    for name in ("model.safetensors", "training_state.safetensors"):
+        resumed = load_file(str(tmp_path / "out" / "checkpoint-30" / name))
+        full = load_file(str(tmp_path / "unbroken" / "checkpoint-30" / name))
+        assert full.keys() == resumed.keys() and len(full) > 10
+        for k in full:
+            assert torch.equal(full[k], resumed[k]), (name, k)
 
 
 def test_attention_matches_train_with_eager_attention(recipe_file, tmp_path):
