@@ -18,6 +18,7 @@ import yaml
 
 from brewcli import __version__
 from brewcli import data as data_mod
+from brewcli import guidance
 from brewcli.batch import run_model
 from brewcli.cache import row_lengths
 from brewcli.cache_entry import CachedTeacher, open_or_fill
@@ -41,6 +42,7 @@ class TrainState:
     best_step: int | None = None
     history: list = field(default_factory=list)
     train_seconds: float = 0.0
+    loss_terms: dict = field(default_factory=dict)  # the run's loss-term figures (guidance.tally)
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -84,6 +86,7 @@ class Meter:
         self.raw: dict[str, float] = {}
         self.weighted: dict[str, float] = {}
         self.steps = 0
+        self.grad: dict[str, float] | None = None  # each term's gradient norm, where this window was probed
 
     def add(self, name: str, value: float, weight: float | None = None) -> None:
         self.raw[name] = self.raw.get(name, 0.0) + value
@@ -189,6 +192,8 @@ class Job:
         tokens, then one optimizer step. A loss or gradient that is not finite stops the run before any update."""
         acc, task, objective = self.acc, self.plan.task, self.objective
         step, progress = self.state.step + 1, self.state.step / self.plan.total_steps
+        probe = self.main and meter.steps == 0 and len(objective.terms) > 1 and \
+            guidance.probe_due(step, self.plan.total_steps, self.state.loss_terms.get("probes", 0))
         for i, (batch, scale) in enumerate(zip(window, window_shares(window, task))):
             batch = batch.to(acc.device)
             with nullcontext() if i == len(window) - 1 else acc.no_sync(self.student), acc.autocast():
@@ -198,6 +203,9 @@ class Job:
                 values = {name: value.item() for name, (value, _) in terms.items()}
                 if not math.isfinite(loss.item()):
                     raise _diverged(step, "the loss", values, self.out)
+                if probe and i == 0:  # before the real backward, on the same graph (see guidance.grad_norms)
+                    meter.grad = guidance.grad_norms(objective.weighted(terms, scale), self._trained(),
+                                                     acc.scaler.get_scale() if acc.scaler is not None else 1.0)
                 acc.backward(loss)
             share = scale["rows"]
             for name, (_, weight) in terms.items():
@@ -214,6 +222,31 @@ class Job:
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step = step
         meter.steps += 1
+
+    def _trained(self) -> list:
+        return [p for p in self.plain_student.parameters() if p.requires_grad]
+
+    def guide(self, meter: Meter) -> None:
+        """After a log line (process 0): add the window to the run's loss-term figures, log its gradient shares,
+        and after the run's first window print the loss-scale warnings (guidance.warnings), once."""
+        if not self.main or not meter.steps:
+            return
+        first, n = not self.state.loss_terms.get("steps"), meter.steps
+        self.state.loss_terms = guidance.tally(self.state.loss_terms, meter.weighted, n, meter.grad)
+        share = guidance.shares(meter.grad) if meter.grad else {}
+        for name, value in share.items():
+            self.writer.add_scalar(f"grad_share/{name}", value, self.state.step)
+        if not first:
+            return
+        figures = [guidance.TermFigures(t.name, t.key, t.weight, meter.weighted.get(t.name, 0.0) / n,
+                                        share.get(t.name), getattr(t, "floored", False))
+                   for t in self.objective.terms]
+        kd = next((t for t in self.objective.terms if t.name == "kd"), None)
+        stats = None if kd is None else guidance.KDFigures(
+            kd.last_temperature, meter.raw["teacher_entropy"] / n if "teacher_entropy" in meter.raw else None,
+            kd.last_entropy[1] if kd.last_entropy else None, kd.kind, kd.scale_by_t2, meter.raw["kd"] / n)
+        for line in guidance.warnings(figures, stats, self.state.step):
+            console.print(f"[yellow]warning:[/yellow] {line}", soft_wrap=True)
 
     def evaluate(self) -> None:
         """Score the eval split (all processes, merged); process 0 logs it and keeps the best student."""
@@ -347,6 +380,7 @@ def fit(job: Job) -> TrainState:
                     rng = rng_state()
                     if job.main and (state.step % t.log_every == 0 or end_of_epoch or state.step == total):
                         _log(job.writer, meter, job.scheduler, state.step, total, progress)
+                        job.guide(meter)
                         meter = Meter()
                     progress.update(state.step)
                     if state.step == total or _due(t.eval_every, state.step, end_of_epoch):
@@ -508,7 +542,7 @@ def finish(job: Job) -> dict:
     split = "test" if "test" in plan.encoded else "eval" if "eval" in plan.encoded else None
     result = {"recipe": r.name, "steps": state.step, "train_seconds": round(state.train_seconds, 1),
               "best": {"metric": r.best_metric, "value": state.best_metric, "step": state.best_step},
-              "history": state.history}
+              "history": state.history, "loss_terms": guidance.summary(state.loss_terms)}
     if split is not None:
         doing(f"scoring the student and the teacher on the {split} split")
         raw, encoded, names = getattr(plan.splits, split), plan.encoded[split], plan.splits.label_names
@@ -534,6 +568,8 @@ def finish(job: Job) -> dict:
             console.print(f"student keeps [bold]{result['retained_pct']}%[/bold] of the teacher's {task.main_metric}")
     if not job.main:
         return {}
+    if result["loss_terms"]:
+        console.print(guidance.summary_table(result["loss_terms"]))
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     console.print(f"saved to {out}/ ({state.train_seconds / 60:.1f} min training); next: brew eval {out}")
     return result
