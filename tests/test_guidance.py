@@ -54,6 +54,9 @@ def test_flat_kd_warns_with_the_figures_and_the_fix():
     assert guidance.warnings(terms, sharp) == []
     scaled = KDFigures(temperature=8, entropy=0.97, classes=5, kind="softmax", scale_by_t2=True, value=99.0)
     assert guidance.warnings(terms, scaled) == []  # Hinton's logit-matching limit, chosen; the share checks its size
+    unsure = KDFigures(temperature=1, entropy=0.99, classes=5, kind="softmax", scale_by_t2=False, value=1.6)
+    (line,) = guidance.warnings(terms, unsure)
+    assert "the teacher itself is unsure" in line and "distill.kd_weight" in line
 
 
 def test_a_term_orders_of_magnitude_below_warns_once_naming_its_key():
