@@ -42,6 +42,7 @@ class TermFigures:
     value: float  # mean weighted value over the window
     share: float | None = None  # its share of the gradient (None: not probed)
     floored: bool = False  # its value includes the teacher's entropy (soft CE, BCE): not compared by value
+    settled: bool = False  # matched by construction at the start (a copied layer): never flagged as small
 
 
 @dataclass
@@ -111,6 +112,33 @@ def shares(norms: dict[str, float]) -> dict[str, float]:
     if total <= 0 or not math.isfinite(total):
         return {k: 1 / len(norms) for k in norms}
     return {k: v / total for k, v in norms.items()}
+
+
+def copied_at_init(student_layer, teacher_layer, init_layers: list[int] | None) -> bool:
+    """Whether a match compares a feature the student copied from the teacher (init: teacher-layers): the
+    embeddings (hidden 0), and the outputs or maps of student layer k where it copied teacher layers 0..k-1 in order.
+    Such a term starts at its minimum (only dropout differs), so its small gradient is no scale problem."""
+    if init_layers is None:
+        return False
+    s = student_layer if isinstance(student_layer, tuple) else (student_layer,)
+    t = teacher_layer if isinstance(teacher_layer, tuple) else (teacher_layer,)
+    return s == t and all(list(init_layers[:k]) == list(range(k)) for k in s)
+
+
+def read_terms(terms, weighted: dict, raw: dict, steps: int, share: dict, init_layers=None):
+    """(TermFigures per term, KDFigures or None) from the objective's terms and one window's meter figures."""
+    figures = []
+    for t in terms:
+        m = getattr(t, "match", None)
+        settled = m is not None and not m.proj and copied_at_init(m.student_layer, m.teacher_layer, init_layers)
+        figures.append(TermFigures(t.name, t.key, t.weight, weighted.get(t.name, 0.0) / steps, share.get(t.name),
+                                   getattr(t, "floored", False), settled))
+    kd = next((t for t in terms if t.name == "kd"), None)
+    if kd is None:
+        return figures, None
+    entropy = raw["teacher_entropy"] / steps if "teacher_entropy" in raw else None
+    return figures, KDFigures(kd.last_temperature, entropy, kd.last_entropy[1] if kd.last_entropy else None,
+                              kd.kind, kd.scale_by_t2, raw.get("kd", 0.0) / steps)
 
 
 # ---------------------------------------------------------------------------------------------- the run's tally
@@ -217,15 +245,15 @@ def warnings(terms: list[TermFigures], kd: KDFigures | None = None, steps: int |
         out.append(flat_kd)
     top_s, small_s = _small({t.name: t.share for t in terms if t.share is not None}, ratio)
     top_v, small_v = _small({t.name: t.value for t in terms if not t.floored}, ratio)
-    small = [t.name for t in terms if t.name in small_s or t.name in small_v]
+    small = [t.name for t in terms if (t.name in small_s or t.name in small_v) and not t.settled]
     if flat_kd:
         small = [n for n in small if n != "kd"]  # the flat target is that problem, said above
     if not small:
         return out
     when = f" over the first {steps} steps" if steps else " in the first logging window"
     top = byname[top_s or top_v]
-    others = [t for t in terms if t.name != top.name]
-    if len(terms) >= 3 and all(t.name in small for t in others):
+    others = [t for t in terms if t.name != top.name and not t.settled]
+    if len(others) >= 2 and all(t.name in small for t in others):
         names = ", ".join(t.name for t in others)
         what = (f"takes {top.share:.1%} of the gradient" if top.share is not None
                 else f"has weighted value {top.value:.4g}")

@@ -238,13 +238,8 @@ class Job:
             self.writer.add_scalar(f"grad_share/{name}", value, self.state.step)
         if not first:
             return
-        figures = [guidance.TermFigures(t.name, t.key, t.weight, meter.weighted.get(t.name, 0.0) / n,
-                                        share.get(t.name), getattr(t, "floored", False))
-                   for t in self.objective.terms]
-        kd = next((t for t in self.objective.terms if t.name == "kd"), None)
-        stats = None if kd is None else guidance.KDFigures(
-            kd.last_temperature, meter.raw["teacher_entropy"] / n if "teacher_entropy" in meter.raw else None,
-            kd.last_entropy[1] if kd.last_entropy else None, kd.kind, kd.scale_by_t2, meter.raw["kd"] / n)
+        figures, stats = guidance.read_terms(self.objective.terms, meter.weighted, meter.raw, n, share,
+                                             self.plan.init_layers)
         for line in guidance.warnings(figures, stats, self.state.step):
             console.print(f"[yellow]warning:[/yellow] {line}", soft_wrap=True)
 

@@ -77,6 +77,20 @@ def test_a_term_orders_of_magnitude_below_warns_once_naming_its_key():
     assert guidance.warnings([TermFigures("kd", "distill.kd_weight", 1, 1.6, floored=True), by_value[1]]) == []
 
 
+def test_a_copied_layer_match_is_not_flagged_as_small():
+    # the quickstart at T=2, first window: the embeddings match starts at its minimum (T3 copies the embeddings)
+    terms = [TermFigures("kd", "distill.kd_weight", 1.0, 1.23, 0.366, floored=True),
+             TermFigures("hidden_0_0", "distill.matches[0].weight", 1.0, 0.03, 0.0032, settled=True),
+             TermFigures("hidden_1_2", "distill.matches[0].weight", 1.0, 0.21, 0.2)]
+    assert guidance.warnings(terms) == []
+    terms[1].settled = False
+    (line,) = guidance.warnings(terms)
+    assert "hidden_0_0 is 114x below kd" in line
+    assert guidance.copied_at_init(0, 0, [1, 3, 5]) and not guidance.copied_at_init(1, 2, [1, 3, 5])
+    assert guidance.copied_at_init(2, 2, [0, 1, 4]) and not guidance.copied_at_init(3, 3, [0, 1, 4])
+    assert guidance.copied_at_init((1, 2), (1, 2), [0, 1]) and not guidance.copied_at_init(0, 0, None)
+
+
 def test_one_term_above_all_the_others_is_one_warning():
     terms = [TermFigures("kd", "distill.kd_weight", 1.0, 50.0, 0.9990)] + [
         TermFigures(f"m{i}", "distill.matches[0].weight", 1.0, 0.01, 0.00025) for i in range(4)]
