@@ -124,7 +124,7 @@ def available(device: str) -> float | None:
 
 
 def _gb(n: float) -> str:
-    return f"{n / 2**30:.2f} GB" if n < 10 * 2**30 else f"{n / 2**30:.0f} GB"
+    return f"{n / 1e9:.2f} GB" if n < 1e10 else f"{n / 1e9:.0f} GB"
 
 
 def describe(est: Estimate, free: float | None) -> str:
