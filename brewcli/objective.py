@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from brewcli.batch import Batch, Features, Needs
+from brewcli.guidance import target_entropy
 from brewcli.losses import KD_LOSSES, MATCH_LOSSES
 from brewcli.schedulers import TEMPERATURE, WEIGHT
 
@@ -58,6 +59,7 @@ class Term:
     """One loss term: its value on a micro-batch (a mean over `unit`), its weight and what it reads."""
 
     name: str
+    key: str  # the recipe key of its weight (for messages)
     unit: str = "rows"  # rows | labels (the task's labelled items) | tokens (real tokens of the student)
     student = Needs()
     teacher: dict[str, Needs] = {}  # teacher name -> what it reads from that teacher
@@ -75,7 +77,7 @@ class Term:
 class HardLabel(Term):
     """The head's own loss on the gold labels (cross-entropy, MSE, BCE or span CE, as the model computes it)."""
 
-    name = "hard_label"
+    name, key = "hard_label", "distill.hard_label_weight"
     student = Needs(loss=True)
 
     def __init__(self, weight, schedule, unit):
@@ -90,7 +92,7 @@ class LogitKD(Term):
     """KD on what the task compares (rows of logits, padding and ignored positions removed), at a temperature.
     Several teachers: the target is their weighted ensemble (of softened probabilities, or of logits)."""
 
-    name = "kd"
+    name, key = "kd", "distill.kd_weight"
     student = Needs(logits=True)
 
     def __init__(self, task, distill, kd_loss: str, weight: float, schedule: str, teachers: list):
@@ -98,12 +100,15 @@ class LogitKD(Term):
         self.task, self.unit = task, task.label_unit
         self.teachers = [(t.name, t.spec.weight, t.label_order) for t in teachers if t.spec.weight > 0]
         self.teacher = {name: Needs(logits=True) for name, _, _ in self.teachers}
-        self.mix = MIXES[kd_loss] if distill.ensemble == "probabilities" else None
+        self.kind = MIXES[kd_loss]  # the target's distribution: softmax, sigmoid or none (KD on logits)
+        self.floored = kd_loss in ("ce", "bce")  # its value includes the target's entropy (a constant)
+        self.mix = self.kind if distill.ensemble == "probabilities" else None
         self.loss = KD_LOSSES.get(kd_loss)
         self.temperature, self.scale_by_t2, self.shift = distill.temperature, distill.scale_by_t2, distill.probability_shift
         self.scheduler = TEMPERATURE.get(distill.temperature_scheduler.name)
         self.scheduler_args = distill.temperature_scheduler.kwargs()
         self.last_temperature: float | None = None
+        self.last_entropy: tuple[float, float] | None = None  # (normalised entropy, classes) of the last target
 
     def __call__(self, batch, s, t):
         zts, weights = [], []
@@ -122,6 +127,7 @@ class LogitKD(Term):
         if self.scale_by_t2:
             per_row = per_row * torch.as_tensor(tau, device=zs.device) ** 2
         self.last_temperature = float(torch.as_tensor(tau).float().mean())
+        self.last_entropy = target_entropy(zt, tau, self.kind)
         return per_row.mean() if per_row.numel() else zs.sum() * 0.0
 
 
@@ -131,6 +137,7 @@ class Match(Term):
     def __init__(self, match, name: str, projection: nn.Module | None):
         super().__init__(match.weight)
         self.match, self.name, self.projection = match, name, projection
+        self.key = f"{match.key}.weight"
         info = MATCH_LOSSES.get(match.loss)
         self.fn, self.pair, self.unit = info.fn, info.pair, info.unit
         layers = lambda side: frozenset(match.layers(side))  # noqa: E731
@@ -168,9 +175,18 @@ class Objective(nn.Module):
         """(weighted sum, {term: (value, weight)}, logged scalars). `scale[unit]` is this micro-batch's share of
         its accumulation window, so the window's gradient is a mean over all of its rows or tokens."""
         values = {term.name: (term(batch, s, t), term.weight_at(progress)) for term in self.terms}
-        total = sum(value * weight * scale[term.unit] for term, (value, weight) in zip(self.terms, values.values()))
-        scalars = {"temperature": term.last_temperature for term in self.terms if isinstance(term, LogitKD)}
+        total = sum(self.weighted(values, scale).values())
+        scalars = {}
+        for term in self.terms:
+            if isinstance(term, LogitKD):
+                scalars["temperature"] = term.last_temperature
+                if term.last_entropy is not None:
+                    scalars["teacher_entropy"] = term.last_entropy[0]
         return total, values, scalars
+
+    def weighted(self, values: dict, scale: dict[str, float]) -> dict:
+        """Each term's contribution to the micro-batch's loss (value x weight x its share of the window)."""
+        return {term.name: values[term.name][0] * values[term.name][1] * scale[term.unit] for term in self.terms}
 
 
 def unique_names(names: list[str]) -> list[str]:

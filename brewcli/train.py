@@ -18,6 +18,7 @@ import yaml
 
 from brewcli import __version__
 from brewcli import data as data_mod
+from brewcli import guidance
 from brewcli.batch import run_model
 from brewcli.cache import row_lengths
 from brewcli.cache_entry import CachedTeacher, open_or_fill
@@ -44,6 +45,7 @@ class TrainState:
     best_step: int | None = None
     history: list = field(default_factory=list)
     train_seconds: float = 0.0
+    loss_terms: dict = field(default_factory=dict)  # the run's loss-term figures (guidance.tally)
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -87,6 +89,7 @@ class Meter:
         self.raw: dict[str, float] = {}
         self.weighted: dict[str, float] = {}
         self.steps = 0
+        self.grad: dict[str, float] | None = None  # each term's gradient norm, where this window was probed
 
     def add(self, name: str, value: float, weight: float | None = None) -> None:
         self.raw[name] = self.raw.get(name, 0.0) + value
@@ -192,6 +195,8 @@ class Job:
         tokens, then one optimizer step. A loss or gradient that is not finite stops the run before any update."""
         acc, task, objective = self.acc, self.plan.task, self.objective
         step, progress = self.state.step + 1, self.state.step / self.plan.total_steps
+        probe = self.main and meter.steps == 0 and len(objective.terms) > 1 and \
+            guidance.probe_due(step, self.plan.total_steps, self.state.loss_terms.get("probes", 0))
         for i, (batch, scale) in enumerate(zip(window, window_shares(window, task))):
             batch = batch.to(acc.device)
             with nullcontext() if i == len(window) - 1 else acc.no_sync(self.student), acc.autocast():
@@ -201,6 +206,9 @@ class Job:
                 values = {name: value.item() for name, (value, _) in terms.items()}
                 if not math.isfinite(loss.item()):
                     raise _diverged(step, "the loss", values, self.out)
+                if probe and i == 0:  # before the real backward, on the same graph (see guidance.grad_norms)
+                    meter.grad = guidance.grad_norms(objective.weighted(terms, scale), self._trained(),
+                                                     acc.scaler.get_scale() if acc.scaler is not None else 1.0)
                 acc.backward(loss)
             share = scale["rows"]
             for name, (_, weight) in terms.items():
@@ -217,6 +225,26 @@ class Job:
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step = step
         meter.steps += 1
+
+    def _trained(self) -> list:
+        return [p for p in self.plain_student.parameters() if p.requires_grad]
+
+    def guide(self, meter: Meter) -> None:
+        """After a log line (process 0): add the window to the run's loss-term figures, log its gradient shares,
+        and after the run's first window print the loss-scale warnings (guidance.warnings), once."""
+        if not self.main or not meter.steps:
+            return
+        first, n = not self.state.loss_terms.get("steps"), meter.steps
+        self.state.loss_terms = guidance.tally(self.state.loss_terms, meter.weighted, n, meter.grad)
+        share = guidance.shares(meter.grad) if meter.grad else {}
+        for name, value in share.items():
+            self.writer.add_scalar(f"grad_share/{name}", value, self.state.step)
+        if not first:
+            return
+        figures, stats = guidance.read_terms(self.objective.terms, meter.weighted, meter.raw, n, share,
+                                             self.plan.init_layers)
+        for line in guidance.warnings(figures, stats, self.state.step):
+            console.print(f"[yellow]warning:[/yellow] {line}", soft_wrap=True)
 
     def evaluate(self) -> None:
         """Score the eval split (all processes, merged); process 0 logs it and keeps the best student."""
@@ -362,6 +390,7 @@ def fit(job: Job) -> TrainState:
                     rng = rng_state()
                     if job.main and (state.step % t.log_every == 0 or end_of_epoch or state.step == total):
                         _log(job.writer, meter, job.scheduler, state.step, total, progress)
+                        job.guide(meter)
                         meter = Meter()
                     progress.update(state.step)
                     if state.step == total or _due(t.eval_every, state.step, end_of_epoch):
@@ -529,7 +558,7 @@ def finish(job: Job) -> dict:
     split = "test" if "test" in plan.encoded else "eval" if "eval" in plan.encoded else None
     result = {"recipe": r.name, "steps": state.step, "train_seconds": round(state.train_seconds, 1),
               "best": {"metric": r.best_metric, "value": state.best_metric, "step": state.best_step},
-              "history": state.history}
+              "history": state.history, "loss_terms": guidance.summary(state.loss_terms)}
     if split is not None:
         doing(f"scoring the student and the teacher on the {split} split")
         raw, encoded, names = getattr(plan.splits, split), plan.encoded[split], plan.splits.label_names
@@ -558,6 +587,8 @@ def finish(job: Job) -> dict:
             console.print(f"student keeps [bold]{result['retained_pct']}%[/bold] of the teacher's {task.main_metric}")
     if not job.main:
         return {}
+    if result["loss_terms"]:
+        console.print(guidance.summary_table(result["loss_terms"]))
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     from brewcli.recipe import shown_path
 

@@ -112,6 +112,8 @@ def _arch(cfg) -> str:
 
 
 def render_plan(plan) -> None:
+    from brewcli.memory import plan_lines
+
     r = plan.recipe
     t = FitTable(title=f"brew plan: {r.name or 'recipe'}", show_header=False)
     t.add_column(style="bold")
@@ -143,8 +145,12 @@ def render_plan(plan) -> None:
             t.add_row(f"cache {pt.name}" if several else "teacher cache", pt.cache.describe())
     if plan.cache_note:
         t.add_row("teacher cache", plan.cache_note)
+    memory, too_big = plan_lines(plan)
+    t.add_row("memory", memory)
     t.add_row("output", tr.output_dir)
     t.print_to(console)
+    if too_big:
+        console.print(f"[yellow]warning:[/yellow] {too_big}")
     terms = FitTable(title="loss terms")
     for col in ("term", "weight", "details"):
         terms.add_column(col)
