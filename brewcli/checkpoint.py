@@ -28,7 +28,7 @@ META = "brew.json"
 FORMAT = "brew-training-state/1"
 # TrainState's fields and the types a resume accepts for them
 TRAINER = {"step": (int,), "best_metric": (int, float, type(None)), "best_step": (int, type(None)),
-           "history": (list,), "train_seconds": (int, float)}
+           "history": (list,), "train_seconds": (int, float), "loss_terms": (dict,)}
 
 
 def _atomic_folder(final: Path, write) -> Path:
