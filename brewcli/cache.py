@@ -213,6 +213,15 @@ class CachePlan:
         return f"{self.mode} ({state}); {feats}; {human(self.bytes, 'B')} {self.dtype}; {where}"
 
 
+def keyed(identity):
+    """The part of an entry's identity its key covers: a local teacher folder is known by its files' hashes, not by
+    where it lies, so a moved or copied teacher (another clone, an absolute path) still hits."""
+    if isinstance(identity, dict) and isinstance(identity.get("teacher_files"), dict) and \
+            "weights" in identity["teacher_files"]:
+        return {k: v for k, v in identity.items() if k != "teacher"}
+    return identity
+
+
 def plan_cache(plan, teacher, needs, teacher_inputs: list[str]) -> tuple[CachePlan | None, str | None]:
     """(the cache `teacher` is read from in this run, or None; a note when `auto` falls back to the live teacher)."""
     r = plan.recipe
@@ -250,8 +259,8 @@ def plan_cache(plan, teacher, needs, teacher_inputs: list[str]) -> tuple[CachePl
         "dtype": d.cache_dtype,
         "precision": r.train.precision,
     }
-    key = hashlib.blake2b(json.dumps(identity, sort_keys=True).encode(), digest_size=12).hexdigest()
-    hit = mode != "memory" and manifest(root / key).get("identity") == identity
+    key = hashlib.blake2b(json.dumps(keyed(identity), sort_keys=True).encode(), digest_size=12).hexdigest()
+    hit = mode != "memory" and keyed(manifest(root / key).get("identity")) == keyed(identity)
     cp = CachePlan("memory" if mode == "memory" else "disk", root, key, d.cache_dtype, lays, lengths, identity, size,
                    hit, setting)
     if not hit:

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from brewcli.cache import DTYPES, CachePlan, Layout, lock_path, read_manifest
+from brewcli.cache import DTYPES, CachePlan, Layout, keyed, lock_path, read_manifest
 from brewcli.errors import BrewError, doing
 from brewcli.lazy import np, torch
 
@@ -80,7 +80,7 @@ class Entry:
         saved, problem = read_manifest(folder) if mode == "r" else ({}, None)
         if problem:
             raise CacheDamaged(problem)
-        if mode == "r" and saved["identity"] != cp.identity:
+        if mode == "r" and keyed(saved["identity"]) != keyed(cp.identity):
             raise CacheDamaged("its manifest.json does not match this run")
         try:
             lengths = np.load(folder / "lengths.npy")

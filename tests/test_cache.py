@@ -13,6 +13,7 @@ from brewcli.cli import app
 from brewcli.plan import build_plan
 from brewcli.recipe import load_recipe
 from brewcli.train import EpochSampler, Meter, build_cache, build_job, run
+from tests.conftest import base_recipe
 
 runner = CliRunner()
 
@@ -246,3 +247,17 @@ def test_cached_rows_land_on_their_tokens_with_either_padding_side():
         assert out.dtype == torch.float32 and torch.equal(out[0], torch.from_numpy(stored[0]).float())
         assert torch.equal(out[1][mask[1].bool()], torch.from_numpy(stored[1]).float())
         assert torch.equal(out[1][~mask[1].bool()], torch.zeros(1, 2))
+
+
+def test_a_moved_teacher_folder_still_hits(tmp_path, teacher_dir, data_files):
+    """A local teacher is known by its files' hashes: the same teacher in another folder (another clone) hits."""
+    from brewcli.recipe import Recipe
+
+    moved = shutil.copytree(teacher_dir, tmp_path / "elsewhere" / "teacher")
+    keys = []
+    for teacher in (teacher_dir, moved):
+        raw = base_recipe(teacher, data_files, tmp_path / "out", distill={
+            "teacher_cache": "disk", "cache_dir": str(tmp_path / "cache"),
+            "matches": [{"preset": "uniform", "feature": "hidden", "loss": "hidden_mse"}]})
+        keys.append(build_plan(Recipe.model_validate(raw)).teachers[0].cache.key)
+    assert keys[0] == keys[1]
