@@ -22,7 +22,7 @@ from pathlib import Path
 
 from brewcli.errors import BrewError, RecipeError
 from brewcli.lazy import np
-from brewcli.models import TOKENIZER_FILES as MODEL_TOKENIZER_FILES
+from brewcli.models.hf import TOKENIZER_FILES as MODEL_TOKENIZER_FILES
 
 FORMAT = 1
 DTYPES = {"fp16": "float16", "fp32": "float32"}
@@ -80,7 +80,7 @@ class Layout:
 
 
 def layouts(needs, task, teacher_config) -> list[Layout]:
-    from brewcli.families import read_widths
+    from brewcli.models.families import read_widths
 
     w = read_widths(teacher_config)
     out = [Layout("logits", "tok" if task.per_token else "seq", task.logit_width(teacher_config))] if needs.logits else []

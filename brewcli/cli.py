@@ -200,8 +200,8 @@ def init(task: Optional[str] = typer.Option(None, help="the task (`brew ls tasks
          force: bool = typer.Option(False, "--force", help="overwrite an existing file")):
     """Write a commented recipe to start from: reads the data, proposes the task, its columns and the training
     settings, asks for what the flags leave out. Paths in it are relative to the recipe's folder."""
+    from brewcli.models.students import PRESETS
     from brewcli.scaffold import check_model, check_out, choose_columns, peek, propose_task, train_file, write_recipe
-    from brewcli.students import PRESETS
     from brewcli.tasks import TASKS
     from brewcli.ui import console
 

@@ -18,7 +18,7 @@ import torch
 
 from brewcli import data as data_mod
 from brewcli.errors import BrewError, doing
-from brewcli.models import quiet_transformers, size_on_disk
+from brewcli.models.hf import quiet_transformers, size_on_disk
 from brewcli.tasks import retained_pct
 
 
@@ -239,7 +239,7 @@ def load_model(folder, task, acc=None):
 
 def evaluate_checkpoint(path: str, data_file: str | None = None, split: str | None = None,
                         batch_size: int = 64, with_teacher: bool = True) -> dict:
-    from brewcli.models import check_weights, load_config, load_tokenizer
+    from brewcli.models.hf import check_weights, load_config, load_tokenizer
     from brewcli.recipe import load_recipe
     from brewcli.tasks import TASKS
 

@@ -6,8 +6,8 @@ from rich.table import Table
 
 from brewcli.losses import KD_LOSSES, MATCH_LOSSES
 from brewcli.matches import MATCH_PRESETS
+from brewcli.models.students import PRESETS
 from brewcli.schedulers import LR, TEMPERATURE, WEIGHT
-from brewcli.students import PRESETS
 from brewcli.tasks import TASKS
 from brewcli.ui import console
 

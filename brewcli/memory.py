@@ -38,7 +38,7 @@ class Estimate:
 
 
 def _widths(config):
-    from brewcli.families import FamilyError, read_widths
+    from brewcli.models.families import FamilyError, read_widths
 
     try:
         return read_widths(config)

@@ -13,12 +13,13 @@ from pathlib import Path
 
 from brewcli import data as data_mod
 from brewcli.errors import RecipeError, did_you_mean
-from brewcli.families import FamilyError, read_widths
 from brewcli.matches import ResolvedMatch, resolve_matches
-from brewcli.models import (architectures, check_weights, has_task_head, load_config, load_tokenizer, max_positions,
-                            meta_model)
+from brewcli.models.families import FamilyError, read_widths
+from brewcli.models.hf import (architectures, check_weights, has_task_head, load_config, load_tokenizer,
+                               max_positions, meta_model)
+from brewcli.models.students import (apply_config_overrides, check_layer_copy, resolve_init, student_config,
+                                     teacher_layers)
 from brewcli.recipe import Recipe
-from brewcli.students import apply_config_overrides, check_layer_copy, resolve_init, student_config, teacher_layers
 from brewcli.tasks import TASKS, Task
 
 
@@ -185,7 +186,7 @@ def _check_teachers_agree(teachers: list[PlannedTeacher], task, names) -> None:
 
 
 def _has_tokenizer(folder: Path) -> bool:
-    from brewcli.models import TOKENIZER_FILES
+    from brewcli.models.hf import TOKENIZER_FILES
 
     return any((folder / f).is_file() for f in TOKENIZER_FILES)
 

@@ -74,7 +74,7 @@ class StudentSpec(Strict):
     @field_validator("preset")
     @classmethod
     def _preset(cls, v: str | None) -> str | None:
-        from brewcli.students import PRESETS
+        from brewcli.models.students import PRESETS
 
         return None if v is None else known(PRESETS, v)
 

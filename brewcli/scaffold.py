@@ -429,7 +429,7 @@ def model_max_length(ref: str, default: int) -> int:
     plan, which reports it properly)."""
     from types import SimpleNamespace
 
-    from brewcli.models import max_positions
+    from brewcli.models.hf import max_positions
 
     try:
         limit = max_positions(SimpleNamespace(**_config_json(ref)))

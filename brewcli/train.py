@@ -27,11 +27,11 @@ from brewcli.checkpoint import (STATE_FILES, checkpoint_folders, checkpoints, lo
 from brewcli.errors import BrewError, TrainingDiverged, doing
 from brewcli.evaluate import (Timed, ensemble_mix, evaluate_model, load_model, report, score, score_teachers,
                               teacher_rows, time_against)
-from brewcli.models import from_config, load_pretrained
+from brewcli.models.hf import from_config, load_pretrained
+from brewcli.models.students import copy_teacher_layers
 from brewcli.objective import Objective, build_objective
 from brewcli.schedulers import LR
 from brewcli.stopping import Stopped, StopRequests
-from brewcli.students import copy_teacher_layers
 from brewcli.teachers import LiveTeacher, Teachers
 from brewcli.ui import Progress, console, results_table
 

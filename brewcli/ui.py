@@ -102,7 +102,7 @@ class FitTable:
 
 
 def _arch(cfg) -> str:
-    from brewcli.families import FamilyError, read_widths
+    from brewcli.models.families import FamilyError, read_widths
 
     try:
         w = read_widths(cfg)

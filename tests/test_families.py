@@ -1,4 +1,4 @@
-"""brewcli.families: per-family widths, resizing and layer copying, on tiny random models of each family."""
+"""brewcli.models.families: per-family widths, resizing and layer copying, on tiny random models of each family."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 import transformers as tf
 from transformers import AutoModel, AutoModelForSequenceClassification
 
-from brewcli.families import (
+from brewcli.models.families import (
     FAMILIES,
     CopyReport,
     FamilyError,

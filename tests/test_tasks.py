@@ -336,7 +336,7 @@ def test_presets_and_layer_copy_for_other_families(family, tmp_path):
     names and teacher-layers copies the right layers (GPT-2's h.N., Llama's layers.N.)."""
     import transformers
 
-    from brewcli.families import read_widths
+    from brewcli.models.families import read_widths
     from brewcli.train import build_models
     from tests.conftest import make_tokenizer
 

@@ -46,7 +46,7 @@ def test_a_cpu_student_trains_with_the_eager_kernel_and_saves_none(recipe_file, 
 
 
 def test_uniform_layer_choice():
-    from brewcli.students import teacher_layers
+    from brewcli.models.students import teacher_layers
 
     assert teacher_layers("uniform", 12, 6) == [1, 3, 5, 7, 9, 11]
     assert teacher_layers("uniform", 6, 3) == [1, 3, 5]
@@ -57,8 +57,8 @@ def test_uniform_layer_choice():
 def test_presets_have_textbrewer_sizes_for_bert_base():
     from transformers import BertConfig
 
-    from brewcli.models import count_params
-    from brewcli.students import student_config
+    from brewcli.models.hf import count_params
+    from brewcli.models.students import student_config
     from brewcli.tasks import TASKS
 
     base = BertConfig(vocab_size=28996)  # BERT-base-cased

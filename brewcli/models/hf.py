@@ -92,7 +92,7 @@ def has_task_head(config, task) -> bool:
 
 def max_positions(config) -> int | None:
     """How many tokens the model reads (see families.py); a family brew does not know: its max_position_embeddings."""
-    from brewcli.families import FamilyError, read_widths
+    from brewcli.models.families import FamilyError, read_widths
 
     try:
         return read_widths(config).max_positions

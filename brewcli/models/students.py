@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 from brewcli.errors import RecipeError, did_you_mean
-from brewcli.families import FamilyError, check_copy, copy_layers, plan_copy, read_widths, resize
+from brewcli.models.families import FamilyError, check_copy, copy_layers, plan_copy, read_widths, resize
 from brewcli.registry import Registry
 
 
