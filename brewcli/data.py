@@ -133,12 +133,7 @@ def load_splits(recipe, task, teacher_config=None, names: list[str] | None = Non
     spec = recipe.data
     _distinct_columns(spec, task)
     raw, rows = _load_raw(spec, task)
-    eval_name, test_name = spec.eval_split, spec.test_split
-    if spec.files:  # local files: a split keyed eval/validation/dev or test is used without being named twice
-        if eval_name is None and not spec.eval_fraction:
-            eval_name = next((k for k in ("eval", "validation", "dev") if k in raw and k != spec.train_split), None)
-        if test_name is None and "test" in raw and spec.train_split != "test":
-            test_name = "test"
+    eval_name, test_name = spec.eval_split, spec.test_split  # local files keyed eval/test: named by DataSpec
     names_of = {"train": spec.train_split, "eval": eval_name, "test": test_name}
     found = {"train": _split(raw, spec.train_split, "data.train_split"),
              "eval": _split(raw, eval_name, "data.eval_split"), "test": _split(raw, test_name, "data.test_split")}
