@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from brewcli.models.features import Needs
+
 if TYPE_CHECKING:
     from torch import Tensor
 
@@ -41,37 +43,43 @@ class Batch:
                      move(self.aux), self.meta, self.rows)
 
 
-@dataclass(frozen=True)
-class Needs:
-    """What the loss terms read from one model: logits, some hidden or attention layers, the head's own loss."""
-
-    logits: bool = False
-    hidden: frozenset[int] = frozenset()
-    attention: frozenset[int] = frozenset()
-    loss: bool = False
-
-    def __or__(self, other: Needs) -> Needs:
-        return Needs(self.logits or other.logits, self.hidden | other.hidden, self.attention | other.attention,
-                     self.loss or other.loss)
-
-
 @dataclass
 class Features:
+    """One model's features for a batch: its mask, logits, head loss and `layers[kind][layer]` (see features.py)."""
+
     mask: Tensor  # (B, L) that model's attention mask
     logits: Tensor | None = None
-    hidden: dict[int, Tensor] = field(default_factory=dict)  # layer -> (B, L, D); 0 is the embeddings
-    attention: dict[int, Tensor] = field(default_factory=dict)  # layer (1..N) -> (B, H, L, L) probabilities
+    layers: dict[str, dict[int, Tensor]] = field(default_factory=dict)
     loss: Tensor | None = None
+
+    def at(self, kind: str, layer: int) -> Tensor:
+        return self.layers[kind][layer]
+
+    def put(self, kind: str, layer: int, value: Tensor) -> None:
+        self.layers.setdefault(kind, {})[layer] = value
+
+    @property
+    def hidden(self) -> dict[int, Tensor]:  # layer -> (B, L, D); 0 is the embeddings
+        return self.layers.get("hidden", {})
+
+    @property
+    def attention(self) -> dict[int, Tensor]:  # layer (1..N) -> (B, H, L, L) probabilities
+        return self.layers.get("attention", {})
 
 
 def run_model(model, inputs: dict[str, Tensor], needs: Needs, task, labels: dict[str, Tensor] | None = None) -> Features:
     """One forward pass that computes only what `needs` asks for, as Features."""
-    out = model(**inputs, **(labels if needs.loss and labels else {}), output_hidden_states=bool(needs.hidden),
-                output_attentions=bool(needs.attention))
-    return Features(
-        mask=inputs["attention_mask"],
-        logits=task.logits(out) if needs.logits else None,
-        hidden={i: out.hidden_states[i] for i in needs.hidden},
-        attention={i: out.attentions[i - 1] for i in needs.attention},
-        loss=out.loss if needs.loss else None,
-    )
+    from brewcli.models.hooks import projections
+
+    with projections(model, needs) as hooked:
+        out = model(**inputs, **(labels if needs.loss and labels else {}), output_hidden_states=bool(needs.hidden),
+                    output_attentions=bool(needs.attention))
+    f = Features(mask=inputs["attention_mask"], logits=task.logits(out) if needs.logits else None,
+                 loss=out.loss if needs.loss else None)
+    for i in needs.hidden:
+        f.put("hidden", i, out.hidden_states[i])
+    for i in needs.attention:
+        f.put("attention", i, out.attentions[i - 1])
+    for (kind, i), x in hooked.items():
+        f.put(kind, i, x)
+    return f

@@ -67,7 +67,7 @@ def chosen_root(cache_dir: str | None) -> Path:
 class Layout:
     """How one stored feature is laid out per row: `seq` (W,), `tok` (tokens, W) or `att` (W heads, tokens, tokens)."""
 
-    name: str  # logits | hidden.K | attention.K
+    name: str  # logits, or a feature's name (features.feature_name: hidden.K, attention.K, q.K, ...)
     kind: str
     width: int
 
@@ -82,10 +82,13 @@ class Layout:
 def layouts(needs, task, teacher_config) -> list[Layout]:
     from brewcli.models.families import read_widths
 
+    from brewcli.models.features import FEATURE_KINDS, feature_name
+
     w = read_widths(teacher_config)
     out = [Layout("logits", "tok" if task.per_token else "seq", task.logit_width(teacher_config))] if needs.logits else []
-    out += [Layout(f"hidden.{k}", "tok", w.hidden) for k in sorted(needs.hidden)]
-    out += [Layout(f"attention.{k}", "att", w.heads) for k in sorted(needs.attention)]
+    for kind, layer in needs.keys():
+        k = FEATURE_KINDS.get(kind)
+        out.append(Layout(feature_name(kind, layer), k.layout, k.width(w)))
     return out
 
 

@@ -121,8 +121,9 @@ class Entry:
 def _feature(features, name: str):
     if name == "logits":
         return features.logits
-    kind, layer = name.split(".")
-    return getattr(features, kind)[int(layer)]
+    from brewcli.models.features import parse_name
+
+    return features.at(*parse_name(name))
 
 
 def _rows_of(features, lay: Layout) -> list:
@@ -319,8 +320,9 @@ class CachedTeacher:
             if lay.name == "logits":
                 feats.logits = out
             else:
-                kind, k = lay.name.split(".")
-                getattr(feats, kind)[int(k)] = out
+                from brewcli.models.features import parse_name
+
+                feats.put(*parse_name(lay.name), out)
         return feats
 
 

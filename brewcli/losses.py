@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from brewcli import relations as R
 from brewcli.lazy import F, torch
 from brewcli.registry import Registry
 
@@ -25,10 +26,17 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class MatchLoss:
     fn: Callable[..., Tensor]
-    feature: str  # "hidden" or "attention"
+    feature: str  # the feature kind it reads by default (models/features.py)
     pair: bool = False  # takes [layer_a, layer_b] on each side
     needs_equal_width: bool = True  # hidden size (or head count) must agree, else a projection is needed
     unit: str = "tokens"  # what the loss averages over: real tokens, or rows (pkd's [CLS], pair-similarity losses)
+    kinds: tuple[str, ...] = ()  # every kind it accepts, where more than its default (MiniLM v2: q, k or v)
+    many: bool = False  # takes a list of layers on each side (CKD's layer-transforming relations)
+    args: tuple[str, ...] = ()  # extra arguments: "heads" (both head counts), "relation_heads", "window"
+
+    @property
+    def accepts(self) -> tuple[str, ...]:
+        return self.kinds or (self.feature,)
 
 
 KD_LOSSES: Registry[Callable[[Tensor, Tensor, Tensor], Tensor]] = Registry("kd loss", "losses")
@@ -123,7 +131,7 @@ def attention_ce(s: Tensor, t: Tensor, mask: Tensor) -> Tensor:
     return _attention_ce(s, t, mask)
 
 
-def attention_ce_mean(s: Tensor, t: Tensor, mask: Tensor) -> Tensor:
+def attention_prob_ce_mean(s: Tensor, t: Tensor, mask: Tensor) -> Tensor:
     return _attention_ce(s.mean(1, keepdim=True), t.mean(1, keepdim=True), mask)
 
 
@@ -149,7 +157,41 @@ MATCH_LOSSES.add(
     "attention_ce", MatchLoss(attention_ce, "attention"), "cross-entropy of attention distributions, head by head"
 )
 MATCH_LOSSES.add(
-    "attention_ce_mean",
-    MatchLoss(attention_ce_mean, "attention", needs_equal_width=False),
-    "cross-entropy of head-averaged attention distributions; head counts may differ",
+    "attention_prob_ce_mean",
+    MatchLoss(attention_prob_ce_mean, "attention", needs_equal_width=False),
+    "cross-entropy of the head-averaged attention probabilities; head counts may differ",
 )
+MATCH_LOSSES.add(
+    "attention_ce_mean",
+    MatchLoss(R.attention_ce_mean_scores, "scores", needs_equal_width=False),
+    "cross-entropy of softmax(head-averaged scores), TextBrewer's att_ce_mean; head counts may differ",
+)
+
+
+
+# ---------------------------------------------------------------------------------------------- relation losses
+# TinyBERT's scores, MiniLM's relations and CKD's (brewcli/relations.py). attention_ce_mean is TextBrewer's formula
+# (softmax of the head-averaged scores); brew's earlier one, the mean of the probabilities, is attention_prob_ce_mean.
+def _relation_losses() -> None:
+    add = MATCH_LOSSES.add
+    add("attention_score_mse", MatchLoss(R.attention_score_mse, "scores"),
+        "MSE of the attention scores before the softmax, head by head, masked pairs left out (TinyBERT)")
+    add("attention_kl", MatchLoss(R.attention_kl, "scores"),
+        "KL of the self-attention distributions, head by head (MiniLM v1)")
+    add("value_relation", MatchLoss(lambda s, t, mask, heads: R.value_relation_kl(s, t, mask, heads, heads), "v",
+                                    needs_equal_width=False, args=("heads",)),
+        "KL of the value relations softmax(V V^T / sqrt(d)) per head; equal head counts, any widths (MiniLM v1)")
+    add("relation_kl", MatchLoss(R.relation_kl, "q", needs_equal_width=False, kinds=("q", "k", "v"),
+                                 args=("relation_heads",)),
+        "KL of Q-Q, K-K or V-V relations over relation_heads; any widths the heads divide (MiniLM v2)")
+    add("wr_distance", MatchLoss(R.wr_distance, "hidden", needs_equal_width=False),
+        "word relations by distance: softmax of token-token cosines, KL (CKD)")
+    add("wr_angle", MatchLoss(R.wr_angle, "hidden", needs_equal_width=False, args=("window",)),
+        "word relations by angle among tokens within a window (default 21), MSE (CKD)")
+    add("ltr_distance", MatchLoss(R.ltr_distance, "hidden", needs_equal_width=False, many=True),
+        "layer-transforming relations by distance across a list of layers, per token (CKD)")
+    add("ltr_angle", MatchLoss(R.ltr_angle, "hidden", needs_equal_width=False, many=True),
+        "layer-transforming relations by angle across a list of layers, per token (CKD)")
+
+
+_relation_losses()

@@ -73,12 +73,14 @@ def estimate(plan, device: str | None = None) -> Estimate:
     est = Estimate(device)
     nbytes = 4 if t.precision == "fp32" else 2
     batch, length = t.batch_size, r.data.max_length
-    proj = sum(m.student_width * m.teacher_width + m.teacher_width for m in plan.matches if m.proj)
+    shared = {m.group or i: m for i, m in enumerate(plan.matches) if m.proj}  # a group shares one projection
+    proj = sum(m.student_width * m.teacher_width + m.teacher_width for m in shared.values())
     est.parts["student weights, gradients, AdamW"] = 16 * (plan.student_params + proj)
     sw = _widths(plan.student_config)
     train = 0.0 if sw is None else (sw.layers + 1) * layer_activations(sw, batch, length, nbytes)
     fill = 0.0
     if plan.teachers:
+        from brewcli.models.features import FEATURE_KINDS
         from brewcli.objective import build_objective
 
         needs = build_objective(plan).teacher_needs
@@ -87,7 +89,8 @@ def estimate(plan, device: str | None = None) -> Estimate:
             tw, need = _widths(pt.config), needs.get(pt.name)
             if tw is None or need is None:
                 continue
-            kept = dict(hidden=len(need.hidden), attention=len(need.attention))
+            kept = dict(hidden=sum(len(need.at(k)) for k in need.layers if FEATURE_KINDS.get(k).layout == "tok"),
+                        attention=sum(len(need.at(k)) for k in need.layers if FEATURE_KINDS.get(k).layout == "att"))
             if pt.cache is None:  # live: beside the student's step
                 train += teacher_forward(tw, batch, length, nbytes, **kept)
             elif not pt.cache.hit:  # filled before training, at the eval batch size

@@ -139,21 +139,21 @@ class Match(Term):
         self.match, self.name, self.projection = match, name, projection
         self.key = f"{match.key}.weight"
         info = MATCH_LOSSES.get(match.loss)
-        self.fn, self.pair, self.unit = info.fn, info.pair, info.unit
-        layers = lambda side: frozenset(match.layers(side))  # noqa: E731
-        field = "hidden" if match.feature == "hidden" else "attention"
-        self.student = Needs(**{field: layers("student")})
-        self.teacher = {match.teacher: Needs(**{field: layers("teacher")})}
+        self.fn, self.several, self.unit = info.fn, info.pair or info.many, info.unit
+        self.options = dict(match.options)
+        self.student = Needs.of(match.feature, match.layers("student"))
+        self.teacher = {match.teacher: Needs.of(match.feature, match.layers("teacher"))}
 
     def _feature(self, f: Features, side: str):
         feats = []
         for layer in self.match.layers(side):
-            x = f.hidden[layer] if self.match.feature == "hidden" else f.attention[layer]
+            x = f.at(self.match.feature, layer)
             feats.append(self.projection(x) if side == "student" and self.projection is not None else x)
-        return tuple(feats) if self.pair else feats[0]
+        return tuple(feats) if self.several else feats[0]
 
     def __call__(self, batch, s, t):
-        return self.fn(self._feature(s, "student"), self._feature(t[self.match.teacher], "teacher"), s.mask)
+        return self.fn(self._feature(s, "student"), self._feature(t[self.match.teacher], "teacher"), s.mask,
+                       **self.options)
 
 
 class Objective(nn.Module):
@@ -209,8 +209,12 @@ def build_objective(plan) -> Objective:
         terms.append(LogitKD(task, d, r.kd_loss, d.kd_weight, d.kd_weight_schedule, plan.teachers))
     if d.hard_label_weight > 0:
         terms.append(HardLabel(d.hard_label_weight, d.hard_label_weight_schedule, task.label_unit))
-    projections = {str(i): make_projection(m.proj, m.student_width, m.teacher_width)
-                   for i, m in enumerate(plan.matches) if m.proj}
+    projections, slot = {}, {}  # a group's matches share one projection (named for the group)
+    for i, m in enumerate(plan.matches):
+        if m.proj:
+            slot[i] = m.group or str(i)
+            if slot[i] not in projections:
+                projections[slot[i]] = make_projection(m.proj, m.student_width, m.teacher_width)
     names = unique_names([m.name for m in plan.matches])
-    terms += [Match(m, name, projections.get(str(i))) for i, (m, name) in enumerate(zip(plan.matches, names))]
+    terms += [Match(m, name, projections.get(slot.get(i))) for i, (m, name) in enumerate(zip(plan.matches, names))]
     return Objective(terms, projections)

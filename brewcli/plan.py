@@ -14,6 +14,7 @@ from pathlib import Path
 from brewcli import data as data_mod
 from brewcli.errors import RecipeError, did_you_mean
 from brewcli.matches import ResolvedMatch, resolve_matches
+from brewcli.models.features import FEATURE_KINDS
 from brewcli.models.families import FamilyError, read_widths
 from brewcli.models.hf import (architectures, check_weights, has_task_head, load_config, load_tokenizer,
                                max_positions, meta_model)
@@ -222,7 +223,7 @@ def build_plan(recipe: Recipe) -> Plan:
     init = resolve_init(s, tc, sc)
     layers = teacher_layers(s.teacher_layers, _layers(tc), _layers(sc)) if init == "teacher-layers" else None
     matches = resolve_matches(recipe.distill.matches, {t.name: t.config for t in teachers}, sc) if teachers else []
-    attention = "eager" if any(m.feature == "attention" for m in matches) else None
+    attention = "eager" if any(FEATURE_KINDS.get(m.feature).eager for m in matches) else None
     if attention and hasattr(sc, "attention_probs_dropout_prob"):
         sc.attention_probs_dropout_prob = 0.0  # HF returns maps after dropout; keep them true distributions
     own = s.model and (not Path(s.model).expanduser().is_dir() or _has_tokenizer(Path(s.model).expanduser()))

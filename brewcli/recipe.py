@@ -156,11 +156,14 @@ class MatchSpec(Strict):
     preset: str | None = None
     teacher_layer: Layer | None = None
     student_layer: Layer | None = None
-    feature: Literal["hidden", "attention"] | None = None
+    feature: str | None = None  # a feature kind (`brew ls features`); default: the loss's own
     loss: str | None = None
     weight: float = Field(1.0, ge=0)
     proj: Literal["auto", "none", "linear", "relu", "tanh"] = "auto"
     teacher: str | None = None  # with several teachers: the one this match pulls towards (default: the first)
+    relation_heads: int | None = Field(None, ge=1)  # MiniLM v2 (preset minilm-v2, loss relation_kl)
+    weights: dict[str, float] | None = None  # a preset's terms by name (tinybert, minilm, minilm-v2, ckd), x weight
+    window: int | None = Field(None, ge=3)  # CKD's angle window in tokens (wr_angle; default 21)
 
     _from_str = shorthand("preset")
 
@@ -176,10 +179,24 @@ class MatchSpec(Strict):
     def _loss(cls, v: str | None) -> str | None:
         return None if v is None else known(MATCH_LOSSES, v)
 
+    @field_validator("feature")
+    @classmethod
+    def _feature(cls, v: str | None) -> str | None:
+        from brewcli.models.features import FEATURE_KINDS
+
+        return None if v is None else known(FEATURE_KINDS, v)
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, v):
+        if v is not None and any(w < 0 for w in v.values()):
+            raise ValueError("weights must be 0 or more")
+        return v
+
     @model_validator(mode="after")
     def _check(self):
         explicit = self.teacher_layer is not None or self.student_layer is not None
-        if self.preset and explicit:
+        if self.preset and explicit and not (self.preset == "minilm-v2" and self.student_layer is None):
             raise ValueError("give a preset or teacher_layer/student_layer, not both")
         if not self.preset and (self.teacher_layer is None or self.student_layer is None):
             raise ValueError("an explicit match needs both teacher_layer and student_layer (or name a preset)")

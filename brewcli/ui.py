@@ -178,9 +178,12 @@ def render_plan(plan) -> None:
             m.add_column("teacher")
         for i, x in enumerate(plan.matches):
             fmt = lambda v: str(list(v)) if isinstance(v, tuple) else str(v)  # noqa: E731
-            dims = (f"(B, L, {x.teacher_width}) | (B, L, {x.student_width})" if x.feature == "hidden"
-                    else f"(B, {x.teacher_width}, L, L) | (B, {x.student_width}, L, L)")
-            proj = f"{x.proj} {x.student_width}->{x.teacher_width}" if x.proj else "-"
+            from brewcli.models.features import FEATURE_KINDS
+
+            kind = FEATURE_KINDS.get(x.feature)
+            dims = f"{kind.shape(x.teacher_width)} | {kind.shape(x.student_width)}"
+            proj = f"{x.proj} {x.student_width}->{x.teacher_width}" + (f" (shared: {x.group})" if x.group else "") \
+                if x.proj else "-"
             m.add_row(str(i), f"{fmt(x.teacher_layer)} -> {fmt(x.student_layer)}", x.feature, x.loss, f"{x.weight:g}",
                       dims, proj, *([x.teacher] if several else []))
         m.print_to(console)

@@ -121,12 +121,26 @@ def test_attention_ce_takes_probabilities_without_a_second_softmax():
     assert MATCH_LOSSES.get("attention_ce").fn(t.clamp_min(1e-9), t, torch.ones(1, 2)).item() <= got.item()
 
 
-def test_attention_ce_mean_averages_heads_first():
+def test_attention_prob_ce_mean_averages_probabilities_over_heads_first():
     s = torch.tensor([[[[0.2, 0.8]], [[0.6, 0.4]]]])  # (1, 2, 1, 2): mean [0.4, 0.6]
     t = torch.tensor([[[[1.0, 0.0]], [[0.0, 1.0]]]])  # mean [0.5, 0.5]
     expected = -(0.5 * math.log(0.4) + 0.5 * math.log(0.6))
-    got = MATCH_LOSSES.get("attention_ce_mean").fn(s, t, torch.ones(1, 1))
+    got = MATCH_LOSSES.get("attention_prob_ce_mean").fn(s, t, torch.ones(1, 1))
     assert got.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_attention_ce_mean_is_textbrewers_softmax_of_head_averaged_scores():
+    s = torch.tensor([[[0.0, 2.0], [0.0, 2.0]], [[0.0, 0.0], [0.0, 0.0]]])[None]  # (1, 2, 2, 2): mean [0, 1]
+    t = torch.tensor([[[0.0, 4.0], [0.0, 4.0]], [[0.0, 0.0], [0.0, 0.0]]])[None]  # mean [0, 2]
+    ps1 = math.exp(1) / (1 + math.exp(1))  # softmax([0, 1])[1]
+    pt1 = math.exp(2) / (1 + math.exp(2))  # softmax([0, 2])[1]
+    expected = -((1 - pt1) * math.log(1 - ps1) + pt1 * math.log(ps1))
+    info = MATCH_LOSSES.get("attention_ce_mean")
+    assert info.feature == "scores"
+    assert info.fn(s, t, torch.ones(1, 2)).item() == pytest.approx(expected, rel=1e-6)
+    # averaging the probabilities instead (attention_prob_ce_mean) is another formula: another value here
+    probs = MATCH_LOSSES.get("attention_prob_ce_mean").fn(s.softmax(-1), t.softmax(-1), torch.ones(1, 2))
+    assert abs(probs.item() - expected) > 1e-2
 
 
 def test_temperature_schedulers():

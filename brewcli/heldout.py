@@ -1,0 +1,51 @@
+"""Held-out loss terms: how a run without a task metric is scored (general, task-agnostic distillation).
+
+A general run trains the student to reproduce the teacher's layers on unlabelled text, so what it can be measured
+by is the same terms on windows it did not train on: each term's mean (over the rows or tokens it averages over)
+and their weighted sum, `loss` (lower is better). The teacher always runs live here: its cache holds the training
+rows only.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+
+from brewcli import data as data_mod
+from brewcli.batch import run_model
+
+
+@torch.no_grad()
+def term_metrics(student, teachers: dict, objective, task, encoded, collate, batch_size: int, acc=None) -> dict:
+    """{"loss": weighted sum of the term means, term name: mean, ...} over `encoded` (every process its shard)."""
+    from brewcli.evaluate import _device, _shard
+
+    device = _device(acc)
+    modes = student.training, objective.training
+    student.eval()
+    objective.eval()
+    sums = {term.name: 0.0 for term in objective.terms}
+    counts = dict.fromkeys(sums, 0)
+    for batch in data_mod.loader(_shard(encoded, acc), collate, batch_size):
+        batch = batch.to(device)
+        with acc.autocast() if acc is not None else nullcontext():
+            s = run_model(student, batch.inputs, objective.student_needs, task)
+            t = {name: run_model(teachers[name], batch.for_teacher(name), needs, task)
+                 for name, needs in objective.teacher_needs.items()}
+            units = {"rows": batch.size, "labels": task.units(batch), "tokens": int(batch.mask.sum())}
+            for term in objective.terms:
+                n = units[term.unit]
+                sums[term.name] += float(term(batch, s, t)) * n
+                counts[term.name] += n
+    student.train(modes[0])
+    objective.train(modes[1])
+    if acc is not None and acc.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        parts = gather_object([(sums, counts)])
+        sums = {k: sum(p[0][k] for p in parts) for k in sums}
+        counts = {k: sum(p[1][k] for p in parts) for k in counts}
+    means = {name: sums[name] / max(counts[name], 1) for name in sums}
+    loss = sum(term.weight_at(1.0) * means[term.name] for term in objective.terms)
+    return {"loss": loss, **means}
