@@ -253,8 +253,8 @@ def _interactive() -> bool:
 
 @app.command("ls")
 @_guarded
-def ls(what: Optional[str] = typer.Argument(None, help="students, matches, losses, schedulers or tasks")):
-    """List what recipes can name: student presets, match presets, losses, schedulers, tasks."""
+def ls(what: Optional[str] = typer.Argument(None, help="students, matches, losses, features, schedulers or tasks")):
+    """List what recipes can name: student presets, match presets, losses, feature kinds, schedulers, tasks."""
     from brewcli.listing import SECTIONS, render_listing
 
     if what is not None and what not in SECTIONS:

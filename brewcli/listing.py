@@ -6,6 +6,7 @@ from rich.table import Table
 
 from brewcli.losses import KD_LOSSES, MATCH_LOSSES
 from brewcli.matches import MATCH_PRESETS
+from brewcli.models.features import FEATURE_KINDS
 from brewcli.models.students import PRESETS
 from brewcli.schedulers import LR, TEMPERATURE, WEIGHT
 from brewcli.tasks import TASKS
@@ -15,6 +16,7 @@ SECTIONS = {
     "students": [("student.preset", PRESETS)],
     "matches": [("distill.matches[].preset", MATCH_PRESETS)],
     "losses": [("distill.kd_loss", KD_LOSSES), ("distill.matches[].loss", MATCH_LOSSES)],
+    "features": [("distill.matches[].feature", FEATURE_KINDS)],
     "schedulers": [("distill.temperature_scheduler", TEMPERATURE), ("distill.*_weight_schedule", WEIGHT),
                    ("train.lr_schedule", LR)],
     "tasks": [("task", TASKS)],
