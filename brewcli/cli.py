@@ -113,7 +113,7 @@ def _run(recipe: Path, overrides: list[str] | None, dry_run: bool, resume: bool,
         raise RecipeError("teacher", "brew train fine-tunes one model, but this recipe names a teacher",
                           "use `brew distill` to distill it")
     doing("checking the recipe against the model configs, tokenizer and data")
-    plan = build_plan(r)
+    plan = build_plan(r, dry_run=dry_run)  # a dry run may sample a large corpus instead of reading it all
     if os.environ.get("RANK", "0") == "0":  # under torchrun / accelerate launch, print the plan once
         render_plan(plan)
     if dry_run:

@@ -8,15 +8,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from brewcli import hub
-from brewcli.datafiles import FORMATS, FileRows, check_file, check_path, locate
+from brewcli import datafiles, hub
+from brewcli.datafiles import FORMATS, TEXT, FileRows, check_file, check_path, check_text, locate, sample_text
 from brewcli.errors import RecipeError, did_you_mean
 from brewcli.tasks.sequence import LABELS
 
 
 @dataclass
 class Splits:
-    train: object  # datasets.Dataset with the labels encoded (column `labels`)
+    train: object  # datasets.Dataset with the labels encoded (column `labels`); a dry run's Sample of a large corpus
     eval: object | None
     test: object | None
     label_names: list[str] | None  # None where the task has no label set (regression, QA)
@@ -25,11 +25,74 @@ class Splits:
         return {k: len(v) for k, v in (("train", self.train), ("eval", self.eval), ("test", self.test)) if v is not None}
 
 
-def _read_files(spec, task) -> tuple[dict, dict[str, list[FileRows]]]:
-    """Local files: the task's own formats (CoNLL text, SQuAD JSON) as records, the rest through datasets."""
+class Sample:
+    """A dry run's stand-in for a split too large to read: its first documents as a Dataset (`ds`) and by how much
+    to scale what is counted in them to the whole (its bytes over the bytes sampled). `len()` is the estimate;
+    columns, rows and `select` are the sample's. Only a task that says it `estimates` is handed one: its encode()
+    returns `sample.like(encoded)`, whose `len()` estimates the split's features (windows) the same way."""
+
+    estimated = True
+
+    def __init__(self, ds, scale: float, note: str):
+        self.ds, self.scale, self.estimate_note = ds, scale, note
+
+    def __len__(self) -> int:
+        return max(len(self.ds), round(len(self.ds) * self.scale))
+
+    def __getattr__(self, name: str):
+        if name == "ds":
+            raise AttributeError(name)
+        return getattr(self.ds, name)
+
+    def __getitem__(self, i):
+        return self.ds[i]
+
+    def like(self, ds) -> Sample:
+        """Another dataset made from this sample (its encoding, a part of it), standing for as much more."""
+        return Sample(ds, self.scale, self.estimate_note)
+
+
+def _size(n: int) -> str:
+    for div, unit in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
+        if n >= div:
+            return f"{n / div:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def _read_text(files: dict[str, list[str]], documents: str, dry_run: bool) -> tuple[dict, dict[str, list[FileRows]]]:
+    """Plain text files through datasets' text builder (Arrow on disk, cached), a document per line or paragraph,
+    each file checked first (not empty, UTF-8). A dry run reads only the first few MB of each split instead: a
+    Dataset of those documents, wrapped in a Sample where the files go on."""
     import datasets
 
-    custom, generic, rows, kinds = {}, {}, {}, set()
+    raw, rows = {}, {}
+    for split, paths in files.items():
+        key = f"data.files.{split}"
+        if dry_run:
+            budget = max(datafiles.SAMPLE_BYTES // len(paths), 2**16)  # a split of many files: a share of each
+            samples = [sample_text(p, key, documents, budget) for p in paths]
+            ds = datasets.Dataset.from_dict({"text": [t for s in samples for t in s.texts]}, split=split)
+            rows[split] = [FileRows(s.path, len(s.texts), ["text"]) for s in samples]
+            read, size = sum(s.read for s in samples), sum(s.size for s in samples)
+            raw[split] = ds if read >= size else Sample(ds, size / read, f"estimated from the first {_size(read)} "
+                                                         f"of {_size(size)}")
+            continue
+        parts = []
+        for p in paths:
+            mode = check_text(p, key, documents)
+            parts.append(datasets.load_dataset("text", data_files={split: [p]}, split=split, encoding="utf-8-sig",
+                                               sample_by=mode.removesuffix("s")))  # line | paragraph
+            rows.setdefault(split, []).append(FileRows(Path(p), len(parts[-1]), ["text"]))
+        raw[split] = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts, split=datasets.NamedSplit(split))
+    return raw, rows
+
+
+def _read_files(spec, task, documents: str = "auto", dry_run: bool = False) -> tuple[dict, dict[str, list[FileRows]]]:
+    """Local files: the task's own formats (CoNLL text, SQuAD JSON) as records, plain text (for a task that reads it)
+    and the rest through datasets."""
+    import datasets
+
+    custom, generic, text, rows, kinds = {}, {}, {}, {}, set()
     for split, paths in spec.files.items():
         paths = [paths] if isinstance(paths, str) else paths
         if not paths:
@@ -37,6 +100,11 @@ def _read_files(spec, task) -> tuple[dict, dict[str, list[FileRows]]]:
         key = f"data.files.{split}"
         for p in paths:
             check_path(p, key)
+            suffix = Path(p).suffix.lower()
+            if suffix in TEXT and suffix in task.file_formats:
+                text.setdefault(split, []).append(p)
+                kinds.add(TEXT[suffix])
+                continue
             read = task.read_file(Path(p), key, spec) if Path(p).suffix.lower() in task.file_formats else None
             if read is not None:
                 if read[0].count == 0:
@@ -54,6 +122,8 @@ def _read_files(spec, task) -> tuple[dict, dict[str, list[FileRows]]]:
             kinds.add(FORMATS[Path(p).suffix.lower()])
     if len(kinds) > 1:
         raise RecipeError("data.files", f"mixes {' and '.join(sorted(kinds))} files; use one format")
+    if text:
+        return _read_text(text, documents, dry_run)
     _same_columns([f for fs in rows.values() for f in fs])
     if custom:
         return {split: datasets.Dataset.from_list(records) for split, records in custom.items()}, rows
@@ -66,14 +136,14 @@ def _read_files(spec, task) -> tuple[dict, dict[str, list[FileRows]]]:
                           "check that each column holds one type of value") from None
 
 
-def _load_raw(spec, task) -> tuple[dict, dict[str, list[FileRows]]]:
+def _load_raw(spec, task, documents: str = "auto", dry_run: bool = False) -> tuple[dict, dict[str, list[FileRows]]]:
     """The splits as datasets, and for local files where each row sits in its file (for messages)."""
     import datasets
 
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
     if spec.files:
-        return _read_files(spec, task)
+        return _read_files(spec, task, documents, dry_run)
     offline = hub.unreachable()  # offline: fail now instead of after half a minute of retries
     try:
         return dict(datasets.load_dataset(spec.dataset, spec.config)), {}
@@ -128,11 +198,14 @@ def _column_hint(col: str, columns: list[str]) -> str | None:
     return did_you_mean(col, columns)
 
 
-def load_splits(recipe, task, teacher_config=None, names: list[str] | None = None) -> Splits:
-    """Train/eval/test splits, rows checked and labels encoded; `names` fixes the label order (a trained model's)."""
+def load_splits(recipe, task, teacher_config=None, names: list[str] | None = None, dry_run: bool = False) -> Splits:
+    """Train/eval/test splits, rows checked and labels encoded; `names` fixes the label order (a trained model's).
+    `dry_run`: for a task that `estimates`, a large split is a Sample of its first documents (nothing reads a whole
+    text file), whose len() and encoding's len() are estimates."""
     spec = recipe.data
+    estimates = dry_run and getattr(task, "estimates", False)
     _distinct_columns(spec, task)
-    raw, rows = _load_raw(spec, task)
+    raw, rows = _load_raw(spec, task, getattr(recipe.task, "documents", "auto"), estimates)
     eval_name, test_name = spec.eval_split, spec.test_split  # local files keyed eval/test: named by DataSpec
     names_of = {"train": spec.train_split, "eval": eval_name, "test": test_name}
     found = {"train": _split(raw, spec.train_split, "data.train_split"),
@@ -163,16 +236,48 @@ def load_splits(recipe, task, teacher_config=None, names: list[str] | None = Non
                               "nothing to evaluate on or to train on", "give more rows, or an eval file")
         train, evals = _carve_eval(train, spec, names)
     if spec.max_train_samples:
-        train = train.select(range(min(spec.max_train_samples, len(train))))
+        train = _first(train, spec.max_train_samples)
     if spec.max_eval_samples:
-        evals = evals.select(range(min(spec.max_eval_samples, len(evals)))) if evals is not None else None
-        test = test.select(range(min(spec.max_eval_samples, len(test)))) if test is not None else None
+        evals, test = (_first(x, spec.max_eval_samples) for x in (evals, test))
+    if estimates:
+        column = task.column(spec, "text")
+        train, evals, test = (_sample_rows(x, column) for x in (train, evals, test))
     return Splits(train, evals, test, names)
+
+
+def _first(ds, n: int):
+    """The first `n` rows; of a Sample: exact where the sample holds them, else a Sample standing for `n`."""
+    if ds is None or n >= len(ds):
+        return ds
+    if isinstance(ds, Sample) and n > len(ds.ds):
+        return Sample(ds.ds, n / len(ds.ds), f"{ds.estimate_note}, for data.max_*_samples {n}")
+    return (ds.ds if isinstance(ds, Sample) else ds).select(range(n))
+
+
+def _sample_rows(ds, column: str):
+    """A dry run of a large split read by datasets (CSV, JSON, Parquet, the Hub): its first documents up to
+    SAMPLE_BYTES of text, as a Sample scaled by text bytes (counted on the Arrow column, at C speed)."""
+    if ds is None or isinstance(ds, Sample):
+        return ds
+    import numpy as np
+    import pyarrow.compute as pc
+
+    lengths = pc.fill_null(pc.binary_length(ds.with_format("arrow")[column]), 0).to_numpy()
+    ends = np.cumsum(lengths)
+    n = max(1, int(np.searchsorted(ends, datafiles.SAMPLE_BYTES, side="right")))
+    if n >= len(ds):
+        return ds
+    read, size = int(ends[n - 1]), int(ends[-1])
+    return Sample(ds.select(range(n)), size / max(read, 1), f"estimated from the first {n} of {len(ds)} documents "
+                  f"({_size(read)} of {_size(size)} of text)")
 
 
 def _carve_eval(train, spec, names):
     """Split an eval set off the train split, stratified by class (single-label tasks) when every class can spare
-    examples."""
+    examples. A Sample is split as it is: both parts stand for as much more."""
+    if isinstance(train, Sample):
+        parts = train.ds.train_test_split(test_size=spec.eval_fraction, seed=spec.seed)
+        return train.like(parts["train"]), train.like(parts["test"])
     if names is not None and getattr(train.features.get(LABELS), "dtype", None) == "int64":
         from datasets import ClassLabel
 

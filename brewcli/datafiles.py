@@ -67,6 +67,11 @@ def check_file(path: str, key: str) -> FileRows:
     return rows
 
 
+def _not_utf8(path: Path, key: str, line: int, byte: int, column: int) -> RecipeError:
+    return RecipeError(key, f"{path.name} line {line} is not UTF-8 text (byte 0x{byte:02x} at column {column})",
+                       "save the file as UTF-8")
+
+
 def _lines(path: Path, key: str) -> Iterator[str]:
     """The file's lines as text; a byte that is not UTF-8 is reported with its line and column."""
     with open(path, "rb") as f:
@@ -76,8 +81,7 @@ def _lines(path: Path, key: str) -> Iterator[str]:
             try:
                 yield raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise RecipeError(key, f"{path.name} line {n} is not UTF-8 text (byte 0x{raw[e.start]:02x} at "
-                                  f"column {e.start + 1})", "save the file as UTF-8") from None
+                raise _not_utf8(path, key, n, raw[e.start], e.start + 1) from None
 
 
 def _csv(path: Path, key: str) -> FileRows:
@@ -168,3 +172,114 @@ def _parquet(path: Path, key: str) -> FileRows:
     except Exception as e:  # pyarrow raises ArrowInvalid / OSError for a damaged file
         raise RecipeError(key, f"{path.name} is not a readable Parquet file ({str(e).splitlines()[0][:160]})") \
             from None
+
+
+# ---------------------------------------------------------------------------------------------- plain text
+
+TEXT = {".txt": "plain text"}  # read by datasets' text builder, for a task that lists the suffix (task: general)
+SAMPLE_BYTES = 8_000_000  # what a dry run reads of a split's text files; also where `documents: auto` looks
+_CHUNK = 16 * 2**20
+
+
+@dataclass
+class TextSample:
+    """The first documents of a text file: what a dry run reads instead of the whole file."""
+
+    path: Path
+    size: int  # the file's bytes
+    read: int  # the bytes the documents cover (whole documents: cut at a line or paragraph end)
+    documents: str  # lines | paragraphs
+    texts: list[str]
+
+
+def _head(path: Path, budget: int) -> tuple[bytes, int]:
+    """The first `budget` bytes of a file without a UTF-8 byte-order mark, and the mark's length (0 or 3)."""
+    with open(path, "rb") as f:
+        head = f.read(budget)
+    bom = len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0
+    return head[bom:], bom
+
+
+def _documents(head: bytes, documents: str) -> str:
+    """`documents: auto`: paragraphs when the text has an empty line (as datasets splits them: two line ends in a
+    row), else one document per line."""
+    if documents != "auto":
+        return documents
+    return "paragraphs" if b"\n\n" in head.replace(b"\r\n", b"\n").replace(b"\r", b"\n") else "lines"
+
+
+def _check_text_head(path: Path, key: str, head: bytes, bom: int, size: int) -> None:
+    if size == 0 or (bom + len(head) >= size and not head.strip()):
+        raise RecipeError(key, f"{path.name} has no text" + (" (it is empty)" if size == 0 else " (only blank lines)"),
+                          "point at the corpus file, with a document per line or paragraphs split by empty lines")
+
+
+def _check_utf8(data: bytes, path: Path, key: str, line: int = 1) -> None:
+    """`data` (starting at line `line`, at the start of a line) decodes as UTF-8; else the first bad byte's line."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        start = data.rfind(b"\n", 0, e.start) + 1
+        raise _not_utf8(path, key, line + data.count(b"\n", 0, e.start), data[e.start], e.start - start + 1) from None
+
+
+def check_text(path: str | Path, key: str, documents: str = "auto") -> str:
+    """A whole text file before datasets reads it: not empty, UTF-8 throughout (read in chunks, decoded at C speed).
+    Returns how it splits into documents: lines or paragraphs."""
+    p = Path(path)
+    check_path(p, key)
+    size = p.stat().st_size
+    head, bom = _head(p, SAMPLE_BYTES)
+    _check_text_head(p, key, head, bom, size)
+    line, rest = 1, b""
+    with open(p, "rb") as f:
+        first = True
+        while chunk := f.read(_CHUNK):
+            if first and chunk.startswith(codecs.BOM_UTF8):
+                chunk = chunk[len(codecs.BOM_UTF8):]
+            first = False
+            data = rest + chunk
+            cut = data.rfind(b"\n") + 1  # check whole lines; the rest goes with the next chunk
+            _check_utf8(data[:cut], p, key, line)
+            line += data.count(b"\n", 0, cut)
+            rest = data[cut:]
+    _check_utf8(rest, p, key, line)
+    return _documents(head, documents)
+
+
+def _whole_characters(data: bytes) -> int:
+    """The length of `data` without a UTF-8 character cut off at its end."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 == 0xC0:  # the lead byte of the last character: does the character end in `data`?
+            need = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return len(data) - back if need > back else len(data)
+        if byte & 0x80 == 0:  # ASCII
+            return len(data)
+    return len(data)
+
+
+def split_documents(text: str, documents: str) -> list[str]:
+    """Documents as datasets' text builder makes them (sample_by line or paragraph, universal line ends)."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if documents == "paragraphs":
+        return [p for p in text.split("\n\n") if p]
+    lines = text.split("\n")
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
+def sample_text(path: str | Path, key: str, documents: str = "auto", budget: int = SAMPLE_BYTES) -> TextSample:
+    """The documents in the first `budget` bytes of a text file (cut after the last whole one), checked: not empty,
+    UTF-8. Nothing past `budget` is read."""
+    p = Path(path)
+    check_path(p, key)
+    size = p.stat().st_size
+    head, bom = _head(p, max(budget, SAMPLE_BYTES))
+    _check_text_head(p, key, head, bom, size)
+    mode = _documents(head, documents)  # on the same bytes as check_text, whatever the budget
+    head = head[:budget - bom]
+    if bom + len(head) < size:  # the file goes on: end at a document's end
+        cut = head.rfind(b"\n\n") + 2 if mode == "paragraphs" and b"\n\n" in head else head.rfind(b"\n") + 1
+        head = head[:cut] if cut > 0 else head[:_whole_characters(head)]  # else one line longer than the budget
+    _check_utf8(head, p, key)
+    return TextSample(p, size, bom + len(head), mode, split_documents(head.decode("utf-8"), mode))

@@ -206,7 +206,9 @@ def _check_own_tokenizer(recipe: Recipe, task, t: PlannedTeacher, matches) -> No
     _check_lengths(recipe, t.tokenizer, {t.key: t.config})
 
 
-def build_plan(recipe: Recipe) -> Plan:
+def build_plan(recipe: Recipe, dry_run: bool = False) -> Plan:
+    """`dry_run`: the plan is only printed, so a task that can (task: general) reads a sample of a large corpus and
+    estimates its size (the encoded splits are data.Sample objects: `estimated`, `estimate_note`)."""
     task = TASKS.get(recipe.task.name)
     _check_device(recipe)
     _check_output_dir(recipe)
@@ -242,7 +244,7 @@ def build_plan(recipe: Recipe) -> Plan:
     for t in teachers:
         if t.tokenizer is not None:
             _check_own_tokenizer(recipe, task, t, matches)
-    splits = data_mod.load_splits(recipe, task, _label_teacher(recipe, task, tc))
+    splits = data_mod.load_splits(recipe, task, _label_teacher(recipe, task, tc), dry_run=dry_run)
     if len(teachers) > 1 and all(_label_teacher(recipe, task, t.config) for t in teachers):
         _check_teachers_agree(teachers, task, splits.label_names)
     _check_tokenizer_reads_the_text(tokenizer, splits, recipe, task, tok_key)

@@ -292,6 +292,10 @@ class Recipe(Strict):
                 except UnknownName as e:
                     raise ValueError(f"task.name: {e}") from None
             v = {**v, "task": task}
+            distill = v.get("distill")
+            if isinstance(task, dict) and _headless(TASKS.get(task["name"])) and v.get("teacher") is not None and \
+                    (distill is None or isinstance(distill, dict)) and "kd_weight" not in (distill or {}):
+                v = {**v, "distill": {**(distill or {}), "kd_weight": 0}}  # no logits: KD is off unless asked for
         return v
 
     @model_validator(mode="after")
@@ -324,6 +328,21 @@ class Recipe(Strict):
                 raise ValueError("without a teacher, student.model names the model to fine-tune (presets need one)")
             if self.student.init == "teacher-layers":
                 raise ValueError("student.init 'teacher-layers' needs a teacher")
+        if _headless(task):
+            d = self.distill
+            if self.teacher is None:
+                raise ValueError(f"teacher: task '{task.name}' distils a teacher's layers into the student and has no "
+                                 "labels to fine-tune on; name a teacher")
+            if d.kd_weight > 0:
+                raise ValueError(f"distill.kd_weight: task '{task.name}' has no logits to distil; use layer matches "
+                                 "(distill.matches) and set distill.kd_weight: 0")
+            if d.hard_label_weight > 0:
+                raise ValueError(f"distill.hard_label_weight: task '{task.name}' has no labels; use layer matches "
+                                 "(distill.matches) and set distill.hard_label_weight: 0")
+            if not any(m.weight > 0 for m in d.matches):
+                raise ValueError(f"distill.matches: task '{task.name}' trains on layer matches only, and none is given "
+                                 "(or every weight is 0); add one, e.g. distill.matches: [{preset: uniform, "
+                                 "feature: hidden, loss: hidden_mse}]")
         if self.distill.kd_loss not in (*task.kd_losses, "auto"):
             raise ValueError(
                 f"distill.kd_loss '{self.distill.kd_loss}' does not fit task '{task.name}'; "
@@ -384,6 +403,11 @@ def _whole_numbers(model: BaseModel, raw: dict) -> None:
                 _whole_numbers(item, holder[slot])
             elif isinstance(item, float) and item.is_integer():
                 holder[slot] = int(item)
+
+
+def _headless(task) -> bool:
+    """A task whose model has no head (task: general): no logits for KD, no labels for the hard-label loss."""
+    return task.auto_class == "AutoModel"
 
 
 # ---------------------------------------------------------------------------------------------- loading

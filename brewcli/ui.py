@@ -128,12 +128,17 @@ def render_plan(plan) -> None:
     init = plan.init + (f" (teacher layers {plan.init_layers})" if plan.init_layers else "")
     ratio = f" ({plan.student_params / plan.teacher_params:.0%} of teacher)" if plan.teacher_params else ""
     t.add_row("student", f"{src}, init {init}\n{_arch(plan.student_config)}, {human(plan.student_params)} params{ratio}")
-    sizes = ", ".join(f"{k} {v}" for k, v in plan.splits.sizes().items())
+    raw = {k: v for k, v in (("train", plan.splits.train), ("eval", plan.splits.eval), ("test", plan.splits.test))
+           if v is not None}
+    sizes = ", ".join(f"{k} {_count(v)}" for k, v in raw.items())
     head, compared = plan.task.describe(plan.splits.label_names)
-    t.add_row("task", f"{plan.task.name} ({plan.task.auto_class.removeprefix('AutoModel')}): {head}")
+    t.add_row("task", f"{plan.task.name} ({plan.task.auto_class.removeprefix('AutoModel') or plan.task.auto_class}): "
+              f"{head}")
     columns = ", ".join(f"{c.key} {plan.task.column(r.data, c.key)}" for c in plan.task.columns)
-    features = ", ".join(f"{k} {len(v)}" for k, v in plan.encoded.items())
-    shown = "" if features == sizes else f" -> {features} features"
+    features = ", ".join(f"{k} {_count(v)}" for k, v in plan.encoded.items())
+    shown = "" if features == sizes else f" -> {features} {getattr(plan.task, 'feature_unit', 'features')}"
+    notes = list(dict.fromkeys(v.estimate_note for v in plan.encoded.values() if getattr(v, "estimated", False)))
+    shown += f" ({'; '.join(notes)})" if notes else ""
     t.add_row("data", f"{sizes} rows{shown}; columns: {columns}; max_length {r.data.max_length}")
     tr = r.train
     procs = f" x {plan.processes} processes" if plan.processes > 1 else ""
@@ -190,6 +195,11 @@ def render_plan(plan) -> None:
     if plan.needs_attention:
         console.print("[dim]attention matches: both models run eager attention (SDPA returns no maps); the student's "
                       "attention dropout is 0 so its maps stay distributions[/dim]")
+
+
+def _count(split) -> str:
+    """A split's size: exact, or `about N` for a dry run's estimate from a sample (data.Sample)."""
+    return f"about {human(len(split))}" if getattr(split, "estimated", False) else str(len(split))
 
 
 def plain_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> FitTable:

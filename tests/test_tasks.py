@@ -148,7 +148,13 @@ def expected_rows(name: str, batch) -> int:
     return 2 * batch.size if name == "question-answering" else batch.size
 
 
-@pytest.mark.parametrize("name", TASKS.names())
+NOT_YET = {"general": "the contract compares KD views of task.logits() and scores task.metric(); task 'general' has "
+                      "no logits to distil and its metric (the loss on held-out windows) comes with the loss/evaluation "
+                      "side; its data side is tested in tests/test_general_data.py"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.skip(reason=NOT_YET[n])) if n in NOT_YET else n
+                                  for n in TASKS.names()])
 def test_task_contract(name, tmp_path):
     from brewcli.checkpoint import save_model_folder
     from brewcli.evaluate import evaluate_model, load_model

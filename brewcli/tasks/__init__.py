@@ -159,4 +159,4 @@ def retained_pct(metric: str, student: float, teacher: float, lower_is_better=fr
     return round(100 * (teacher / student if metric in lower_is_better else student / teacher), 2)
 
 
-from brewcli.tasks import sequence, tokens, qa  # noqa: E402,F401,I001  (each registers its tasks, in this order)
+from brewcli.tasks import sequence, tokens, qa, general  # noqa: E402,F401,I001  (each registers its tasks, in this order)
