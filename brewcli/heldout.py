@@ -49,3 +49,35 @@ def term_metrics(student, teachers: dict, objective, task, encoded, collate, bat
     means = {name: sums[name] / max(counts[name], 1) for name in sums}
     loss = sum(term.weight_at(1.0) * means[term.name] for term in objective.terms)
     return {"loss": loss, **means}
+
+
+def score_general(student, teachers: dict, objective, task, encoded, collate, batch_size: int, acc, folder,
+                  teacher_folder) -> tuple[dict, dict]:
+    """(student, teacher) scores for the report: the student's held-out terms, size and parameters; the teacher's
+    size and parameters (its terms against itself are 0 by definition, so it has no `loss` to compare)."""
+    from brewcli.models.hf import size_on_disk
+
+    params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    terms = term_metrics(student, teachers, objective, task, encoded, collate, batch_size, acc)
+    teacher = next(iter(teachers.values()))
+    return ({**terms, "params": params(student), "size_bytes": size_on_disk(folder) if folder else None},
+            {"loss": None, "params": params(teacher),
+             "size_bytes": size_on_disk(teacher_folder) if teacher_folder else None})
+
+
+def load_projections(objective, folder) -> None:
+    """The projections saved beside a student (they belong to its terms)."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from brewcli.checkpoint import PROJECTIONS
+
+    path = Path(folder) / PROJECTIONS
+    if len(objective.projections) and path.is_file():
+        objective.projections.load_state_dict(load_file(str(path)))
+
+
+WHAT_IT_MEASURES = ("a general run has no task metric: it is scored by its loss terms on held-out windows (lower is "
+                    "better; each term as it is averaged in training, and `loss` their weighted sum). The student has "
+                    "no head: start a task recipe from it with student: {model: %s}")

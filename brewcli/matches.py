@@ -131,6 +131,8 @@ def _ckd(spec, key: str, nt: int, ns: int, tw, sw) -> list[Planned]:
     # the paper averages the word relations over the selected layers: each layer's term weighs 1/len of the weight
     out = [Planned("hidden", loss, t, s, w[loss] / len(ts), options=window if loss == "wr_angle" else ())
            for t, s in zip(ts, ss) for loss in ("wr_distance", "wr_angle") if w[loss] > 0]
+    if len(ts) < 3:  # two layers relate one way only: the layer relations are constant (0), so they are left out
+        return out
     return out + [Planned("hidden", loss, ts, ss, w[loss]) for loss in ("ltr_distance", "ltr_angle") if w[loss] > 0]
 
 

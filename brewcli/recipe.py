@@ -407,7 +407,7 @@ def _whole_numbers(model: BaseModel, raw: dict) -> None:
 
 def _headless(task) -> bool:
     """A task whose model has no head (task: general): no logits for KD, no labels for the hard-label loss."""
-    return task.auto_class == "AutoModel"
+    return task.headless
 
 
 # ---------------------------------------------------------------------------------------------- loading

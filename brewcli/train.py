@@ -25,6 +25,7 @@ from brewcli.cache_entry import CachedTeacher, open_or_fill
 from brewcli.checkpoint import (STATE_FILES, checkpoint_folders, checkpoints, load_checkpoint, read_checkpoint,
                                  resume_point, rng_state, save_checkpoint, save_model_folder)
 from brewcli.errors import BrewError, TrainingDiverged, doing
+from brewcli.heldout import term_metrics
 from brewcli.evaluate import (Timed, ensemble_mix, evaluate_model, load_model, report, score, score_teachers,
                               teacher_rows, time_against)
 from brewcli.models.hf import from_config, load_pretrained
@@ -253,9 +254,13 @@ class Job:
             return
         doing(f"evaluating at step {state.step}")
         r = plan.recipe
-        metric = plan.task.metric(r, plan.splits.label_names, plan.splits.eval)
-        metrics, _ = evaluate_model(self.plain_student, plan.task, plan.encoded["eval"], self.collate,
-                                    r.train.eval_batch_size, metric, self.acc)
+        if plan.task.headless:  # no head, no metric: the loss terms on the held-out rows
+            metrics = term_metrics(self.plain_student, self.teacher_models, self.objective, plan.task,
+                                   plan.encoded["eval"], self.collate, r.train.eval_batch_size, self.acc)
+        else:
+            metric = plan.task.metric(r, plan.splits.label_names, plan.splits.eval)
+            metrics, _ = evaluate_model(self.plain_student, plan.task, plan.encoded["eval"], self.collate,
+                                        r.train.eval_batch_size, metric, self.acc)
         state.history.append({"step": state.step, **metrics})
         if not self.main:
             return
@@ -547,6 +552,31 @@ def _publish(src: Path, out: Path) -> None:
             os.replace(tmp, out / f.name)
 
 
+def _finish_general(job: Job, split: str, result: dict) -> None:
+    """The end of a run without a head: the saved student's loss terms on the held-out windows, size and speed."""
+    from brewcli.heldout import WHAT_IT_MEASURES, load_projections, score_general
+    from brewcli.paths import shown_path
+
+    plan, acc, r = job.plan, job.acc, job.plan.recipe
+    doing(f"scoring the student's loss terms on the {split} split")
+    encoded, first = plan.encoded[split], plan.teachers[0]
+    student_model = load_model(job.out, plan.task, acc)
+    load_projections(job.objective, job.out)
+    teacher_dir = Path(first.spec.model) if Path(first.spec.model).is_dir() else None
+    student, teacher = score_general(student_model, job.teacher_models, job.objective, plan.task, encoded,
+                                     job.collate, r.train.eval_batch_size, acc, job.out, teacher_dir)
+    timings = time_against(Timed(student_model, encoded, job.collate),
+                           (job.teacher_models[first.name], first.name), lambda name: (encoded, job.collate), acc)
+    result.update(report(plan.task, split, len(encoded), student, teacher, _meta(plan, 0, None)["teacher"],
+                         acc.device.type, None, timings))
+    if job.main:
+        names = [m for m in student if m not in ("params", "size_bytes") and not m.startswith(("latency", "through"))]
+        console.print(results_table(f"{split} split ({len(encoded)} windows, lower is better)",
+                                    [("teacher", teacher), ("student", student)],
+                                    [(m, m) for m in names] + [("params", "params"), ("latency_ms", "ms/example")]))
+        console.print(WHAT_IT_MEASURES % shown_path(job.out), soft_wrap=True)
+
+
 def finish(job: Job) -> dict:
     """Publish the best student, score it (loaded from disk, as a user would) and the teacher on the test split
     (or eval), and write metrics.json: the same report as `brew eval`, plus the training history."""
@@ -559,7 +589,9 @@ def finish(job: Job) -> dict:
     result = {"recipe": r.name, "steps": state.step, "train_seconds": round(state.train_seconds, 1),
               "best": {"metric": r.best_metric, "value": state.best_metric, "step": state.best_step},
               "history": state.history, "loss_terms": guidance.summary(state.loss_terms)}
-    if split is not None:
+    if split is not None and task.headless:
+        _finish_general(job, split, result)
+    elif split is not None:
         doing(f"scoring the student and the teacher on the {split} split")
         raw, encoded, names = getattr(plan.splits, split), plan.encoded[split], plan.splits.label_names
         batch_size = r.train.eval_batch_size

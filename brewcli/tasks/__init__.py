@@ -132,6 +132,11 @@ class Task:
         raise NotImplementedError
 
     @property
+    def headless(self) -> bool:
+        """No head (task: general): scored by the loss terms on held-out rows (heldout.py), not by a metric."""
+        return self.auto_class == "AutoModel"
+
+    @property
     def main_metric(self) -> str:
         return self.metrics[0]
 
