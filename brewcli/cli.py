@@ -111,8 +111,9 @@ def _run(recipe: Path, overrides: list[str] | None, dry_run: bool, resume: bool,
     stages = load_stages(recipe, overrides or [])
     for st in stages:
         if command == "train" and st.recipe.teacher is not None:
-            raise st.error(RecipeError("teacher", "brew train fine-tunes one model, but this recipe names a teacher",
-                                       "use `brew distill` to distill it"))
+            e = RecipeError("teacher", "brew train fine-tunes one model, but this recipe names a teacher",
+                            "use `brew distill` to distill it")
+            raise st.error(e) if "teacher" in st.own else e
     doing("checking the recipe against the model configs, tokenizer and data")
     plans = plan_stages(stages)  # every stage's, before any weights load
     if os.environ.get("RANK", "0") == "0":  # under torchrun / accelerate launch, print the plan once
