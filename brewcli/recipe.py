@@ -673,7 +673,7 @@ def load_recipe(path: str | Path, overrides: list[str] = (), ran_in: str | Path 
 
 
 def _schema_errors(e: ValidationError, text: str, path: Path, overridden: list[tuple],
-                   stage: "tuple[int, dict, list[tuple]] | None" = None) -> list[tuple[RecipeError, bool]]:
+                   stage: tuple[int, dict, list[tuple]] | None = None) -> list[tuple[RecipeError, bool]]:
     """One RecipeError per key pydantic reports, named with its line in the file (or as a command-line override).
     `stage`: (index, the stage's own sections, its own overrides) for a stage's merged recipe: a key the stage
     sets is named stages[i].key; the others (top-level overrides too) are the top level's. Returns (error, whether
@@ -688,11 +688,11 @@ def _schema_errors(e: ValidationError, text: str, path: Path, overridden: list[t
             named = named and (named.group(1) or named.group(2))
             loc = tuple(int(p) if p.isdigit() else p for p in named.split(".")) if named else loc
             msg = msg[len(named):].lstrip(": ") if named else msg
-        hit = lambda paths: any(loc[: len(o)] == o or o[: len(loc)] == loc for o in paths if loc)  # noqa: E731
-        inherited = stage is not None and not hit(stage[2]) and (hit(overridden) or not holds(stage[1], loc))
+        mine = stage is not None and _under(loc, stage[2])  # a stage's own command-line override
+        inherited = stage is not None and not mine and (_under(loc, overridden) or not holds(stage[1], loc))
         shown = ("stages", stage[0], *loc) if stage is not None and not inherited else loc
         key = _key(shown)
-        if hit(overridden) or stage is not None and hit(stage[2]):
+        if mine or _under(loc, overridden):
             msg += " (command-line override)"
         else:
             line = _line_of(text, shown)
@@ -700,6 +700,11 @@ def _schema_errors(e: ValidationError, text: str, path: Path, overridden: list[t
                 key = f"{path.name}:{line}  {key}"
         errors.append((RecipeError(key, msg, hint), inherited))
     return errors
+
+
+def _under(loc: tuple, paths: list[tuple]) -> bool:
+    """Whether the key at `loc` is one of `paths` (overrides), inside one, or holds one."""
+    return bool(loc) and any(loc[: len(o)] == o or o[: len(loc)] == loc for o in paths)
 
 
 # ---------------------------------------------------------------------------------------------- stages

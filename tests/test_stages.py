@@ -95,8 +95,8 @@ BAD = {
     "other preset": ([{"name": "a"}, {"name": "b", "student": {"preset": "T3"}}],
                      ["stages[1].student.preset: stage 'b' starts from the previous stage's student"]),
     "other shape": ([{"name": "a"}, {"name": "b", "student": {"config": {"hidden_size": 32}}}],  # found at plan time
-                    ["stages[1].student.config.hidden_size: changes the student's shape (hidden_size 16 -> 32), but "
-                     "this stage starts from the previous stage's student"]),
+                    [("stages[1].student.config.hidden_size: changes the student's shape (hidden_size 16 -> 32), but "
+                      "this stage starts from the previous stage's student")]),
 }
 
 
