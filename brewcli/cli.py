@@ -103,24 +103,32 @@ def _crash_log(error: Exception) -> Path:
 
 def _run(recipe: Path, overrides: list[str] | None, dry_run: bool, resume: bool, command: str) -> None:
     from brewcli.errors import RecipeError, doing
-    from brewcli.plan import build_plan
-    from brewcli.recipe import load_recipe
+    from brewcli.recipe import load_stages
+    from brewcli.stages import plan_stages
     from brewcli.ui import render_plan
 
     doing(f"reading the recipe {recipe}")
-    r = load_recipe(recipe, overrides or [])
-    if command == "train" and r.teacher is not None:
-        raise RecipeError("teacher", "brew train fine-tunes one model, but this recipe names a teacher",
-                          "use `brew distill` to distill it")
+    stages = load_stages(recipe, overrides or [])
+    for st in stages:
+        if command == "train" and st.recipe.teacher is not None:
+            e = RecipeError("teacher", "brew train fine-tunes one model, but this recipe names a teacher",
+                            "use `brew distill` to distill it")
+            raise st.error(e) if "teacher" in st.own else e
     doing("checking the recipe against the model configs, tokenizer and data")
-    plan = build_plan(r, dry_run=dry_run)  # a dry run may sample a large corpus instead of reading it all
+    plans = plan_stages(stages, dry_run=dry_run)  # every stage's, before any weights load; a dry run may sample
     if os.environ.get("RANK", "0") == "0":  # under torchrun / accelerate launch, print the plan once
-        render_plan(plan)
+        for st, plan in zip(stages, plans):
+            render_plan(plan, stage=st.title if st.name is not None else None)
     if dry_run:
         return
-    from brewcli.train import run
+    if stages[0].name is None:
+        from brewcli.train import run
 
-    run(plan, resume=resume)
+        run(plans[0], resume=resume)
+    else:
+        from brewcli.stages import run_stages
+
+        run_stages(stages, plans, resume=resume)
 
 
 @app.command(epilog="Examples:  brew distill recipes/bbc/distill-T3.yaml --dry-run  |  "
@@ -175,11 +183,16 @@ def eval_(checkpoint: str = typer.Argument(..., help="a brew output folder, best
         console.print(f"student keeps [bold]{report['retained_pct']}%[/bold] of the teacher's {task.main_metric} "
                       f"with {report['size_ratio']:.0%} of its parameters{faster}")
     console.print(speed_note(report))
+    if report.get("stages"):
+        from brewcli.stages import stages_line
+
+        console.print(f"trained in {len(report['stages'])} stages: {stages_line(report['stages'])}", markup=False)
 
 
 @app.command(epilog="Examples:  brew init --teacher runs/bbc-teacher --student T3 --data data/bbc/train.jsonl  |  "
              "brew init --train --model bert-base-cased --data train.conll --out teacher.yaml  |  "
-             "brew init --teacher runs/bbc-teacher --data data/bbc --out r.yaml")
+             "brew init --teacher runs/bbc-teacher --data data/bbc --out r.yaml  |  "
+             "brew init --stages --teacher runs/bbc-teacher --student T4-tiny --data data/bbc")
 @_guarded
 def init(task: Optional[str] = typer.Option(None, help="the task (`brew ls tasks`); proposed from the data if left out"),
          teacher: Optional[str] = typer.Option(None, help="Hugging Face id or local folder of the teacher"),
@@ -196,6 +209,8 @@ def init(task: Optional[str] = typer.Option(None, help="the task (`brew ls tasks
          train: bool = typer.Option(False, "--train", help="write a `brew train` recipe that fine-tunes --model "
                                     "(for a pretrained model without the task's head)"),
          model: Optional[str] = typer.Option(None, help="with --train: the model to fine-tune"),
+         stages: bool = typer.Option(False, "--stages", help="distill in two stages: the intermediate layers, then "
+                                     "the predictions (TinyBERT's task distillation)"),
          out: Optional[Path] = typer.Option(None, help="where to write the recipe"),
          force: bool = typer.Option(False, "--force", help="overwrite an existing file")):
     """Write a commented recipe to start from: reads the data, proposes the task, its columns and the training
@@ -206,6 +221,9 @@ def init(task: Optional[str] = typer.Option(None, help="the task (`brew ls tasks
     from brewcli.ui import console
 
     ask = _interactive()
+    if stages and train:
+        raise BrewError("brew init: --stages writes a distillation recipe in stages; --train fine-tunes one model, "
+                        "so give one of them")
 
     def value(current, flag, prompt, default, choices=None, check=None):
         """The flag's value, else the default (no terminal) or the answer to a prompt. `check` raises BrewError on
@@ -239,7 +257,8 @@ def init(task: Optional[str] = typer.Option(None, help="the task (`brew ls tasks
     chosen = choose_columns(TASKS.get(task), columns, column or [], text, label, str(data),
                             (lambda what: typer.prompt(f"Column holding {what} ({', '.join(columns)})")) if ask else None)
     notes = write_recipe(out, task=task, model=model, student=None if train else student, data=data, found=found,
-                         columns=columns, chosen=chosen, rows=rows, given={"test": test, "eval": eval_file})
+                         columns=columns, chosen=chosen, rows=rows, given={"test": test, "eval": eval_file},
+                         stages=stages)
     for note in notes:
         console.print(note, markup=False)
     shown = ", ".join(f"{k} <- {v}" for k, v in chosen.items())
@@ -275,23 +294,40 @@ def cache_build(recipe: Path = typer.Argument(..., help="the YAML recipe whose t
                 overrides: Optional[list[str]] = OVERRIDES):
     """Run the recipe's teacher over its training data once and store what the loss terms read."""
     from brewcli.errors import RecipeError, doing
-    from brewcli.plan import build_plan
-    from brewcli.recipe import load_recipe
+    from brewcli.recipe import load_stages
+    from brewcli.stages import plan_stages
     from brewcli.train import build_cache
+    from brewcli.ui import console
 
     doing(f"reading the recipe {recipe}")
-    r = load_recipe(recipe, overrides or [])
-    if r.teacher is None:
-        raise RecipeError("teacher", "this recipe has no teacher, so there is nothing to cache")
-    if r.distill.teacher_cache == "memory":
-        raise RecipeError("distill.teacher_cache", "is memory, which lasts one run; brew cache build fills a disk "
-                          "cache", "set distill.teacher_cache: disk (or auto)")
+    stages = load_stages(recipe, overrides or [])
+
+    def refuse(st, key, message, hint=None):  # one recipe: refused; a stage of several: skipped, saying why
+        if len(stages) == 1:
+            raise RecipeError(key, message, hint)
+        console.print(f"{st.title}: nothing to cache ({key}: {message})", markup=False)
+
+    wanted = []
+    for st in stages:
+        if st.recipe.teacher is None:
+            refuse(st, "teacher", "this recipe has no teacher, so there is nothing to cache")
+        elif st.recipe.distill.teacher_cache == "memory":
+            refuse(st, "distill.teacher_cache", "is memory, which lasts one run; brew cache build fills a disk "
+                   "cache", "set distill.teacher_cache: disk (or auto)")
+        else:
+            wanted.append(st.index)
     doing("checking the recipe against the model configs, tokenizer and data")
-    plan = build_plan(r)
-    if plan.cache is None:
-        raise RecipeError("distill.teacher_cache", plan.cache_note or "is off, or the loss terms read nothing from "
-                          "the teacher", "set distill.teacher_cache: disk")
-    build_cache(plan)
+    plans = plan_stages(stages)
+    for st, plan in zip(stages, plans):
+        if st.index not in wanted:
+            continue
+        if plan.cache is None:
+            refuse(st, "distill.teacher_cache", plan.cache_note or "is off, or the loss terms read nothing from the "
+                   "teacher", "set distill.teacher_cache: disk")
+            continue
+        if st.name is not None:
+            console.print(st.title, markup=False)
+        build_cache(plan)
 
 
 def _cache_root(cache_dir: Optional[str]) -> Path:

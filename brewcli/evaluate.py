@@ -315,7 +315,17 @@ def evaluate_checkpoint(path: str, data_file: str | None = None, split: str | No
     timings = time_against(Timed(student_model, encoded, task.collate(tokenizer)), compared,
                            lambda name: inputs.get(name, (encoded, task.collate(tokenizer))), acc)
     out = report(task, split, len(ds), student, teacher, teacher_ref, device, each, timings)
-    return {"checkpoint": str(folder), **out}
+    stages = _stages_of(folder)
+    return {"checkpoint": str(folder), **out, **({"stages": stages} if stages else {})}
+
+
+def _stages_of(folder: Path) -> list | None:
+    """The `stages` list of a staged run's top folder (its metrics.json), for the report's line about them."""
+    try:
+        stages = json.loads((folder / "metrics.json").read_text()).get("stages")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return stages if isinstance(stages, list) and all(isinstance(s, dict) for s in stages) else None
 
 
 def _read_meta(folder: Path) -> dict:

@@ -6,6 +6,7 @@ weights is found here.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from dataclasses import dataclass
@@ -206,31 +207,39 @@ def _check_own_tokenizer(recipe: Recipe, task, t: PlannedTeacher, matches) -> No
     _check_lengths(recipe, t.tokenizer, {t.key: t.config})
 
 
-def build_plan(recipe: Recipe, dry_run: bool = False) -> Plan:
-    """`dry_run`: the plan is only printed, so a task that can (task: general) reads a sample of a large corpus and
-    estimates its size (the encoded splits are data.Sample objects: `estimated`, `estimate_note`)."""
+def build_plan(recipe: Recipe, *, previous: Plan | None = None, dry_run: bool = False) -> Plan:
+    """`previous`: the plan of the stage before (stages:); this stage's student is the one that stage saves in its
+    output folder, planned from that plan's config and tokenizer, since the folder is not there yet. `dry_run`: the
+    plan is only printed, so a task that can (task: general) reads a sample of a large corpus and estimates its size
+    (the encoded splits are data.Sample objects: `estimated`, `estimate_note`)."""
+    if previous is not None:
+        recipe = _after(recipe, previous)
     task = TASKS.get(recipe.task.name)
     _check_device(recipe)
     _check_output_dir(recipe)
     teachers = _teachers(recipe, task)
     tc = teachers[0].config if teachers else None
     s = recipe.student
-    if s.model:
+    if previous is not None:
+        sc = _previous_student(previous, s.config)
+    elif s.model:
         sc = load_config(s.model, "student.model", s.revision, s.trust_remote_code)
         if s.init in ("auto", "pretrained"):  # auto means pretrained when a model is named
             check_weights(s.model, "student.model")
         apply_config_overrides(sc, s.config)
     else:
         sc = student_config(tc, s.preset, s.config)
-    init = resolve_init(s, tc, sc)
+    init = "pretrained" if previous is not None else resolve_init(s, tc, sc)
     layers = teacher_layers(s.teacher_layers, _layers(tc), _layers(sc)) if init == "teacher-layers" else None
     matches = resolve_matches(recipe.distill.matches, {t.name: t.config for t in teachers}, sc) if teachers else []
     attention = "eager" if any(FEATURE_KINDS.get(m.feature).eager for m in matches) else None
     if attention and hasattr(sc, "attention_probs_dropout_prob"):
         sc.attention_probs_dropout_prob = 0.0  # HF returns maps after dropout; keep them true distributions
     own = s.model and (not Path(s.model).expanduser().is_dir() or _has_tokenizer(Path(s.model).expanduser()))
-    tok_ref, tok_key = (s.model, "student.model") if own or not teachers else (teachers[0].spec.model, teachers[0].key)
-    tokenizer = load_tokenizer(tok_ref, tok_key)  # the student's (a preset reads its first teacher's)
+    tok_ref, tok_key = (s.model, "student.model") if own or not teachers or previous else \
+        (teachers[0].spec.model, teachers[0].key)
+    # the student's (a preset reads its first teacher's; a later stage's is the previous stage's)
+    tokenizer = previous.tokenizer if previous is not None else load_tokenizer(tok_ref, tok_key)
     for t in teachers:
         theirs = tokenizer if t.spec.model == tok_ref else load_tokenizer(t.spec.model, t.key)
         t.tokenizer = None if theirs.get_vocab() == tokenizer.get_vocab() else theirs
@@ -281,6 +290,38 @@ def build_plan(recipe: Recipe, dry_run: bool = False) -> Plan:
             t.cache, note = plan_cache(plan, t, needs.get(t.name), inputs)
             plan.cache_note = plan.cache_note or note
     return plan
+
+
+def _after(recipe: Recipe, previous: Plan) -> Recipe:
+    """A later stage's recipe with its student made the previous stage's: the model saved in that stage's output
+    folder, pretrained (the stage's own student.config stays)."""
+    s = recipe.student.model_copy(update={"preset": None, "model": previous.recipe.train.output_dir,
+                                          "init": "pretrained", "teacher_layers": "uniform", "revision": None})
+    return recipe.model_copy(update={"student": s})
+
+
+def _previous_student(previous: Plan, overrides: dict):
+    """The previous stage's student config (a copy: this stage's task sets its own head), with this stage's
+    student.config, which must keep the shape of every weight, since this stage loads them."""
+    sc = copy.deepcopy(previous.student_config)
+    apply_config_overrides(sc, overrides)
+
+    def shapes(config):
+        try:
+            return {k: tuple(p.shape) for k, p in meta_model(config, previous.task).named_parameters()}
+        except Exception:  # noqa: BLE001 - a config that builds no model: _meta_student names it
+            return None
+
+    before, after = shapes(previous.student_config), shapes(sc)
+    if before is not None and after is not None and before != after:
+        old = previous.student_config
+        changed = [k for k, v in overrides.items() if getattr(old, k, None) != v]
+        key = f"student.config.{changed[0]}" if len(changed) == 1 else "student.config"
+        shown = ", ".join(f"{k} {getattr(old, k, None)} -> {overrides[k]}" for k in changed)
+        raise RecipeError(key, f"changes the student's shape ({shown}), but this stage starts from the previous "
+                          "stage's student and loads its weights", "change only keys that keep the shape (dropout "
+                          "and the like); a student of another shape is a first stage or a recipe of its own")
+    return sc
 
 
 def _meta_student(config, task, overrides: dict):

@@ -6,9 +6,11 @@ fallback to a default.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -667,9 +669,8 @@ def parse_yaml(text: str, source: str) -> Any:
         loader.dispose()
 
 
-def load_recipe(path: str | Path, overrides: list[str] = (), ran_in: str | Path | None = None) -> Recipe:
-    """Read, override and check a recipe. Its paths are resolved against its own folder, overrides' against the
-    current one. `ran_in`: a recipe a run saved, whose relative paths (older brew) are relative to that folder."""
+def _read_raw(path: str | Path, ran_in) -> tuple[Path, str, dict]:
+    """(path, text, the raw mapping) of a recipe file, or the RecipeError that says why it is not one."""
     path = Path(path)
     if path.is_dir():
         raise RecipeError("", f"{path} is a folder; give the recipe's YAML file",
@@ -685,6 +686,19 @@ def load_recipe(path: str | Path, overrides: list[str] = (), ran_in: str | Path 
                           f"train), not a {type(raw).__name__}", "start from `brew init`")
     if ran_in is not None and raw.get("teacher") is None:
         raw.pop("distill", None)  # older brew saved a distill section with every `brew train` run
+    return path, text, raw
+
+
+def load_recipe(path: str | Path, overrides: list[str] = (), ran_in: str | Path | None = None) -> Recipe:
+    """Read, override and check a recipe. Its paths are resolved against its own folder, overrides' against the
+    current one. `ran_in`: a recipe a run saved, whose relative paths (older brew) are relative to that folder.
+    A recipe with `stages:` is read by `load_stages`."""
+    path, text, raw = _read_raw(path, ran_in)
+    if "stages" in raw:
+        line = _line_of(text, ("stages",))
+        raise RecipeError(f"{path.name}:{line}  stages" if line else "stages", "this recipe runs in stages, which "
+                          "`brew distill` and `brew train` run one after the other",
+                          "each stage's output folder holds that stage's recipe as recipe.yaml")
     resolved = resolve_paths(raw, Path(os.path.abspath(ran_in if ran_in is not None else path.parent)))
     overridden = []
     for item in overrides:
@@ -696,22 +710,248 @@ def load_recipe(path: str | Path, overrides: list[str] = (), ran_in: str | Path 
     try:
         return Recipe.model_validate(raw)
     except ValidationError as e:
-        errors, by_key = [], {}
-        for err in e.errors():
-            by_key.setdefault(_field_loc(err["loc"]), []).append(err)
-        for errs in by_key.values():
-            loc, msg, hint = _explain(errs)
-            if not loc:  # a check across sections names its key at the start of the message
-                named = re.match(r"([a-z_]+(?:\.(?:[a-z_]+|\d+))+)[ :]|([a-z_]+):", msg)
-                named = named and (named.group(1) or named.group(2))
-                loc = tuple(int(p) if p.isdigit() else p for p in named.split(".")) if named else loc
-                msg = msg[len(named):].lstrip(": ") if named else msg
-            key = _key(loc)
-            if any(loc[: len(o)] == o or o[: len(loc)] == loc for o in overridden if loc):
-                msg += " (command-line override)"
-            else:
-                line = _line_of(text, loc)
-                if line:
-                    key = f"{path.name}:{line}  {key}"
-            errors.append(RecipeError(key, msg, hint))
-        raise RecipeErrors(errors, str(path)) from None
+        raise RecipeErrors([err for err, _ in _schema_errors(e, text, path, overridden)], str(path)) from None
+
+
+def _schema_errors(e: ValidationError, text: str, path: Path, overridden: list[tuple],
+                   stage: tuple[int, dict, list[tuple]] | None = None) -> list[tuple[RecipeError, bool]]:
+    """One RecipeError per key pydantic reports, named with its line in the file (or as a command-line override).
+    `stage`: (index, the stage's own sections, its own overrides) for a stage's merged recipe: a key the stage
+    sets is named stages[i].key; the others (top-level overrides too) are the top level's. Returns (error, whether
+    the key is the top level's) pairs."""
+    errors, by_key = [], {}
+    for err in e.errors():
+        by_key.setdefault(_field_loc(err["loc"]), []).append(err)
+    for errs in by_key.values():
+        loc, msg, hint = _explain(errs)
+        if not loc:  # a check across sections names its key at the start of the message
+            named = re.match(r"([a-z_]+(?:\.(?:[a-z_]+|\d+))+)[ :]|([a-z_]+):", msg)
+            named = named and (named.group(1) or named.group(2))
+            loc = tuple(int(p) if p.isdigit() else p for p in named.split(".")) if named else loc
+            msg = msg[len(named):].lstrip(": ") if named else msg
+        mine = stage is not None and _under(loc, stage[2])  # a stage's own command-line override
+        inherited = stage is not None and not mine and (_under(loc, overridden) or not holds(stage[1], loc))
+        shown = ("stages", stage[0], *loc) if stage is not None and not inherited else loc
+        key = _key(shown)
+        if mine or _under(loc, overridden):
+            msg += " (command-line override)"
+        else:
+            line = _line_of(text, shown)
+            if line:
+                key = f"{path.name}:{line}  {key}"
+        errors.append((RecipeError(key, msg, hint), inherited))
+    return errors
+
+
+def _under(loc: tuple, paths: list[tuple]) -> bool:
+    """Whether the key at `loc` is one of `paths` (overrides), inside one, or holds one."""
+    return bool(loc) and any(loc[: len(o)] == o or o[: len(loc)] == loc for o in paths)
+
+
+# ---------------------------------------------------------------------------------------------- stages
+
+SECTIONS = ("task", "teacher", "student", "data", "distill", "train")
+STAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+RESERVED = ("best", "logs", "logs.old")  # what a brew output folder holds besides checkpoint-STEP/
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a recipe: its merged recipe (the top-level sections with the stage's over them) and the stage's
+    own entry in `stages:`, which says whose a key is in a message. A recipe without `stages:` is one stage with
+    no name (a plain run)."""
+
+    index: int
+    name: str | None
+    recipe: Recipe
+    own: dict = field(default_factory=dict)  # the stage's sections as written, with its command-line overrides
+    count: int = 1
+
+    @property
+    def title(self) -> str:
+        return f"stage {self.index + 1}/{self.count}: {self.name}"
+
+    def error(self, e: RecipeError) -> RecipeError:
+        """A plan-time error of this stage's recipe, named for the stage: stages[i].key where the stage sets the
+        key, else the top-level key with the stage's name."""
+        if self.name is None:
+            return e
+        m = re.match(r"([A-Za-z_]\w*(?:\.[A-Za-z_]\w*|\[\d+\])*)?(.*)$", e.key, re.S)
+        loc = tuple(int(p) if p.isdigit() else p for p in re.findall(r"[A-Za-z_]\w*|\d+", m.group(1) or ""))
+        if holds(self.own, loc):
+            return RecipeError(_key(("stages", self.index, *loc)) + m.group(2), e.message, e.hint)
+        return RecipeError(e.key, f"{e.message} (in stage '{self.name}')", e.hint)
+
+
+def holds(own, loc: tuple) -> bool:
+    """Whether a stage's own sections set the key at `loc` (or something inside it, or a value that replaces it)."""
+    node = own
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            return not isinstance(node, (dict, list)) and node is not own  # a scalar the stage wrote replaces all
+    return True
+
+
+def merge(base, over, path: tuple = ()):
+    """`over` merged into `base` as key=value overrides are: mappings key by key (recursively), lists and scalars
+    replace. A section written as a bare string (`teacher: path`) is first read as its mapping."""
+    if isinstance(over, dict):
+        short = _shorthand_key(list(path)) if path else None
+        if isinstance(base, str) and short:
+            base = {short: base}
+        if isinstance(base, dict):
+            out = copy.deepcopy(base)
+            for k, v in over.items():
+                out[k] = merge(base.get(k), v, (*path, k))
+            return out
+    return copy.deepcopy(over)
+
+
+def _has_stages(path, overrides) -> bool:
+    if any(o.partition("=")[0].split(".")[0] == "stages" for o in overrides):
+        return True
+    try:
+        raw = parse_yaml(read_text(Path(path)), Path(path).name)
+    except Exception:  # noqa: BLE001 - not a readable recipe: load_recipe says why
+        return False
+    return isinstance(raw, dict) and "stages" in raw
+
+
+def load_stages(path: str | Path, overrides: list[str] = (), ran_in: str | Path | None = None) -> list[Stage]:
+    """The recipe's stages, each a checked Recipe: the top-level sections with the stage's merged over them
+    (`merge`), then the command line: `key=value` in every stage, `stages.N.key=value` in stage N. Stage i writes
+    to train.output_dir/NAME; a later stage's student is the model the stage before saves there. A recipe
+    without `stages:` is one stage with no name."""
+    if not _has_stages(path, overrides):
+        return [Stage(0, None, load_recipe(path, overrides, ran_in))]
+    path, text, raw = _read_raw(path, ran_in)
+    parsed = [(tuple(p), v) for p, v in map(parse_override, overrides)]
+    mine = [(p, v) for p, v in parsed if p[0] == "stages"]
+    top = [(p, v) for p, v in parsed if p[0] != "stages"]
+    holder = {"stages": raw.pop("stages", None)}
+    for p, v in mine:
+        apply_override(holder, list(p), v)
+    stages = holder["stages"]
+    problems = _stage_problems(stages, text, path, [p for p, _ in mine])
+    if problems:
+        raise RecipeErrors(problems, str(path))
+    base = Path(os.path.abspath(ran_in if ran_in is not None else path.parent))
+    found, errors, previous = [], [], None
+    for i, entry in enumerate(stages):
+        own = {k: v for k, v in entry.items() if k != "name"}
+        merged = merge(raw, own)
+        if i:  # the previous stage's student, with this stage's student.config
+            merged["student"] = _later_student(raw.get("student"), own.get("student"))
+        resolved = resolve_paths(merged, base)
+        theirs = [(p[2:], v) for p, v in mine if len(p) > 2 and p[1] == i]
+        for p, v in top:
+            if not (i and p[0] == "student" and p[1:2] != ("config",)):  # top-level student keys: the first stage's
+                apply_override(merged, list(p), v)
+        for p, v in theirs:
+            apply_override(merged, list(p), v)
+        if top or theirs:
+            resolve_paths(merged, Path.cwd(), only_changed_from=resolved)
+        if merged.get("train") is None:
+            merged["train"] = {}
+        train = merged["train"]
+        out = train.get("output_dir", TrainSpec.model_fields["output_dir"].default) if isinstance(train, dict) else None
+        if isinstance(out, str) and out:
+            train["output_dir"] = os.path.join(out, entry["name"])
+        if i and isinstance(previous, str):
+            merged["student"]["model"] = previous
+        previous = train.get("output_dir") if isinstance(train, dict) else None
+        try:
+            found.append(Stage(i, entry["name"], Recipe.model_validate(merged), own, len(stages)))
+        except ValidationError as e:
+            errors.append((entry["name"], _schema_errors(e, text, path, [p for p, _ in top],
+                                                         (i, own, [p for p, _ in theirs]))))
+    if errors:
+        raise RecipeErrors(_stage_errors(errors, len(stages)), str(path))
+    return found
+
+
+def _later_student(top, own) -> dict:
+    """A later stage's student section: the model the previous stage saves (its folder is filled in later),
+    pretrained, with the stage's own student.config (its other student keys are refused, _stage_problems)."""
+    student = {"model": "", "init": "pretrained", "config": own.get("config", {}) if isinstance(own, dict) else {}}
+    if isinstance(top, dict) and "trust_remote_code" in top:
+        student["trust_remote_code"] = top["trust_remote_code"]
+    return student
+
+
+def _stage_errors(errors: list[tuple[str, list]], count: int) -> list[RecipeError]:
+    """Every stage's errors once: a top-level key that fails in every stage is named once; one that fails in some
+    stages only names them."""
+    seen = {}
+    everywhere = set.intersection(*({str(e) for e, inherited in errs if inherited} for _, errs in errors)) \
+        if len(errors) == count else set()
+    for name, errs in errors:
+        for e, inherited in errs:
+            if inherited and str(e) not in everywhere:
+                e = RecipeError(e.key, f"{e.message} (in stage '{name}')", e.hint)
+            seen.setdefault(str(e), e)
+    return list(seen.values())
+
+
+def _stage_problems(stages, text: str, path: Path, overridden: list[tuple]) -> list[RecipeError]:
+    """What is wrong with the shape of `stages:` itself: the list, the names, the sections a stage may hold."""
+
+    def err(loc: tuple, message: str, hint: str | None = None) -> RecipeError:
+        key = _key(loc)
+        if any(loc[: len(o)] == o or o[: len(loc)] == loc for o in overridden):
+            return RecipeError(key, message + " (command-line override)", hint)
+        line = _line_of(text, loc)
+        return RecipeError(f"{path.name}:{line}  {key}" if line else key, message, hint)
+
+    shape = "e.g. stages: [{name: intermediate, distill: {kd_weight: 0}}, {name: predictions}]"
+    if not isinstance(stages, list):
+        return [err(("stages",), f"expected a list of stages, each a mapping with `name:` and the recipe sections it "
+                    f"changes, got {_kind_of(stages) if not isinstance(stages, str) else repr(stages)}", shape)]
+    if not stages:
+        return [err(("stages",), "the list of stages is empty; name at least one stage, or drop `stages:`", shape)]
+    problems, names = [], {}
+    for i, entry in enumerate(stages):
+        where = ("stages", i)
+        if not isinstance(entry, dict):
+            problems.append(err(where, f"expected a mapping with `name:` and the sections this stage changes, got "
+                                f"{_kind_of(entry) if not isinstance(entry, str) else repr(entry)}", shape))
+            continue
+        for key in entry:
+            if key != "name" and key not in SECTIONS:
+                hint = did_you_mean(str(key), ("name", *SECTIONS))
+                problems.append(err((*where, key), "not a recipe section; a stage holds `name:` and any of "
+                                    + ", ".join(SECTIONS), hint))
+        name = entry.get("name")
+        if name is None:
+            problems.append(err(where, "has no `name:`; every stage is named (it runs in train.output_dir/NAME)",
+                                f"e.g. name: stage{i + 1}"))
+        elif not isinstance(name, str) or not STAGE_NAME.match(name) or name in RESERVED or \
+                re.fullmatch(r"checkpoint-\d+", name) or name.endswith((".tmp", ".old")):
+            problems.append(err((*where, "name"), f"{name!r} cannot name a stage's folder; use letters, digits, "
+                                "- _ and . (not starting with . or -)" + (f", and not {', '.join(RESERVED)} or "
+                                "checkpoint-N (brew's own folders)" if isinstance(name, str) else ""),
+                                "e.g. name: intermediate"))
+        elif name.lower() in names:
+            problems.append(err((*where, "name"), f"'{name}' also names stages[{names[name.lower()]}]; each stage "
+                                "needs a name of its own (its folder)"))
+        else:
+            names[name.lower()] = i
+        train = entry.get("train")
+        if isinstance(train, dict) and "output_dir" in train:
+            problems.append(err((*where, "train", "output_dir"), "a stage writes to train.output_dir/NAME, so it "
+                                "has no output_dir of its own", "set train.output_dir at the top of the recipe"))
+        student = entry.get("student")
+        if i and student is not None:
+            keys = [k for k in student if k != "config"] if isinstance(student, dict) else ["preset"]
+            if keys:
+                loc = (*where, "student", keys[0]) if isinstance(student, dict) else (*where, "student")
+                problems.append(err(loc, f"stage '{name}' starts from the previous stage's student (the model "
+                                    f"stage '{stages[i - 1].get('name') if isinstance(stages[i - 1], dict) else i - 1}'"
+                                    f" saves), so it cannot set student.{keys[0]}; a later stage changes only "
+                                    "student.config keys that keep the shape (dropout and the like)",
+                                    "to start from another student, make it the first stage or a recipe of its own"))
+    return problems

@@ -268,6 +268,26 @@ distill:
       loss: hidden_mse            # a projection is added automatically when widths differ
   teacher_cache: auto             # store what the losses read from the teacher once (~/.cache/brew); off to run it live
 """
+STAGES = """\
+# Stages run one after the other, each into train.output_dir/NAME, each starting from the student the stage before
+# saved (TinyBERT's task distillation: the intermediate layers first, then the predictions); the last stage's
+# student ends up at the top of train.output_dir. A stage's sections merge key by key over the ones above (as
+# key=value overrides do): mappings merge, lists and values replace.
+stages:
+  # General distillation (the student learns the teacher's layers on unlabelled text, before the task) would be a
+  # first stage here, e.g.  - {name: general, task: general, data: {files: {train: corpus.txt}}}
+  - name: intermediate
+    distill:
+      kd_weight: 0                # no logits yet: the student's layers learn the teacher's
+      matches:                    # intermediate-layer losses (`brew ls matches`, `brew ls losses`)
+        - preset: uniform         # student layer m <- teacher layer round(m*N/M), for any depths
+          feature: hidden
+          loss: hidden_mse        # a projection is added automatically when widths differ
+  - name: predictions             # then the teacher's predictions, from the student the stage above saved
+    distill:
+      kd_weight: 1.0
+      matches: []                 # a list replaces the one above: no layer matches in this stage
+"""
 TRAIN = """\
 train:
   output_dir: {output_dir}
@@ -289,14 +309,16 @@ train:
 
 def render(*, task: str, model: str, student: str | None, data: str, path: str, columns: dict,
            max_length: int = 128, files: dict[str, str] | None = None, training: dict | None = None,
-           output_dir: str | None = None) -> str:
+           output_dir: str | None = None, stages: bool = False) -> str:
     """The recipe text: a distillation recipe when `student` is a preset, else a `brew train` recipe for `model`.
     `model`, `files` and `output_dir` are written as given (relative to the recipe's folder: `recipe_path`);
-    `training` holds the proposed epochs, lr and group_by_length with their reasons (`propose_training`)."""
+    `training` holds the proposed epochs, lr and group_by_length with their reasons (`propose_training`).
+    `stages`: a distillation in two stages, the intermediate layers and then the predictions (STAGES)."""
     t = TASKS.get(task)
     name = Path(path).stem
     command = "distill" if student else "train"
     what = f"distill {model} into a {student} student" if student else f"fine-tune {model} (e.g. to make a teacher)"
+    what += " in two stages" if stages and student else ""
     head = (f"# brew recipe: {what}, task {task}.\n# Paths are relative to this file's folder.\n"
             f"# Run it:            brew {command} {path}\n"
             f"# Check it first:    brew {command} {path} --dry-run     (configs only, no weights)\n"
@@ -311,18 +333,24 @@ def render(*, task: str, model: str, student: str | None, data: str, path: str, 
         body += "student:\n" + f"  model: {model}".ljust(32) + "  # the model being fine-tuned (no teacher: plain training)\n\n"
     body += "data:\n" + data_block(data, t, columns, max_length, files) + "\n\n"
     if student:
-        body += DISTILL.format(kd_loss=t.kd_losses[0], task=task) + "\n"
+        distill = DISTILL.format(kd_loss=t.kd_losses[0], task=task)
+        if stages:  # the stages choose the matches
+            distill = distill[: distill.index("  matches:")] + distill[distill.index("  teacher_cache:"):]
+        body += distill + "\n"
     training = training or propose_training(t, {}, columns, None, max_length, model, bool(student))
     body += TRAIN.format(output_dir=output_dir or f"runs/{name}", metric=t.main_metric,
                          **{k: v for key, (value, why) in training.items() for k, v in ((key, value), (f"{key}_why", why))})
+    if stages and student:
+        body += "\n" + STAGES
     return head + body
 
 
 def write_recipe(out: Path, *, task: str, model: str, student: str | None, data: str, found: Path | None,
-                 columns: dict[str, list], chosen: dict, rows: int | None, given: dict[str, str | None]) -> list[str]:
+                 columns: dict[str, list], chosen: dict, rows: int | None, given: dict[str, str | None],
+                 stages: bool = False) -> list[str]:
     """Write the recipe (paths relative to its folder; the run's output in ./runs/NAME of the current folder),
     check that it loads, and return what the user should be told (the splits found beside the train file)."""
-    from brewcli.recipe import load_recipe
+    from brewcli.recipe import load_stages
 
     if found is None and any(given.values()):
         flag = next(f"--{k}" for k, v in given.items() if v)
@@ -340,10 +368,10 @@ def write_recipe(out: Path, *, task: str, model: str, student: str | None, data:
                   student=student, data=data, path=str(out), columns=chosen, max_length=max_length,
                   files={split: recipe_path(f, here) for split, f in files.items()} or None,
                   training=propose_training(t, columns, chosen, rows, max_length, model, bool(student)),
-                  output_dir=recipe_path(Path("runs") / out.stem, here))
+                  output_dir=recipe_path(Path("runs") / out.stem, here), stages=stages)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(body)
-    load_recipe(out)  # the schema accepts what we wrote
+    load_stages(out)  # the schema accepts what we wrote
     return notes
 
 

@@ -317,6 +317,14 @@ def _tensorboard(out: Path, resumed_at: int | None):
     return SummaryWriter(str(logs), purge_step=None if resumed_at is None else resumed_at + 1)
 
 
+def refuse_earlier_run(out: Path) -> None:
+    """A fresh run never writes over an earlier run's checkpoints."""
+    found = checkpoint_folders(out)
+    if found:
+        raise BrewError(f"{out} already holds checkpoints of an earlier run (latest: {found[-1].name}); pass "
+                        f"--resume to continue it, or set train.output_dir to a new folder")
+
+
 def build_job(plan, resume: bool = False) -> Job:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -324,13 +332,11 @@ def build_job(plan, resume: bool = False) -> Job:
 
     r, t = plan.recipe, plan.recipe.train
     out = Path(t.output_dir)
-    found = checkpoint_folders(out)
     if resume:  # every file of the checkpoint read and checked before anything is built
         saved = read_checkpoint(resume_point(out))
         _check_resumable(saved.folder, saved.config, plan.student_config)
-    elif found:
-        raise BrewError(f"{out} already holds checkpoints of an earlier run (latest: {found[-1].name}); pass "
-                        f"--resume to continue it, or set train.output_dir to a new folder")
+    else:
+        refuse_earlier_run(out)
     acc = Accelerator(mixed_precision=PRECISION[t.precision], cpu=t.device == "cpu")
     if acc.num_processes != plan.processes:
         raise BrewError(f"the plan counted steps for {plan.processes} process(es) but {acc.num_processes} are running; "

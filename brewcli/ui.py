@@ -111,11 +111,12 @@ def _arch(cfg) -> str:
     return f"{cfg.model_type}, {w.layers} layers x {w.hidden}, FFN {w.ffn}, {w.heads} heads, vocab {w.vocab}"
 
 
-def render_plan(plan) -> None:
+def render_plan(plan, stage: str | None = None) -> None:
+    """The plan as tables; `stage` (`stage 1/2: intermediate`) titles one stage's plan of several."""
     from brewcli.memory import plan_lines
 
     r = plan.recipe
-    t = FitTable(title=f"brew plan: {r.name or 'recipe'}", show_header=False)
+    t = FitTable(title=f"brew plan: {r.name or 'recipe'}" + (f", {stage}" if stage else ""), show_header=False)
     t.add_column(style="bold")
     t.add_column()
     several = len(plan.teachers) > 1
