@@ -177,7 +177,7 @@ def _parquet(path: Path, key: str) -> FileRows:
 # ---------------------------------------------------------------------------------------------- plain text
 
 TEXT = {".txt": "plain text"}  # read by datasets' text builder, for a task that lists the suffix (task: general)
-SAMPLE_BYTES = 8_000_000  # what a dry run reads of a split's text files; also where `documents: auto` looks
+SAMPLE_BYTES = 4_000_000  # what a dry run reads of a split's text files; also where `documents: auto` looks
 _CHUNK = 16 * 2**20
 
 

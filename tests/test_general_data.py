@@ -219,7 +219,8 @@ BAD_UTF8 = b"good movie\nbad plot\nthe \xff actor\n"
     ("not utf-8", BAD_UTF8, None, {}, ["data.files.train", "corpus.txt line 3 is not UTF-8", "byte 0xff",
                                        "column 5", "save the file as UTF-8"]),
     ("too small", b"good movie bad plot the actor was very boring and\n", None, {},
-     ["data.files.train", "corpus.txt has 10 tokens", "data.max_length 32", "lower data.max_length to 8"]),
+     ["data.files.train", "corpus.txt has 10 tokens of text, fewer than one window holds (data.max_length 32: 30 "
+      "tokens of text and 2 special tokens)", "lower data.max_length to 8"]),
     ("eval yields no window", None, b"good movie\n", {},
      ["data.files.validation", "held.txt yields no window", "2 tokens"]),
     ("stride", None, None, {"task": {"name": "general", "stride": 30}}, ["task.stride", "less than 30"]),
@@ -230,11 +231,17 @@ BAD_UTF8 = b"good movie\nbad plot\nthe \xff actor\n"
      ["distill.hard_label_weight", "task 'general' has no labels"]),
     ("no matches", None, None, {"distill": {"temperature": 2}}, ["distill.matches", "layer matches only"]),
     ("a label column", None, None, {"data": {"label": "label"}}, ["data.label", "task 'general' does not read it"]),
+    ("documents of a column", None, None, {"task": {"name": "general", "documents": "lines"}, "csv": True},
+     ["task.documents", "a row is a document"]),
 ])
 def test_bad_inputs_are_refused_at_plan_time(case, train, held, extra, needles, tmp_path, teacher_dir):
     corpus, other = tmp_path / "corpus.txt", tmp_path / "held.txt"
     corpus.write_bytes("".join(t + "\n" for t in docs(100, seed=7)).encode() if train is None else train)
     other.write_bytes(b"good movie was very boring\n" * 10 if held is None else held)
+    if extra.get("csv"):
+        corpus, other = corpus.with_suffix(".csv"), other.with_suffix(".csv")
+        for f in (corpus, other):
+            f.write_text("text\n" + "".join(t + "\n" for t in docs(100, seed=7)))
     path = write_recipe(tmp_path, {"train": corpus, "validation": other}, teacher=teacher_dir,
                         task=extra.get("task", "general"), distill=extra.get("distill"), data=extra.get("data"))
     r = brew("distill", path, "--dry-run")
@@ -320,3 +327,31 @@ def test_a_dry_run_estimates_a_large_corpus_from_its_start(kind, tmp_path, teach
     text = " ".join(r.output.split())
     assert r.exit_code == 0, text
     assert f"-> train about {len(estimate) / 1e3:.1f}k windows (estimated from the first" in text, text
+
+
+@pytest.mark.parametrize("head", [True, False])
+def test_any_encoder_teaches_and_the_student_is_a_plain_encoder(head, tmp_path, teacher_dir):
+    """A teacher with a task head or without one; the student (built with teacher layers) saves as an encoder
+    that AutoModel loads, and a window of the plan runs through it."""
+    from transformers import AutoModel, BertModel
+
+    from brewcli.train import build_models
+
+    teacher = teacher_dir
+    if not head:
+        teacher = tmp_path / "encoder"
+        BertModel(AutoModel.from_pretrained(teacher_dir).config).save_pretrained(teacher)
+        make_tokenizer().save_pretrained(teacher)
+    (tmp_path / "corpus.txt").write_text("".join(t + "\n" for t in docs(60, seed=9)))
+    path = write_recipe(tmp_path, {"train": tmp_path / "corpus.txt"}, teacher=teacher)
+    recipe = yaml.safe_load(path.read_text())
+    recipe["student"] = {"preset": "T3", "init": "teacher-layers"}  # the teacher's width: its layers copy
+    path.write_text(yaml.safe_dump(recipe))
+    plan = build_plan(load_recipe(path))
+    _, student = build_models(plan)
+    assert type(student).__name__ == "BertModel"
+    student.save_pretrained(tmp_path / "student")
+    loaded = AutoModel.from_pretrained(tmp_path / "student")
+    batch = plan.task.collate(plan.tokenizer)([plan.encoded["train"][i] for i in range(3)])
+    out = plan.task.logits(loaded(**batch.inputs))
+    assert out.shape == (3, 32, plan.task.logit_width(loaded.config))

@@ -35,7 +35,7 @@ class GeneralSpec(Strict):
     stride: int = Field(0, ge=0, description="tokens of overlap between consecutive windows")
     documents: Literal["auto", "lines", "paragraphs"] = Field(
         "auto", description=".txt files: a document per line, or paragraphs split by empty lines; auto: paragraphs "
-        "when the file has an empty line (in its first 8 MB), else lines")
+        "when the file has an empty line (in its first 4 MB), else lines")
 
 
 def special_tokens(tokenizer) -> tuple[list[int], list[int]]:
@@ -105,6 +105,10 @@ class General(Task):
             raise RecipeError("task.stride", f"is {stride}, but windows of data.max_length {n} hold {n - 2} tokens of "
                               f"text besides [CLS] and [SEP], so the stride must be less than {n - 2}",
                               f"set task.stride to about {n // 8} (or 0 for no overlap)")
+        files = [f for fs in (recipe.data.files or {}).values() for f in ([fs] if isinstance(fs, str) else fs)]
+        if recipe.task.documents != "auto" and not (files and all(f.lower().endswith(".txt") for f in files)):
+            raise RecipeError("task.documents", f"is {recipe.task.documents}, but it splits .txt files and this data "
+                              "is read by its column (data.text): a row is a document", "drop task.documents")
         import pyarrow.compute as pc
 
         ds = _rows(ds)
@@ -161,7 +165,7 @@ class General(Task):
                                       "attention_mask": datasets.Sequence(small),
                                       **({"token_type_ids": datasets.Sequence(small)} if types else {})})
         on_disk = bool(ds.cache_files)  # an in-memory split (a dry run's sample) is small: one process
-        procs = min(4, os.cpu_count() or 1) if on_disk and len(ds) > PARALLEL_ABOVE else 1
+        procs = min(4, _cpus()) if on_disk and len(ds) > PARALLEL_ABOVE else 1
         # the cache key: the documents, the tokenizer and every setting the windows depend on (not the code's
         # pickle, which names module functions such as `pack` without their contents). The processes are in it:
         # each packs its share of the documents, so a tail window or so differs between 1 and 4 of them
@@ -186,11 +190,11 @@ class General(Task):
         key, where = _source(spec, split)
         train = split == spec.train_split
         if train and tokens < room:
-            specials = f" besides {len(before) + len(after)} special tokens" if before or after else ""
+            specials = f" and {len(before) + len(after)} special tokens" if before or after else ""
             fit = (tokens + len(before) + len(after)) // 8 * 8
-            raise RecipeError(key, f"{where} has {tokens} tokens of text, fewer than one window of data.max_length {n} "
-                              f"holds ({room}{specials})", f"lower data.max_length to {fit} or less, or give more text"
-                              if fit >= 8 else "give more text")
+            raise RecipeError(key, f"{where} has {tokens} tokens of text, fewer than one window holds (data.max_length "
+                              f"{n}: {room} tokens of text{specials})", f"lower data.max_length to {fit} or less, or "
+                              "give more text" if fit >= 8 else "give more text")
         if not train and len(enc) == 0:
             raise RecipeError(key, f"{where} yields no window: it has {tokens} tokens of text, and a window needs at "
                               f"least {MIN_TAIL}", "give more held-out text, or leave out that split")
@@ -224,6 +228,11 @@ def _source(spec, split: str) -> tuple[str, str]:
 def _kind(feature) -> str:
     dtype = getattr(feature, "dtype", None)
     return f"{dtype} values" if dtype else f"{type(feature).__name__.lower()} values (lists or records)"
+
+
+def _cpus() -> int:
+    """The CPUs this process may run on (a container's or a job's share, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _rows(ds):
