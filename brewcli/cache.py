@@ -248,7 +248,8 @@ def plan_cache(plan, teacher, needs, teacher_inputs: list[str]) -> tuple[CachePl
     encoded = teacher.encoded if teacher.encoded is not None else plan.encoded["train"]
     lengths = row_lengths(encoded)
     itemsize = 2 if d.cache_dtype == "fp16" else 4
-    size = int(sum(int(lay.elements(lengths).sum()) for lay in lays) * itemsize)
+    scale = encoded.scale if getattr(encoded, "estimated", False) else 1  # a dry run's sample of a large corpus
+    size = int(sum(int(lay.elements(lengths).sum()) for lay in lays) * itemsize * scale)
     identity = {
         "format": FORMAT,
         "teacher": teacher.spec.model,

@@ -280,6 +280,13 @@ def evaluate_checkpoint(path: str, data_file: str | None = None, split: str | No
     acc = Accelerator(cpu=device == "cpu")
     tokenizer = load_tokenizer(str(folder), "checkpoint")
     encoded = task.encode(ds, tokenizer, recipe, names)
+    if task.headless:
+        from brewcli.heldout import evaluate_general
+
+        student, teacher, ref, timings = evaluate_general(folder, recipe, task, meta, encoded, task.collate(tokenizer),
+                                                          batch_size, acc, with_teacher)
+        return {"checkpoint": str(folder), **report(task, split, len(encoded), student, teacher, ref, device, None,
+                                                    timings)}
     doing(f"scoring {folder} on the {split} split")
     student_model = load_model(folder, task, acc)
     student = score(student_model, task, encoded, task.collate(tokenizer), batch_size,

@@ -81,3 +81,38 @@ def load_projections(objective, folder) -> None:
 WHAT_IT_MEASURES = ("a general run has no task metric: it is scored by its loss terms on held-out windows (lower is "
                     "better; each term as it is averaged in training, and `loss` their weighted sum). The student has "
                     "no head: start a task recipe from it with student: {model: %s}")
+
+
+def evaluate_general(folder, recipe, task, meta: dict, encoded, collate, batch_size: int, acc, with_teacher: bool):
+    """`brew eval` of a general run: (student, teacher, teacher path) and the keywords `report` takes. The terms are
+    the saved recipe's matches against the teacher brew.json records, with the saved projections. Returns (student,
+    teacher, teacher path, timings)."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from brewcli.errors import BrewError, doing
+    from brewcli.evaluate import Timed, load_model, time_against
+    from brewcli.matches import resolve_matches
+    from brewcli.models.hf import load_config
+    from brewcli.objective import build_objective
+
+    ref = meta.get("teacher") or recipe.teachers[0].model
+    if not with_teacher:
+        raise BrewError("--no-teacher: a general run is scored by its loss terms against its teacher; drop "
+                        "--no-teacher")
+    if Path(ref).is_absolute() and not Path(ref).exists():
+        raise BrewError(f"the teacher this checkpoint records, {ref}, is gone, and a general run is scored against it")
+    name = recipe.teachers[0].name
+    doing(f"loading the teacher {ref}")
+    teacher = load_model(ref, task, acc).eval()
+    student = load_model(folder, task, acc)
+    matches = [m for m in resolve_matches(recipe.distill.matches, {name: load_config(str(ref), "teacher")},
+                                          student.config) if m.teacher == name]
+    objective = build_objective(SimpleNamespace(recipe=recipe, task=task, matches=matches, teachers=[]))
+    objective.to(student.device)
+    load_projections(objective, folder)
+    doing(f"scoring {folder}'s loss terms")
+    scores = score_general(student, {name: teacher}, objective, task, encoded, collate, batch_size, acc, folder,
+                           Path(ref) if Path(ref).is_dir() else None)
+    timings = time_against(Timed(student, encoded, collate), (teacher, name), lambda _: (encoded, collate), acc)
+    return (*scores, ref, timings)

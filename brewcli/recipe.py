@@ -798,8 +798,10 @@ def holds(own, loc: tuple) -> bool:
 
 def merge(base, over, path: tuple = ()):
     """`over` merged into `base` as key=value overrides are: mappings key by key (recursively), lists and scalars
-    replace. A section written as a bare string (`teacher: path`) is first read as its mapping."""
-    if isinstance(over, dict):
+    replace. A section written as a bare string (`teacher: path`) is first read as its mapping. `data.files` names a
+    set of files, not settings, so a stage's replaces the whole set (a general stage's text files keep no test file
+    of the task's)."""
+    if isinstance(over, dict) and path != ("data", "files"):
         short = _shorthand_key(list(path)) if path else None
         if isinstance(base, str) and short:
             base = {short: base}

@@ -173,7 +173,8 @@ def render_plan(plan, stage: str | None = None) -> None:
                           + (", x T^2" if d.scale_by_t2 else "") + (", probability shift" if d.probability_shift else ""))
         if d.hard_label_weight > 0:
             terms.add_row("hard_label", _w(d.hard_label_weight, d.hard_label_weight_schedule), "task loss on gold labels")
-    terms.print_to(console)
+    if terms.rows:  # matches alone (a general run, an intermediate stage): their table says it all
+        terms.print_to(console)
     if plan.matches:
         m = FitTable(title="layer matches (layer 0 = embeddings)", drop=("shapes (teacher | student)", "weight"))
         for col, short in (("#", "#"), ("teacher -> student", "T -> S"), ("feature", "feature"), ("loss", "loss"),

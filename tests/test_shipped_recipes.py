@@ -43,13 +43,24 @@ def workdir(tmp_path_factory):
 TASK_SETS = ("wnut16", "bbc-multilabel", "bbc-qa")
 
 
+GENERAL = {"bbc/distill-T4-tiny-general.yaml", "bbc/tinybert-T4-tiny.yaml", "bbc-qa/distill-T4-tiny-general.yaml",
+           "wnut16/distill-T4-tiny-general.yaml", "general/T4-tiny.yaml"}  # need data/general (and its student)
+
+
 def test_every_recipe_is_covered():
-    assert [p.relative_to(ROOT / "recipes").as_posix() for p in RECIPES] == [
+    found = [p.relative_to(ROOT / "recipes").as_posix() for p in RECIPES]
+    assert [p for p in found if p not in GENERAL] == [
         f"{s}/{r}.yaml" for s in ("bbc", "bbc-multilabel", "bbc-qa", "wnut16")
         for r in ("distill-T3", "distill-T4-tiny", "teacher")]
+    assert GENERAL <= set(found)
 
 
-@pytest.mark.parametrize("recipe", [r for r in RECIPES if r.parent.name == "bbc"], ids=lambda p: p.name)
+def _general(p: Path) -> bool:
+    return p.relative_to(ROOT / "recipes").as_posix() in GENERAL
+
+
+@pytest.mark.parametrize("recipe", [r for r in RECIPES if r.parent.name == "bbc" and not _general(r)],
+                         ids=lambda p: p.name)
 def test_recipe_dry_run(recipe, workdir, monkeypatch):
     monkeypatch.chdir(workdir)
     command = "train" if "teacher" in recipe.name else "distill"
@@ -86,7 +97,7 @@ def task_workdir(workdir):
     return workdir
 
 
-@pytest.mark.parametrize("recipe", [r for r in RECIPES if r.parent.name in TASK_SETS],
+@pytest.mark.parametrize("recipe", [r for r in RECIPES if r.parent.name in TASK_SETS and not _general(r)],
                          ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_task_recipe_dry_run(recipe, task_workdir, monkeypatch):
     monkeypatch.chdir(task_workdir)
@@ -108,3 +119,45 @@ def test_quickstart_distill_runs_on_real_weights(workdir, monkeypatch):
     r = runner.invoke(app, ["eval", "runs/bbc-T3", "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["teacher_path"] == str(workdir / "runs/bbc-teacher")
+
+
+@pytest.fixture(scope="module")
+def general_workdir(task_workdir):
+    """A small unlabelled corpus where data/general goes (scripts/prepare_general.py makes the real one) and a 1-step
+    general student where the task recipes start from it."""
+    import os
+    import random
+
+    rng = random.Random(0)
+    words = ("the minister said on monday that the new plan would cut costs for families across the country while "
+             "critics warned it came too late").split()
+    (task_workdir / "data/general").mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", 120), ("validation", 12)):
+        docs = [" ".join(rng.choice(words) for _ in range(rng.randint(20, 60))) for _ in range(n)]
+        (task_workdir / f"data/general/{split}.txt").write_text("\n\n".join(docs) + "\n")
+    old = os.getcwd()
+    os.chdir(task_workdir)
+    try:
+        r = runner.invoke(app, ["distill", "recipes/general/T4-tiny.yaml", "train.max_steps=1", "data.max_length=32",
+                                "train.batch_size=4", "train.eval_batch_size=8"])
+        assert r.exit_code == 0, r.output
+    finally:
+        os.chdir(old)
+    return task_workdir
+
+
+def test_general_student_is_a_plain_encoder(general_workdir):
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(general_workdir / "runs/general-T4-tiny")
+    assert type(model).__name__ == "BertModel" and model.config.hidden_size == 312
+    metrics = json.loads((general_workdir / "runs/general-T4-tiny/metrics.json").read_text())
+    assert metrics["student"]["loss"] > 0 and metrics["task"] == "general"
+
+
+@pytest.mark.parametrize("recipe", sorted(GENERAL - {"general/T4-tiny.yaml"}))
+def test_recipes_from_the_general_student_dry_run(recipe, general_workdir, monkeypatch):
+    monkeypatch.chdir(general_workdir)
+    r = runner.invoke(app, ["distill", f"recipes/{recipe}", "--dry-run"])
+    assert r.exit_code == 0, r.output
+    assert "layer matches" in r.output
