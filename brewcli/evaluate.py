@@ -149,9 +149,9 @@ def score(model, task, encoded, collate, batch_size: int, metric, acc=None, fold
 
 def ensemble_mix(recipe) -> str | None:
     """What several teachers' scores average: probabilities (softmax or sigmoid), or logits (None)."""
-    from brewcli.objective import MIXES
+    from brewcli.losses import KD_LOSSES
 
-    return MIXES[recipe.kd_loss] if recipe.distill.ensemble == "probabilities" else None
+    return KD_LOSSES.get(recipe.kd_loss).target if recipe.distill.ensemble == "probabilities" else None
 
 
 def score_teachers(teachers: list[tuple], task, mix: str | None, scorer, shared: bool = True):

@@ -39,7 +39,25 @@ class MatchLoss:
         return self.kinds or (self.feature,)
 
 
-KD_LOSSES: Registry[Callable[[Tensor, Tensor, Tensor], Tensor]] = Registry("kd loss", "losses")
+@dataclass(frozen=True)
+class KDLoss:
+    """A logit loss and what it needs to be told apart: the distribution its target is (what several teachers'
+    `ensemble: probabilities` averages, and whose entropy guidance reads) and whether its value includes the target's
+    entropy (soft cross-entropies: their value never reaches 0, so guidance does not compare it by value)."""
+
+    fn: Callable[[Tensor, Tensor, Tensor], Tensor]
+    target: str | None  # softmax | sigmoid | None (KD on the logits themselves)
+    floored: bool = False
+
+    def __call__(self, s: Tensor, t: Tensor, temperature) -> Tensor:
+        return self.fn(s, t, temperature)
+
+
+KD_LOSSES: Registry[KDLoss] = Registry("kd loss", "losses")
+
+
+def _kd(name: str, doc: str, target: str | None, floored: bool = False):
+    return lambda fn: (KD_LOSSES.add(name, KDLoss(fn, target, floored), doc), fn)[1]
 MATCH_LOSSES: Registry[MatchLoss] = Registry("loss", "losses")
 
 
@@ -48,26 +66,27 @@ def _t(temperature: Tensor | float, like: Tensor) -> Tensor:
     return t.reshape(-1, 1) if t.dim() else t
 
 
-@KD_LOSSES.register("ce", "soft cross-entropy -sum softmax(zT/t) * log_softmax(zS/t) (TextBrewer's default)")
+@_kd("ce", "soft cross-entropy -sum softmax(zT/t) * log_softmax(zS/t) (TextBrewer's default)", "softmax", True)
 def kd_ce(s: Tensor, t: Tensor, temperature: Tensor | float) -> Tensor:
     tau = _t(temperature, s)
     return -(F.softmax(t / tau, dim=-1) * F.log_softmax(s / tau, dim=-1)).sum(-1)
 
 
-@KD_LOSSES.register("kl", "KL(teacher || student) of the softened distributions (Hinton, DistilBERT)")
+@_kd("kl", "KL(teacher || student) of the softened distributions (Hinton, DistilBERT)", "softmax")
 def kd_kl(s: Tensor, t: Tensor, temperature: Tensor | float) -> Tensor:
     tau = _t(temperature, s)
     log_pt = F.log_softmax(t / tau, dim=-1)
     return (log_pt.exp() * (log_pt - F.log_softmax(s / tau, dim=-1))).sum(-1)
 
 
-@KD_LOSSES.register("bce", "binary cross-entropy of sigmoid(zS/t) against sigmoid(zT/t), mean over labels (multi-label)")
+@_kd("bce", "binary cross-entropy of sigmoid(zS/t) against sigmoid(zT/t), mean over labels (multi-label)", "sigmoid",
+     True)
 def kd_bce(s: Tensor, t: Tensor, temperature: Tensor | float) -> Tensor:
     tau = _t(temperature, s)
     return F.binary_cross_entropy_with_logits(s / tau, torch.sigmoid(t / tau), reduction="none").mean(-1)
 
 
-@KD_LOSSES.register("mse", "mean squared error of zS/t and zT/t; the one to use for regression")
+@_kd("mse", "mean squared error of zS/t and zT/t; the one to use for regression", None)
 def kd_mse(s: Tensor, t: Tensor, temperature: Tensor | float) -> Tensor:
     tau = _t(temperature, s)
     return ((s / tau - t / tau) ** 2).mean(-1)

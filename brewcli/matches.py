@@ -63,8 +63,6 @@ for _name, _feature, _loss, _pairs, _doc in [
     MATCH_PRESETS.add(_name, MatchPreset(_feature, _loss, _pairs), _doc)
 
 
-
-
 @dataclass(frozen=True)
 class Planned:
     """One match a composite preset expands into, before its widths are read."""

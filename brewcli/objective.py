@@ -52,9 +52,6 @@ def ensemble_target(logits: list[torch.Tensor], weights: list[float], tau, kind:
     return t * torch.logit(p)  # sigmoid(this / t) == p
 
 
-MIXES = {"ce": "softmax", "kl": "softmax", "bce": "sigmoid", "mse": None}  # what `ensemble: probabilities` averages
-
-
 class Term:
     """One loss term: its value on a micro-batch (a mean over `unit`), its weight and what it reads."""
 
@@ -100,10 +97,10 @@ class LogitKD(Term):
         self.task, self.unit = task, task.label_unit
         self.teachers = [(t.name, t.spec.weight, t.label_order) for t in teachers if t.spec.weight > 0]
         self.teacher = {name: Needs(logits=True) for name, _, _ in self.teachers}
-        self.kind = MIXES[kd_loss]  # the target's distribution: softmax, sigmoid or none (KD on logits)
-        self.floored = kd_loss in ("ce", "bce")  # its value includes the target's entropy (a constant)
-        self.mix = self.kind if distill.ensemble == "probabilities" else None
         self.loss = KD_LOSSES.get(kd_loss)
+        self.kind = self.loss.target  # the target's distribution: softmax, sigmoid or none (KD on logits)
+        self.floored = self.loss.floored  # its value includes the target's entropy (a constant)
+        self.mix = self.kind if distill.ensemble == "probabilities" else None
         self.temperature, self.scale_by_t2, self.shift = distill.temperature, distill.scale_by_t2, distill.probability_shift
         self.scheduler = TEMPERATURE.get(distill.temperature_scheduler.name)
         self.scheduler_args = distill.temperature_scheduler.kwargs()
