@@ -192,7 +192,9 @@ def eval_(checkpoint: str = typer.Argument(..., help="a brew output folder, best
 @app.command(epilog="Examples:  brew init --teacher runs/bbc-teacher --student T3 --data data/bbc/train.jsonl  |  "
              "brew init --train --model bert-base-cased --data train.conll --out teacher.yaml  |  "
              "brew init --teacher runs/bbc-teacher --data data/bbc --out r.yaml  |  "
-             "brew init --stages --teacher runs/bbc-teacher --student T4-tiny --data data/bbc")
+             "brew init --stages --teacher runs/bbc-teacher --student T4-tiny --data data/bbc  |  "
+             "brew init --task general --teacher runs/bbc-teacher --student T4-tiny --data corpus.txt  |  "
+             "brew init --stages --general corpus.txt --teacher runs/bbc-teacher --student T4-tiny --data data/bbc")
 @_guarded
 def init(task: Optional[str] = typer.Option(None, help="the task (`brew ls tasks`); proposed from the data if left out"),
          teacher: Optional[str] = typer.Option(None, help="Hugging Face id or local folder of the teacher"),
@@ -211,19 +213,43 @@ def init(task: Optional[str] = typer.Option(None, help="the task (`brew ls tasks
          model: Optional[str] = typer.Option(None, help="with --train: the model to fine-tune"),
          stages: bool = typer.Option(False, "--stages", help="distill in two stages: the intermediate layers, then "
                                      "the predictions (TinyBERT's task distillation)"),
+         general: Optional[str] = typer.Option(None, "--general", help="a corpus of unlabelled text (.txt, or a "
+                                               "text column): a first stage of general distillation on it, before "
+                                               "the task's two (implies --stages)"),
+         general_eval: Optional[str] = typer.Option(None, "--general-eval", help="with --general: held-out text "
+                                                    "(default: 2% of the corpus)"),
          out: Optional[Path] = typer.Option(None, help="where to write the recipe"),
          force: bool = typer.Option(False, "--force", help="overwrite an existing file")):
     """Write a commented recipe to start from: reads the data, proposes the task, its columns and the training
     settings, asks for what the flags leave out. Paths in it are relative to the recipe's folder."""
     from brewcli.models.students import PRESETS
-    from brewcli.scaffold import check_model, check_out, choose_columns, peek, propose_task, train_file, write_recipe
+    from brewcli.scaffold import (check_model, check_out, choose_columns, general_corpus, peek, propose_task,
+                                  train_file, write_recipe)
     from brewcli.tasks import TASKS
     from brewcli.ui import console
 
     ask = _interactive()
+    if general_eval and not general:
+        raise BrewError("brew init: --general-eval is the held-out text of the corpus --general names; give both")
+    if general and train:
+        raise BrewError("brew init: --general adds a stage of general distillation, which needs a teacher; --train "
+                        "fine-tunes one model, so give one of them")
     if stages and train:
         raise BrewError("brew init: --stages writes a distillation recipe in stages; --train fine-tunes one model, "
                         "so give one of them")
+    task = TASKS.canonical(task) if task else None
+
+    def check_task(task: str) -> None:
+        if task == "general" and train:
+            raise BrewError("brew init: task general distils a teacher's layers on unlabelled text, so it has no "
+                            "`brew train` recipe; leave out --train and name the --teacher")
+        if task == "general" and (stages or general):
+            raise BrewError(f"brew init: {'--general' if general else '--stages'} with task general: the stages are "
+                            "a task's, after general distillation on the corpus; give the task and its data, and the "
+                            "corpus with --general, e.g. brew init --stages --general corpus.txt --task "
+                            "classification --data train.csv")
+
+    check_task(task)
 
     def value(current, flag, prompt, default, choices=None, check=None):
         """The flag's value, else the default (no terminal) or the answer to a prompt. `check` raises BrewError on
@@ -246,9 +272,17 @@ def init(task: Optional[str] = typer.Option(None, help="the task (`brew ls tasks
                      check=lambda o: check_out(Path(o), force)))
     data = value(data, "--data", "Data (file, folder or dataset[:config])", None, check=train_file)
     found = train_file(data)
-    kind, columns, rows = peek(str(found)) if found else ("hub", {}, None)
+    plain = {"general": True, "token-classification": False}  # how those tasks read a .txt file
+    kind, columns, rows = peek(str(found), text=plain.get(task)) if found else ("hub", {}, None)
     task = TASKS.canonical(value(task, "--task", "Task", propose_task(kind, columns) if columns else "classification",
                                  TASKS.names()))
+    if found and found.suffix.lower() == ".txt" and plain.get(task, kind == "text") != (kind == "text"):
+        kind, columns, rows = peek(str(found), text=plain[task])  # the task answered at the prompt reads it so
+    check_task(task)
+    if kind == "text" and task != "general":
+        raise BrewError(f"brew init: --data {found.name} is plain text (no token and tag columns: not CoNLL), which "
+                        f"task general reads; task {task} reads a CSV, JSON or Parquet file with its columns")
+    corpus = general_corpus(general, general_eval) if general else None
     flag = "--model" if train else "--teacher"
     model = value(model or teacher if train else teacher, flag, "Model to fine-tune (Hugging Face id or folder)"
                   if train else "Teacher (Hugging Face id or folder)", None, check=lambda m: check_model(m, flag))
@@ -258,7 +292,7 @@ def init(task: Optional[str] = typer.Option(None, help="the task (`brew ls tasks
                             (lambda what: typer.prompt(f"Column holding {what} ({', '.join(columns)})")) if ask else None)
     notes = write_recipe(out, task=task, model=model, student=None if train else student, data=data, found=found,
                          columns=columns, chosen=chosen, rows=rows, given={"test": test, "eval": eval_file},
-                         stages=stages)
+                         stages=stages, kind=kind, general=corpus)
     for note in notes:
         console.print(note, markup=False)
     shown = ", ".join(f"{k} <- {v}" for k, v in chosen.items())

@@ -6,7 +6,9 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import statistics
+import textwrap
 from itertools import islice, takewhile
 from pathlib import Path
 
@@ -17,14 +19,18 @@ LOCAL = (".csv", ".tsv", ".json", ".jsonl", ".parquet", ".conll", ".txt")
 LABEL_NAMES = ("label", "labels", "target", "class", "category", "y", "score", "stars", "sentiment", "topic")
 
 
-def peek(path: str, rows: int = 50) -> tuple[str, dict[str, list], int]:
-    """(kind, {column: its first values}, number of rows) of a local data file, read the way brew will read it."""
+def peek(path: str, rows: int = 50, text: bool | None = None, flag: str = "--data") -> tuple[str, dict[str, list], int]:
+    """(kind, {column: its first values}, number of rows) of a local data file, read the way brew will read it.
+    A .txt file is CoNLL or plain text (kind "text": documents, for task general): `text` says which (None: what it
+    looks like, `looks_conll`); a plain text file's rows are its documents (counted from its first 8 MB)."""
     p = Path(path)
     suffix = p.suffix.lower()
+    if suffix == ".txt" and (text if text is not None else not looks_conll(p)):
+        return read_text(p, rows, flag)
     if suffix in (".conll", ".txt"):
         from brewcli.tasks.tokens import read_conll
 
-        _, records = read_conll(p, "--data", "tokens", "ner_tags")
+        _, records = read_conll(p, flag, "tokens", "ner_tags")
         return "conll", _columns(records[:rows]), len(records)
     if suffix == ".json":
         from brewcli.tasks.qa import read_squad
@@ -57,6 +63,42 @@ def peek(path: str, rows: int = 50) -> tuple[str, dict[str, list], int]:
         except json.JSONDecodeError as e:
             raise BrewError(f"brew init: --data {path} is not valid JSON ({e})") from None
     return "json", _columns([r for r in records if isinstance(r, dict)]), count
+
+
+TAG = re.compile(r"^(O|[BIESLU]-\S+)$")  # an IOB/BIOES tag, as CoNLL files end their lines
+
+
+def looks_conll(path: Path, budget: int = 1 << 16) -> bool:
+    """Whether a .txt file is CoNLL (a token per line, its tag in the last column, tab- or space-separated) rather
+    than plain text: its first non-blank lines (-DOCSTART- aside) all hold tabs, or nearly all hold the same small
+    number of fields with tags in the last one (IOB tags, or far fewer kinds of last field than of first). A file
+    without a line of text is left to the CoNLL reader, as before plain text was read."""
+    with open(path, "rb") as f:
+        raw = f.read(budget)
+    cut = raw.splitlines()[:-1] if len(raw) == budget else raw.splitlines()  # the last line read may go on
+    lines = [ln for ln in (b.decode("utf-8", errors="replace") for b in cut)
+             if ln.strip() and not ln.startswith("-DOCSTART-")][:500]
+    if not lines:
+        return True
+    if all("\t" in ln.strip() for ln in lines):
+        return True
+    fields = [ln.split() for ln in lines]
+    n = statistics.mode(len(f) for f in fields)
+    same = [f for f in fields if len(f) == n]
+    if not 2 <= n <= 10 or len(same) < 0.9 * len(fields):
+        return False
+    firsts, lasts = {f[0] for f in same}, {f[-1] for f in same}
+    return all(TAG.match(f[-1]) for f in same) or len(lasts) <= max(1, len(firsts) // 2)
+
+
+def read_text(p: Path, rows: int, flag: str = "--data") -> tuple[str, dict[str, list], int]:
+    """A plain text file as task general reads it (`documents: auto`): its first documents, and how many it holds
+    (estimated from the first 8 MB of a larger file)."""
+    from brewcli.datafiles import sample_text
+
+    sample = sample_text(p, flag)
+    count = len(sample.texts) if sample.read >= sample.size else round(len(sample.texts) * sample.size / sample.read)
+    return "text", {"text": sample.texts[:rows]}, count
 
 
 SPLIT_FILES = {"eval": ("eval", "validation", "dev"), "test": ("test",)}  # file names of each split beside train
@@ -99,10 +141,12 @@ def train_file(data: str) -> Path | None:
     return p
 
 
-def other_splits(train: Path, given: dict[str, str | None], columns: list[str]) -> tuple[dict[str, Path], list[str]]:
+def other_splits(train: Path, given: dict[str, str | None], columns: list[str],
+                 text: bool | None = None) -> tuple[dict[str, Path], list[str]]:
     """The eval and test files: each one given (--eval, --test), else a file of the same format beside the train
     file named for the split (test.csv beside train.csv, or bbc_test.csv beside bbc_train.csv). A file found
-    that lacks the chosen `columns` (a test set without labels) is left out. Returns ({split: file}, notes)."""
+    that lacks the chosen `columns` (a test set without labels) is left out. `text`: .txt files are plain text
+    (True) or CoNLL (False), as the train file was read. Returns ({split: file}, notes)."""
     found, notes = {}, []
     for split, names in SPLIT_FILES.items():
         if given.get(split):
@@ -112,7 +156,7 @@ def other_splits(train: Path, given: dict[str, str | None], columns: list[str]) 
             if _format(f) != _format(train):
                 raise BrewError(f"brew init: --{split} {given[split]} is a {f.suffix} file but the train file is "
                                 f"{train.suffix}; a recipe reads one format, so convert one of them")
-            missing = _missing(f, columns)
+            missing = _missing(f, columns, text, f"--{split}")
             if missing:
                 raise BrewError(f"brew init: --{split} {given[split]} has no column '{missing}' (the train file's "
                                 f"{', '.join(columns)})")
@@ -123,7 +167,7 @@ def other_splits(train: Path, given: dict[str, str | None], columns: list[str]) 
                   if c.is_file() and c != train and c not in found.values()), None)
         if f is None:
             continue
-        missing = _missing(f, columns)
+        missing = _missing(f, columns, text)
         if missing:
             notes.append(f"{f.name} beside {train.name} has no column '{missing}', so it is not used as the {split} "
                          f"split (--{split} names one)")
@@ -133,10 +177,11 @@ def other_splits(train: Path, given: dict[str, str | None], columns: list[str]) 
     return found, notes
 
 
-def _missing(path: Path, columns: list[str]) -> str | None:
-    """The first of `columns` the file lacks (CoNLL and SQuAD files have fixed fields, read under the recipe's names)."""
-    kind, have, _ = peek(str(path), rows=5)
-    return None if kind in ("conll", "squad") else next((c for c in columns if c not in have), None)
+def _missing(path: Path, columns: list[str], text: bool | None = None, flag: str = "--data") -> str | None:
+    """The first of `columns` the file lacks (CoNLL, SQuAD and plain text files have fixed fields, read under the
+    recipe's names)."""
+    kind, have, _ = peek(str(path), rows=5, text=text, flag=flag)
+    return None if kind in ("conll", "squad", "text") else next((c for c in columns if c not in have), None)
 
 
 def _columns(records: list[dict]) -> dict[str, list]:
@@ -155,6 +200,8 @@ def propose_task(kind: str, columns: dict[str, list]) -> str:
     """The task the data looks like; the user confirms or overrides it."""
     if kind == "conll":
         return "token-classification"
+    if kind == "text" or (len(columns) == 1 and all(isinstance(v, str) for v in next(iter(columns.values())))):
+        return "general"  # documents without labels: general distillation
     if kind == "squad" or {"question", "context", "answers"} <= set(columns):
         return "question-answering"
     lists = [c for c, v in columns.items() if _is_words(v)]
@@ -226,7 +273,8 @@ def task_block(task, values: dict | None = None) -> str:
     for key, field in options.items():
         default = values.get(key, field.default)
         value = json.dumps(default) if not isinstance(default, str) else default
-        lines.append(f"  {key}: {value}".ljust(33) + f"# {field.description}")
+        line = f"  {key}: {value}".ljust(33) + f"# {field.description}"
+        lines.append(line if len(line) <= WIDTH else _line(f"  {key}: {value}", field.description))
     return "\n".join(lines) + "\n"
 
 
@@ -275,7 +323,7 @@ STAGES = """\
 # key=value overrides do): mappings merge, lists and values replace.
 stages:
   # General distillation (the student learns the teacher's layers on unlabelled text, before the task) would be a
-  # first stage here, e.g.  - {name: general, task: general, data: {files: {train: corpus.txt}}}
+  # first stage: `brew init --stages --general corpus.txt` writes this recipe with one (its own task and data)
   - name: intermediate
     distill:
       kd_weight: 0                # no logits yet: the student's layers learn the teacher's
@@ -284,6 +332,28 @@ stages:
           feature: hidden
           loss: hidden_mse        # a projection is added automatically when widths differ
   - name: predictions             # then the teacher's predictions, from the student the stage above saved
+    distill:
+      kd_weight: 1.0
+      matches: []                 # a list replaces the one above: no layer matches in this stage
+"""
+STAGES_GENERAL = """\
+# Stages run one after the other, each into train.output_dir/NAME, each starting from the student the stage before
+# saved (TinyBERT's pipeline: general distillation on unlabelled text, then the task's intermediate layers, then
+# its predictions); the last stage's student ends up at the top of train.output_dir. A stage's sections merge key
+# by key over the ones above (as key=value overrides do): mappings merge, lists and values replace. The general
+# stage reads the corpus and the task's stages the task's files, so each stage has a data: section of its own
+# (one at the top would merge into both); `*task-data` repeats stage intermediate's (a YAML alias: edit it there).
+stages:
+{general}\
+  - name: intermediate            # the task: the student's layers learn the teacher's on the task's data
+    data: &task-data
+{data}
+    distill:
+      kd_weight: 0                # no logits yet: the student's layers learn the teacher's
+      matches:                    # intermediate-layer losses (`brew ls matches`, `brew ls losses`)
+{matches}
+  - name: predictions             # then the teacher's predictions, from the student the stage above saved
+    data: *task-data              # the same data as stage intermediate
     distill:
       kd_weight: 1.0
       matches: []                 # a list replaces the one above: no layer matches in this stage
@@ -309,17 +379,23 @@ train:
 
 def render(*, task: str, model: str, student: str | None, data: str, path: str, columns: dict,
            max_length: int = 128, files: dict[str, str] | None = None, training: dict | None = None,
-           output_dir: str | None = None, stages: bool = False) -> str:
+           output_dir: str | None = None, stages: bool = False, general: dict | None = None) -> str:
     """The recipe text: a distillation recipe when `student` is a preset, else a `brew train` recipe for `model`.
     `model`, `files` and `output_dir` are written as given (relative to the recipe's folder: `recipe_path`);
     `training` holds the proposed epochs, lr and group_by_length with their reasons (`propose_training`).
-    `stages`: a distillation in two stages, the intermediate layers and then the predictions (STAGES)."""
+    `stages`: a distillation in two stages, the intermediate layers and then the predictions (STAGES).
+    `general` (files, column, max_length, layers: write_recipe's): three stages, general distillation on a corpus
+    first (STAGES_GENERAL); each stage then has its own data section."""
     t = TASKS.get(task)
     name = Path(path).stem
     command = "distill" if student else "train"
     what = f"distill {model} into a {student} student" if student else f"fine-tune {model} (e.g. to make a teacher)"
-    what += " in two stages" if stages and student else ""
-    head = (f"# brew recipe: {what}, task {task}.\n# Paths are relative to this file's folder.\n"
+    if general and student:
+        what += (f" in three stages, task {task}:\n# general distillation on a corpus, then the task's intermediate "
+                 "layers, then its predictions")
+    else:
+        what += (" in two stages" if stages and student else "") + f", task {task}"
+    head = (f"# brew recipe: {what}.\n# Paths are relative to this file's folder.\n"
             f"# Run it:            brew {command} {path}\n"
             f"# Check it first:    brew {command} {path} --dry-run     (configs only, no weights)\n"
             f"# Override a value:  brew {command} {path} train.epochs=5\nname: {name}\n\n")
@@ -331,7 +407,8 @@ def render(*, task: str, model: str, student: str | None, data: str, path: str, 
         body += STUDENT.format(student=student) + "\n"
     else:
         body += "student:\n" + f"  model: {model}".ljust(32) + "  # the model being fine-tuned (no teacher: plain training)\n\n"
-    body += "data:\n" + data_block(data, t, columns, max_length, files) + "\n\n"
+    if not (general and student):  # else each stage has its own (STAGES_GENERAL)
+        body += "data:\n" + data_block(data, t, columns, max_length, files) + "\n\n"
     if student:
         distill = DISTILL.format(kd_loss=t.kd_losses[0], task=task)
         if stages:  # the stages choose the matches
@@ -340,16 +417,193 @@ def render(*, task: str, model: str, student: str | None, data: str, path: str, 
     training = training or propose_training(t, {}, columns, None, max_length, model, bool(student))
     body += TRAIN.format(output_dir=output_dir or f"runs/{name}", metric=t.main_metric,
                          **{k: v for key, (value, why) in training.items() for k, v in ((key, value), (f"{key}_why", why))})
-    if stages and student:
+    if general and student:
+        layers = general["layers"]
+        body += "\n" + STAGES_GENERAL.format(
+            general=general_stage(general, task),
+            data="\n".join(_indented(data_block(data, t, columns, max_length, files), "    ")),
+            matches=_line(f"        - preset: {layers['preset']}", layers["why"]))
+    elif stages and student:
         body += "\n" + STAGES
     return head + body
 
 
+# ---------------------------------------------------------------------------------------------- general distillation
+
+GENERAL_EVAL_FRACTION = 0.02  # of a corpus's documents, held out when no held-out file is given
+WIDTH = 116  # of a written line; a longer comment goes on the lines above its key
+
+
+def _line(text: str, comment: str, at: int = 34) -> str:
+    """`text` with `# comment` from column `at` (counted from 0, as the templates above write them; or two spaces
+    after a longer text); a comment that would run past WIDTH is written above, wrapped."""
+    line = f"{text.ljust(at)}# {comment}" if len(text) < at - 1 else f"{text}  # {comment}"
+    if len(line) <= WIDTH:
+        return line
+    indent = text[: len(text) - len(text.lstrip())]
+    return "\n".join([*textwrap.wrap(comment, WIDTH - len(indent) - 2, initial_indent=indent + "# ",
+                                      subsequent_indent=indent + "# "), text])
+
+
+def _indented(lines: str, by: str) -> list[str]:
+    """Lines of a section moved right by `by`, their `# comments` kept in the templates' column."""
+    out = []
+    for line in lines.splitlines():
+        code, sep, comment = line.partition("  # ")
+        out.append(_line(by + code.rstrip(), comment) if sep else by + line)
+    return out
+
+
+def _teacher_widths(model: str):
+    """The teacher's widths from its config.json (a local folder, or a Hub id in the local cache); None if unread."""
+    from types import SimpleNamespace
+
+    from brewcli.models.families import FamilyError, read_widths
+
+    config = _config_json(model)
+    try:
+        return read_widths(SimpleNamespace(**config)) if config else None
+    except (FamilyError, AttributeError, TypeError):
+        return None
+
+
+def layer_preset(model: str, student: str) -> tuple[str, str]:
+    """(match preset, why) for learning the teacher's layers: TinyBERT's (hidden states and attention scores) when
+    the head counts agree, else MiniLM v2's relations, which fit any head counts (attention scores do not)."""
+    from brewcli.models.students import PRESETS
+
+    widths = _teacher_widths(model)
+    if widths is None:
+        return "tinybert", "hidden states (one shared projection) + attention scores; equal head counts"
+    heads = PRESETS.get(student).heads or widths.heads
+    if heads == widths.heads:
+        return "tinybert", f"hidden states (one shared projection) + attention scores ({heads} heads each)"
+    return "minilm-v2", (f"tinybert compares attention scores head by head, but the teacher has {widths.heads} heads "
+                         f"and {student} {heads}: Q-Q, K-K, V-V relations fit any head counts")
+
+
+def _cache_why(model: str, student: str, preset: str, max_length: int) -> str:
+    """Why a general run reads the teacher live: what the cache would store a window, for the preset's features."""
+    from brewcli.matches import ckd_layers
+    from brewcli.models.students import PRESETS
+    from brewcli.ui import human
+
+    widths, layers, n = _teacher_widths(model), PRESETS.get(student).layers, max_length
+    live = "too much to store for a whole corpus: the teacher runs live"
+    if widths is None:
+        return f"the teacher's hidden states and attention maps come to MBs a window, {live}"
+    if preset == "tinybert":
+        what, size = f"{layers + 1} hidden states and {layers} score maps", (layers + 1) * n * widths.hidden + \
+            layers * widths.heads * n * n
+    elif preset == "minilm-v2":
+        what, size = "the last layer's queries, keys and values", 3 * n * widths.hidden
+    else:
+        k = len(ckd_layers(widths.layers, layers))
+        what, size = f"{k} hidden states", k * n * widths.hidden
+    return f"{what}: ~{human(2 * size, 'B')} a window (fp16, {n} tokens), {live}"
+
+
+def general_data(files: dict[str, str], column: str | None, max_length: int, indent: str = "  ") -> list[str]:
+    """The data section's lines of task general: the corpus (and held-out text, or a fraction of the corpus)."""
+    lines = [f"{indent}files:", *(f"{indent}  {split}: {f}" for split, f in files.items())]
+    if "validation" in files:
+        lines.append(_line(f"{indent}eval_split: validation", "the loss on its windows picks the best checkpoint"))
+    else:
+        lines.append(_line(f"{indent}eval_fraction: {GENERAL_EVAL_FRACTION}", "of the documents, held out: the loss "
+                           "on their windows picks the best checkpoint"))
+    if "test" in files:
+        lines.append(_line(f"{indent}test_split: test", "scored (the loss) at the end"))
+    if column:
+        lines.append(_line(f"{indent}text: {column}", "the column holding the documents' text"))
+    lines.append(_line(f"{indent}max_length: {max_length}", "tokens a window: documents are packed into windows "
+                       "of this many"))
+    return lines
+
+
+def layer_plan(model: str, student: str, max_length: int) -> dict[str, str]:
+    """{preset, why, cache}: the layer matches to write for `model` (read from its config: a local folder, or a Hub
+    id in the local cache) and a `student` preset, and why a general run reads the teacher live."""
+    preset, why = layer_preset(model, student)
+    return {"preset": preset, "why": why, "cache": _cache_why(model, student, preset, max_length)}
+
+
+LAYER_PRESETS = {"tinybert": "hidden states and attention scores, layer by layer; equal head counts",
+                 "minilm-v2": "Q-Q, K-K, V-V relations of the last layer; any widths and head counts",
+                 "ckd": "word and layer relations of hidden states; any widths"}
+
+
+def general_matches(layers: dict[str, str], indent: str = "  ") -> list[str]:
+    preset, why = layers["preset"], layers["why"]
+    others = [f"{indent}  #   {name}: {what}" for name, what in LAYER_PRESETS.items() if name != preset]
+    return [_line(f"{indent}matches:", "layer matches only: no logits to distil, no labels (`brew ls matches`)"),
+            _line(f"{indent}  - preset: {preset}", why),
+            f"{indent}  # or one of these (`brew ls matches`):", *others]
+
+
+GENERAL_TRAIN = [("epochs: 3", "a corpus is seen a few times (recipes/general/T4-tiny.yaml: 5 epochs of ~4 MB)"),
+                 ("batch_size: 32", "windows a step"),
+                 ("lr: 5.0e-4", ("a randomly initialised student learns the teacher's layers fast (as "
+                                 "recipes/general/T4-tiny.yaml)")),
+                 ("warmup: 0.06", "fraction of steps"),
+                 ("weight_decay: 1.0e-4", None)]
+
+
+def render_general(*, model: str, student: str, path: str, files: dict[str, str], column: str | None,
+                   max_length: int, output_dir: str, layers: dict[str, str]) -> str:
+    """A recipe of task general: the student learns the teacher's layers on unlabelled text (`layers`:
+    layer_plan's)."""
+    name = Path(path).stem
+    head = (f"# brew recipe: distill {model} into a {student} student, task general.\n"
+            "# General (task-agnostic) distillation: the student's layers learn the teacher's on unlabelled text (no\n"
+            "# labels, no head). The output is a plain encoder: a task recipe starts from it with\n"
+            f"# `student: {{model: {output_dir}}}`, or `brew init --stages --general CORPUS` writes both in one "
+            "recipe.\n"
+            f"# Paths are relative to this file's folder.\n"
+            f"# Run it:            brew distill {path}\n"
+            f"# Check it first:    brew distill {path} --dry-run     (configs only, no weights)\n"
+            f"# Override a value:  brew distill {path} train.epochs=5\nname: {name}\n\n")
+    body = task_block(TASKS.get("general")) + "\n"
+    body += _line(f"teacher: {model}", "a Hugging Face id or a local folder; a pretrained (not fine-tuned) "
+                  "encoder will do") + "\n\n"
+    body += STUDENT.format(student=student) + "\n"
+    body += "data:\n" + "\n".join(general_data(files, column, max_length)) + "\n\n"
+    body += "distill:\n" + "\n".join(general_matches(layers)) + "\n"
+    body += _line("  teacher_cache: off", layers["cache"]) + "\n\n"
+    body += "train:\n" + f"  output_dir: {output_dir}\n"
+    body += "\n".join(_line(f"  {k}", why) if why else f"  {k}" for k, why in GENERAL_TRAIN) + "\n"
+    body += ("  eval_every: epoch\n  save_every: epoch\n"
+             + _line("  keep_best: auto", "the lowest loss on the held-out windows") + "\n"
+             + _line("  device: auto", "auto | cpu | cuda") + "\n"
+             + _line("  precision: fp32", "fp32 | bf16 | fp16 (fp16 needs a GPU)") + "\n")
+    return head + body
+
+
+def general_stage(general: dict, task: str) -> str:
+    """The first stage of a staged recipe: general distillation on the corpus (`general`: files, column,
+    max_length, layers), before the task's stages."""
+    teacher = ("    # teacher: bert-base-uncased  # a stage may name its own teacher: TinyBERT's general stage "
+               "learns from\n    #                              the pretrained model, the task stages from the "
+               "fine-tuned one")
+    lines = ["  - name: general".ljust(32) + "  # the student's layers learn the teacher's on unlabelled text",
+             _line("    task: general", f"replaces task {task} in this stage: windows of the corpus, no head"),
+             teacher,
+             "    data:", *general_data(general["files"], general.get("column"), general["max_length"], "      "),
+             "    distill:", _line("      kd_weight: 0", "no logits: layer matches only"),
+             *general_matches(general["layers"], "      "),
+             _line("      teacher_cache: off", general["layers"]["cache"]),
+             "    train:", *(_line(f"      {k}", why) if why else f"      {k}" for k, why in GENERAL_TRAIN),
+             _line("      group_by_length: false", "windows are packed to one length")]
+    return "\n".join(lines) + "\n"
+
+
 def write_recipe(out: Path, *, task: str, model: str, student: str | None, data: str, found: Path | None,
                  columns: dict[str, list], chosen: dict, rows: int | None, given: dict[str, str | None],
-                 stages: bool = False) -> list[str]:
+                 stages: bool = False, kind: str | None = None, general: dict | None = None) -> list[str]:
     """Write the recipe (paths relative to its folder; the run's output in ./runs/NAME of the current folder),
-    check that it loads, and return what the user should be told (the splits found beside the train file)."""
+    check that it loads, and return what the user should be told (the splits found beside the train file).
+    `kind`: how peek read the train file (a .txt file's eval and test files are read the same way). `general`
+    ({train, validation (or None), column, notes}: a corpus, `general_corpus`): a first stage of general
+    distillation."""
     from brewcli.recipe import load_stages
 
     if found is None and any(given.values()):
@@ -360,19 +614,76 @@ def write_recipe(out: Path, *, task: str, model: str, student: str | None, data:
     files = {}
     if found:
         other, found_notes = other_splits(found, given, [n for v in chosen.values()
-                                                          for n in ([v] if isinstance(v, str) else v)])
+                                                          for n in ([v] if isinstance(v, str) else v)],
+                                          text=kind == "text" if found.suffix.lower() == ".txt" else None)
         files, notes = {"train": found, **other}, notes + found_notes
     here, t = out.parent, TASKS.get(task)
+    if task == "general":  # held-out text is the validation split, as recipes/general/T4-tiny.yaml writes it
+        files = {"validation" if split == "eval" else split: f for split, f in files.items()}
     max_length = model_max_length(model, 384 if task == "question-answering" else 128)
-    body = render(task=task, model=recipe_path(model, here, local=True) if Path(model).expanduser().exists() else model,
-                  student=student, data=data, path=str(out), columns=chosen, max_length=max_length,
-                  files={split: recipe_path(f, here) for split, f in files.items()} or None,
-                  training=propose_training(t, columns, chosen, rows, max_length, model, bool(student)),
-                  output_dir=recipe_path(Path("runs") / out.stem, here), stages=stages)
+    written = recipe_path(model, here, local=True) if Path(model).expanduser().exists() else model
+    output_dir = recipe_path(Path("runs") / out.stem, here)
+    if task == "general":
+        if not files:
+            raise BrewError(f"brew init: task general reads local text files (a .txt corpus, or a text column of "
+                            f"CSV, JSON or Parquet); --data {data} is a Hugging Face dataset, so write its data "
+                            "section by hand (data.dataset, data.text)")
+        body = render_general(model=written, student=student, path=str(out),
+                              files={split: recipe_path(f, here) for split, f in files.items()},
+                              column=None if kind == "text" else chosen.get("text"), max_length=max_length,
+                              output_dir=output_dir, layers=layer_plan(model, student, max_length))
+    else:
+        if general:
+            notes += general.get("notes", [])
+            length = model_max_length(model, 128)
+            general = {"files": {split: recipe_path(f, here) for split, f in general.items()
+                                 if split in ("train", "validation") and f},
+                       "column": general.get("column"), "max_length": length,
+                       "layers": layer_plan(model, student, length)}
+        body = render(task=task, model=written, student=student, data=data, path=str(out), columns=chosen,
+                      max_length=max_length, files={split: recipe_path(f, here) for split, f in files.items()} or None,
+                      training=propose_training(t, columns, chosen, rows, max_length, model, bool(student)),
+                      output_dir=output_dir, stages=stages or bool(general), general=general)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(body)
     load_stages(out)  # the schema accepts what we wrote
     return notes
+
+
+def general_corpus(corpus: str, held_out: str | None) -> dict:
+    """The corpus of a general stage (--general, --general-eval): {train, validation, column, notes}, checked:
+    local files of one format, a .txt read as plain text, a table's text column found."""
+    from brewcli.tasks import TASKS
+
+    train = _path(corpus, "--general")
+    if not train.is_file():
+        raise BrewError(f"brew init: --general {corpus}: " + ("a folder; name the corpus file itself" if train.is_dir()
+                                                            else "file not found"))
+    if train.suffix.lower() not in LOCAL or train.suffix.lower() == ".conll":
+        raise BrewError(f"brew init: --general {corpus}: the corpus is a .txt file (a document per line, or paragraphs "
+                        "split by blank lines) or a CSV, JSON or Parquet file with a text column")
+    kind, columns, _ = peek(str(train), rows=20, text=True, flag="--general")
+    column = None
+    if kind != "text":
+        column = propose_columns(TASKS.get("general"), columns).get("text")
+        if column is None:
+            raise BrewError(f"brew init: --general {corpus}: no column of text found (columns: {', '.join(columns)}); "
+                            "the corpus needs one, a document a row")
+    validation = None
+    if held_out:
+        validation = _path(held_out, "--general-eval")
+        if not validation.is_file():
+            raise BrewError(f"brew init: --general-eval {held_out}: file not found")
+        if _format(validation) != _format(train):
+            raise BrewError(f"brew init: --general-eval {held_out} is a {validation.suffix} file but the corpus is "
+                            f"{train.suffix}; a data section reads one format, so convert one of them")
+        missing = _missing(validation, [column] if column else [], True, "--general-eval")
+        if missing:
+            raise BrewError(f"brew init: --general-eval {held_out} has no column '{missing}' (the corpus's text)")
+    conll = train.suffix.lower() == ".txt" and looks_conll(train)
+    notes = [(f"note: {train.name} looks like CoNLL (a token and its tag a line), but the general stage reads each "
+              "line as a document of text")] if conll else []
+    return {"train": train, "validation": validation, "column": column, "notes": notes}
 
 
 # ---------------------------------------------------------------------------------------------- proposals

@@ -424,6 +424,7 @@ def test_every_example_in_help_and_readme_runs(sandbox, teacher_dir, monkeypatch
         shutil.copy(sandbox / name, place / name)
     write_jsonl(place / "data/bbc/train.jsonl", make_rows(20, 1))
     write_conll(place / "train.conll", ner_rows(12, 1))
+    (place / "corpus.txt").write_text("".join(r["text"] + " and the plot was not boring\n" for r in make_rows(40, 3)))
     help_examples, readme = _examples_in_help(), _examples_in_readme()
     assert "brew train teacher.yaml train.lr=3e-5 train.epochs=3" in help_examples  # not a distill key
     assert len(help_examples) >= 10 and len(readme) >= 20 and "brew cache rm --all" in readme
