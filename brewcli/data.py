@@ -277,18 +277,27 @@ def _carve_eval(train, spec, names):
     examples. A Sample is split as it is: both parts stand for as much more."""
     if isinstance(train, Sample):
         parts = train.ds.train_test_split(test_size=spec.eval_fraction, seed=spec.seed)
-        return train.like(parts["train"]), train.like(parts["test"])
+        return train.like(parts["train"]), train.like(_as_eval(parts["test"]))
     if names is not None and getattr(train.features.get(LABELS), "dtype", None) == "int64":
         from datasets import ClassLabel
 
         labelled = train.cast_column(LABELS, ClassLabel(names=names))
         try:
             parts = labelled.train_test_split(test_size=spec.eval_fraction, seed=spec.seed, stratify_by_column=LABELS)
-            return parts["train"], parts["test"]
+            return parts["train"], _as_eval(parts["test"])
         except ValueError:  # a class too rare to stratify
             pass
     parts = train.train_test_split(test_size=spec.eval_fraction, seed=spec.seed)
-    return parts["train"], parts["test"]
+    return parts["train"], _as_eval(parts["test"])
+
+
+def _as_eval(ds):
+    """The carved-off part under the split name `eval` (train_test_split keeps `train` on both halves), so that a
+    task's checks and messages know it is held out."""
+    from datasets import NamedSplit
+
+    ds._split = NamedSplit("eval")  # datasets has no public setter; the name is all that changes
+    return ds
 
 
 ROW = "__row__"

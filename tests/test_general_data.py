@@ -355,3 +355,13 @@ def test_any_encoder_teaches_and_the_student_is_a_plain_encoder(head, tmp_path, 
     batch = plan.task.collate(plan.tokenizer)([plan.encoded["train"][i] for i in range(3)])
     out = plan.task.logits(loaded(**batch.inputs))
     assert out.shape == (3, 32, plan.task.logit_width(loaded.config))
+
+
+def test_a_small_eval_fraction_is_held_out_not_trained_on(tmp_path, teacher_dir):
+    """eval_fraction carves a few documents off the corpus: too few for a full window is fine for held-out text (it
+    is scored on what windows it yields), and the message for a corpus too small names the training text only."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(docs(200, lo=5, hi=6)) + "\n")  # 4 held out: fewer tokens than a window
+    path = write_recipe(tmp_path, {"train": corpus}, teacher=teacher_dir, data={"eval_fraction": 0.02})
+    plan = build_plan(load_recipe(path))
+    assert len(plan.encoded["eval"]) >= 1 and len(plan.encoded["train"]) > 10
