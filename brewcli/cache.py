@@ -81,7 +81,6 @@ class Layout:
 
 def layouts(needs, task, teacher_config) -> list[Layout]:
     from brewcli.models.families import read_widths
-
     from brewcli.models.features import FEATURE_KINDS, feature_name
 
     w = read_widths(teacher_config)

@@ -15,8 +15,8 @@ from pathlib import Path
 from brewcli import data as data_mod
 from brewcli.errors import RecipeError, did_you_mean
 from brewcli.matches import ResolvedMatch, resolve_matches
-from brewcli.models.features import FEATURE_KINDS
 from brewcli.models.families import FamilyError, read_widths
+from brewcli.models.features import FEATURE_KINDS
 from brewcli.models.hf import (architectures, check_weights, has_task_head, load_config, load_tokenizer,
                                max_positions, meta_model)
 from brewcli.models.students import (apply_config_overrides, check_layer_copy, resolve_init, student_config,

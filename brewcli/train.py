@@ -25,9 +25,9 @@ from brewcli.cache_entry import CachedTeacher, open_or_fill
 from brewcli.checkpoint import (STATE_FILES, checkpoint_folders, checkpoints, load_checkpoint, read_checkpoint,
                                  resume_point, rng_state, save_checkpoint, save_model_folder)
 from brewcli.errors import BrewError, TrainingDiverged, doing
-from brewcli.heldout import term_metrics
 from brewcli.evaluate import (Timed, ensemble_mix, evaluate_model, load_model, report, score, score_teachers,
                               teacher_rows, time_against)
+from brewcli.heldout import term_metrics
 from brewcli.models.hf import from_config, load_pretrained
 from brewcli.models.students import copy_teacher_layers
 from brewcli.objective import Objective, build_objective
