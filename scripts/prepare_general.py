@@ -262,6 +262,8 @@ def wnut_documents(folder: Path) -> list[list[str]]:
 def held_out_texts(data: Path) -> tuple[set[str], set[str], dict[str, int]]:
     """(whole texts, sentences) of every eval and test split of the recipes under recipes/, loaded as brew loads
     them with their data files under `data`; and how many recipes and eval + test rows per set were read."""
+    import yaml
+
     from brewcli import data as brew_data
     from brewcli.recipe import load_recipe
     from brewcli.tasks import TASKS
@@ -270,6 +272,8 @@ def held_out_texts(data: Path) -> tuple[set[str], set[str], dict[str, int]]:
     default_data = ROOT / "data"
     for set_name in RECIPE_SETS:
         for path in sorted((ROOT / "recipes" / set_name).glob("*.yaml")):
+            if "stages" in (yaml.safe_load(path.read_text()) or {}):
+                continue  # a staged recipe's task stages read the set's files, which its other recipes read too
             recipe = load_recipe(path)
             overrides = []
             for key, file in (recipe.data.files or {}).items():
