@@ -232,9 +232,11 @@ def speed_note(report: dict) -> str:
     return f"[dim]speed: {how}; they varied by {spread:.0f}% (interquartile range over the median)[/dim]"
 
 
-def load_model(folder, task, acc=None):
-    quiet_transformers()
-    return task.model_class().from_pretrained(folder).to(_device(acc))
+def load_model(folder, task, acc=None, arch: str = "hf"):
+    """A saved model with the task's head, as saved (its own config)."""
+    from brewcli.models.arch import ARCHS
+
+    return ARCHS.get(arch).load(str(folder), None, task.head).to(_device(acc))
 
 
 def evaluate_checkpoint(path: str, data_file: str | None = None, split: str | None = None,

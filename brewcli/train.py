@@ -28,7 +28,6 @@ from brewcli.errors import BrewError, TrainingDiverged, doing
 from brewcli.evaluate import (Timed, ensemble_mix, evaluate_model, load_model, report, score, score_teachers,
                               teacher_rows, time_against)
 from brewcli.heldout import term_metrics
-from brewcli.models.hf import from_config, load_pretrained
 from brewcli.models.students import copy_teacher_layers
 from brewcli.objective import Objective, build_objective
 from brewcli.schedulers import LR
@@ -103,12 +102,7 @@ class Meter:
 
 def load_teachers(plan) -> dict:
     """name -> model, in eval mode with gradients off."""
-    out = {}
-    for t in plan.teachers:
-        s = t.spec
-        out[t.name] = load_pretrained(s.model, t.config, plan.task, s.revision, s.trust_remote_code, plan.attention)
-        out[t.name].eval().requires_grad_(False)
-    return out
+    return {t.name: t.load(plan.attention).eval().requires_grad_(False) for t in plan.teachers}
 
 
 ATTENTION_DROPOUT = ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop")
@@ -128,16 +122,10 @@ def student_attention(plan, device: str | None) -> str | None:
 def build_models(plan, device: str | None = None):
     """(teachers by name, student): the student built, loaded or copied from the first teacher's layers. With the
     device it will train on, the student gets that device's fastest training kernel (student_attention)."""
-    r, task = plan.recipe, plan.task
     teachers = load_teachers(plan)
-    teacher = next(iter(teachers.values()), None)
-    s, attention = r.student, student_attention(plan, device)
-    if plan.init == "pretrained":
-        student = load_pretrained(s.model, plan.student_config, task, s.revision, s.trust_remote_code, attention)
-    else:
-        student = from_config(plan.student_config, task, attention)
-        if plan.init == "teacher-layers":
-            copy_teacher_layers(student, teacher, plan.init_layers)
+    student = plan.student.load(student_attention(plan, device))  # built from its config where it has no weights
+    if plan.init == "teacher-layers":
+        copy_teacher_layers(student, next(iter(teachers.values())), plan.init_layers)
     return teachers, student
 
 
@@ -453,8 +441,7 @@ def build_cache(plan) -> None:
             console.print(f"teacher cache hit: {cp.path} is already built ({len(cp.lengths)} rows); nothing to do")
             continue
         doing(f"loading the teacher {pt.spec.model}")
-        model = load_pretrained(pt.spec.model, pt.config, plan.task, pt.spec.revision, pt.spec.trust_remote_code,
-                                plan.attention)
+        model = pt.load(plan.attention)
         started = time.time()
         _teacher_source(pt, model.eval().to(acc.device), needs[pt.name], plan, acc)
         if acc.is_main_process:

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from brewcli import datafiles
 from brewcli.cli import app
+from brewcli.models.arch import ARCHS
 from brewcli.data import load_splits
 from brewcli.errors import RecipeError
 from brewcli.plan import build_plan
@@ -198,7 +199,7 @@ def test_kd_is_off_by_default_for_a_task_without_logits(tmp_path):
     assert yaml.safe_load(r.dump())["distill"]["kd_weight"] == 0  # the saved recipe says so
     assert load_recipe(write_recipe(tmp_path, files, distill={"matches": [MATCH], "kd_weight": 0})).distill.kd_weight == 0
     assert load_recipe(write_recipe(tmp_path, files, task="classification", data={"label": "label"})).distill.kd_weight == 1
-    assert TASK.model_class().__name__ == "AutoModel" and TASK.describe(None) == ("no head (a plain encoder)",
+    assert ARCHS.get("hf").head_class(TASK.head).__name__ == "AutoModel" and TASK.describe(None) == ("no head (a plain encoder)",
                                                                                   "no logits: layer matches only")
 
 

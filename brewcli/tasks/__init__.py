@@ -44,7 +44,7 @@ class Task:
     name: str
     doc: str
     spec: type[Strict]  # the recipe's `task:` block for this task
-    auto_class: str  # the transformers Auto* class that builds a model with this task's head
+    head: str  # the head a model needs for it (models/arch.py HEADS): sequence, token, span or none
     columns: tuple[Column, ...]
     metrics: tuple[str, ...]  # reported metrics; the first is the main one
     lower_is_better: frozenset[str] = frozenset()
@@ -134,16 +134,11 @@ class Task:
     @property
     def headless(self) -> bool:
         """No head (task: general): scored by the loss terms on held-out rows (heldout.py), not by a metric."""
-        return self.auto_class == "AutoModel"
+        return self.head == "none"
 
     @property
     def main_metric(self) -> str:
         return self.metrics[0]
-
-    def model_class(self):
-        import transformers
-
-        return getattr(transformers, self.auto_class)
 
 
 TASKS: Registry[Task] = Registry("task", "tasks")

@@ -83,7 +83,7 @@ class General(Task):
     name, spec = "general", GeneralSpec
     doc = ("task-agnostic distillation on unlabelled text (a .txt corpus or a text column), packed into windows of "
            "data.max_length; no head, layer matches only")
-    auto_class = "AutoModel"  # no head: the saved student is a plain encoder
+    head = "none"  # the saved student is a plain encoder
     columns = (Column("text", "text", "text"),)
     metrics = ("loss",)
     lower_is_better = frozenset({"loss"})

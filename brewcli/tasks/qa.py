@@ -150,7 +150,7 @@ class QAMetric(Metric):
 class QuestionAnswering(Task):
     name, spec = "question-answering", QASpec
     doc = "extractive QA: the answer span in a context (SQuAD 1.1/2.0); F1 and exact match with SQuAD's normalisation"
-    auto_class = "AutoModelForQuestionAnswering"
+    head = "span"
     columns = (Column("question", "question", "the question"), Column("context", "context", "the context text"),
                Column("answers", "answers", "answers {text: [...], answer_start: [...]}"))
     metrics = ("f1", "exact_match")

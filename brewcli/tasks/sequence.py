@@ -56,7 +56,7 @@ def name_labels(config, names: list[str], problem_type: str | None = None) -> No
 
 
 class SequenceTask(Task):
-    auto_class = "AutoModelForSequenceClassification"
+    head = "sequence"
     columns = (Column("text", "text", "text (a pair: a list of two columns)"), Column("label", "label", "a label"))
 
     def text_columns(self, data_spec) -> list[str]:

@@ -91,7 +91,7 @@ def _order(tag: str) -> tuple:
 class TokenClassification(Task):
     name, spec = "token-classification", TokenSpec
     doc = "one tag per word (NER, POS, chunking); entity-level F1 (seqeval-style), precision, recall, accuracy"
-    auto_class = "AutoModelForTokenClassification"
+    head = "token"
     columns = (Column("tokens", "tokens", "a list of words"), Column("tags", "ner_tags", "a list of tags"))
     metrics = ("f1", "precision", "recall", "accuracy")
     kd_losses = ("ce", "kl", "mse")
