@@ -18,7 +18,7 @@ import torch
 
 from brewcli import data as data_mod
 from brewcli.errors import BrewError, doing
-from brewcli.models.hf import quiet_transformers, size_on_disk
+from brewcli.models.hf import size_on_disk
 from brewcli.tasks import retained_pct
 
 
@@ -243,7 +243,7 @@ def evaluate_checkpoint(path: str, data_file: str | None = None, split: str | No
                         batch_size: int = 64, with_teacher: bool = True) -> dict:
     from brewcli.models.hf import check_weights, load_config, load_tokenizer
     from brewcli.recipe import load_recipe
-    from brewcli.tasks import TASKS
+    from brewcli.tasks import task_of
 
     folder = Path(path)
     if not folder.is_dir():
@@ -257,16 +257,16 @@ def evaluate_checkpoint(path: str, data_file: str | None = None, split: str | No
     meta = _read_meta(folder)
     ran_in = meta.get("cwd") if isinstance(meta.get("cwd"), str) else "."  # where older runs' relative paths start
     recipe = load_recipe(folder / "recipe.yaml", ran_in=ran_in)
-    task = TASKS.get(recipe.task.name)
     if data_file:
         data = recipe.data.model_copy(update={"dataset": None, "config": None, "files": {"file": data_file},
                                               "train_split": "file", "eval_split": None, "test_split": None,
                                               "eval_fraction": None, "max_train_samples": None})
         recipe = recipe.model_copy(update={"data": data})
+    task = task_of(recipe)
     config = load_config(str(folder), "checkpoint")
     check_weights(str(folder), "checkpoint")
     names = [config.id2label[i] for i in range(config.num_labels)] if task.has_classes else None
-    splits = data_mod.load_splits(recipe, task, names=names)
+    splits = data_mod.load_splits(task, names=names)
     available = {"train": splits.train, "eval": splits.eval, "test": splits.test}
     if data_file:
         split, ds = Path(data_file).name, splits.train
@@ -281,7 +281,7 @@ def evaluate_checkpoint(path: str, data_file: str | None = None, split: str | No
     device = "cuda" if torch.cuda.is_available() else "cpu"
     acc = Accelerator(cpu=device == "cpu")
     tokenizer = load_tokenizer(str(folder), "checkpoint")
-    encoded = task.encode(ds, tokenizer, recipe, names)
+    encoded = task.encode(ds, tokenizer, names)
     if task.headless:
         from brewcli.heldout import evaluate_general
 
@@ -292,7 +292,7 @@ def evaluate_checkpoint(path: str, data_file: str | None = None, split: str | No
     doing(f"scoring {folder} on the {split} split")
     student_model = load_model(folder, task, acc)
     student = score(student_model, task, encoded, task.collate(tokenizer), batch_size,
-                    task.metric(recipe, names, ds), acc, folder)
+                    task.metric(names, ds), acc, folder)
     teacher_ref = meta.get("teacher") or (recipe.teachers[0].model if recipe.teachers else None)
     recorded = meta.get("teachers") or ([{"name": "teacher", "model": teacher_ref, "weight": 1.0,
                                           "label_order": None}] if teacher_ref else [])
@@ -311,13 +311,13 @@ def evaluate_checkpoint(path: str, data_file: str | None = None, split: str | No
             folders[t["name"]] = tdir if tdir.exists() else None
             own = load_tokenizer(ref, "teacher")
             if own.get_vocab() != tokenizer.get_vocab():  # it reads other tokens: its own encoding of the split
-                inputs[t["name"]] = (task.encode(ds, own, recipe, names), task.collate(own))
+                inputs[t["name"]] = (task.encode(ds, own, names), task.collate(own))
             models.append((t["name"], model, t["weight"], t["label_order"]))
         doing("scoring the teacher" + ("s" if len(models) > 1 else ""))
 
         def scorer(model, name=None):
             enc, collate = inputs.get(name, (encoded, task.collate(tokenizer)))
-            return score(model, task, enc, collate, batch_size, task.metric(recipe, names, ds), acc, folders.get(name))
+            return score(model, task, enc, collate, batch_size, task.metric(names, ds), acc, folders.get(name))
 
         teacher, each, compared = score_teachers(models, task, ensemble_mix(recipe), scorer, shared=not inputs)
     doing("timing the student" + (" and the teacher, in turns" if compared else ""))

@@ -22,7 +22,7 @@ from brewcli.models.side import Side
 from brewcli.models.students import (apply_config_overrides, check_layer_copy, resolve_init, student_config,
                                      teacher_layers)
 from brewcli.recipe import Recipe
-from brewcli.tasks import TASKS, Task
+from brewcli.tasks import Task, task_of
 
 
 @dataclass
@@ -129,7 +129,7 @@ def _check_tokenizer_reads_the_text(tokenizer, splits, recipe: Recipe, task, key
     unk = tokenizer.unk_token_id
     if unk is None:
         return
-    texts = task.sample_texts(splits.train, recipe)
+    texts = task.sample_texts(splits.train)
     ids = [i for enc in tokenizer(texts, add_special_tokens=False)["input_ids"] for i in enc]
     if len(ids) >= 20 and ids.count(unk) / len(ids) > 0.5:
         raise RecipeError(key, f"its tokenizer turns {ids.count(unk) / len(ids):.0%} of the training text's tokens "
@@ -222,7 +222,7 @@ def build_plan(recipe: Recipe, *, previous: Plan | None = None, dry_run: bool = 
     (the encoded splits are data.Sample objects: `estimated`, `estimate_note`)."""
     if previous is not None:
         recipe = _after(recipe, previous)
-    task = TASKS.get(recipe.task.name)
+    task = task_of(recipe)
     _check_device(recipe)
     _check_output_dir(recipe)
     teachers = _teachers(recipe, task)
@@ -261,7 +261,7 @@ def build_plan(recipe: Recipe, *, previous: Plan | None = None, dry_run: bool = 
     for t in teachers:
         if t.tokenizer is not None:
             _check_own_tokenizer(recipe, task, t, matches)
-    splits = data_mod.load_splits(recipe, task, _label_teacher(recipe, teachers[0] if teachers else None),
+    splits = data_mod.load_splits(task, _label_teacher(recipe, teachers[0] if teachers else None),
                                   dry_run=dry_run)
     if len(teachers) > 1 and all(_label_teacher(recipe, t) for t in teachers):
         _check_teachers_agree(teachers, task, splits.label_names)
@@ -276,14 +276,14 @@ def build_plan(recipe: Recipe, *, previous: Plan | None = None, dry_run: bool = 
         t.params = params(t.meta())
     if layers is not None:
         check_layer_copy(meta, teachers[0].meta(), layers)
-    encoded = {k: task.encode(v, tokenizer, recipe, splits.label_names)
+    encoded = {k: task.encode(v, tokenizer, splits.label_names)
                for k, v in (("train", splits.train), ("eval", splits.eval), ("test", splits.test)) if v is not None}
     if len(encoded["train"]) == 0:
         raise RecipeError("data", "the train split is empty")
     for t in teachers:
         if t.tokenizer is not None:
             _check_tokenizer_reads_the_text(t.tokenizer, splits, recipe, task, t.key)
-            t.encoded = task.encode(splits.train, t.tokenizer, recipe, splits.label_names)
+            t.encoded = task.encode(splits.train, t.tokenizer, splits.label_names)
     t = recipe.train
     processes = int(os.environ.get("WORLD_SIZE", "1"))
     batches = math.ceil(math.ceil(len(encoded["train"]) / processes) / t.batch_size)  # per process and epoch

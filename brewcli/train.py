@@ -246,7 +246,7 @@ class Job:
             metrics = term_metrics(self.plain_student, self.teacher_models, self.objective, plan.task,
                                    plan.encoded["eval"], self.collate, r.train.eval_batch_size, self.acc)
         else:
-            metric = plan.task.metric(r, plan.splits.label_names, plan.splits.eval)
+            metric = plan.task.metric(plan.splits.label_names, plan.splits.eval)
             metrics, _ = evaluate_model(self.plain_student, plan.task, plan.encoded["eval"], self.collate,
                                         r.train.eval_batch_size, metric, self.acc)
         state.history.append({"step": state.step, **metrics})
@@ -589,15 +589,15 @@ def finish(job: Job) -> dict:
         raw, encoded, names = getattr(plan.splits, split), plan.encoded[split], plan.splits.label_names
         batch_size = r.train.eval_batch_size
         student_model = load_model(out, task, acc)
-        student = score(student_model, task, encoded, job.collate, batch_size, task.metric(r, names, raw), acc, out)
+        student = score(student_model, task, encoded, job.collate, batch_size, task.metric(names, raw), acc, out)
         own = {t.name: t.tokenizer for t in plan.teachers if t.tokenizer is not None}
 
         def inputs(name=None):  # a teacher with its own tokenizer reads its own encoding of the split
-            return (task.encode(raw, own[name], r, names), task.collate(own[name])) if name in own else \
+            return (task.encode(raw, own[name], names), task.collate(own[name])) if name in own else \
                 (encoded, job.collate)
 
         def scorer(model, name=None):
-            return score(model, task, *inputs(name), batch_size, task.metric(r, names, raw), acc)
+            return score(model, task, *inputs(name), batch_size, task.metric(names, raw), acc)
 
         teachers = [(t.name, job.teacher_models[t.name], t.spec.weight, t.label_order) for t in plan.teachers]
         teacher, each, compared = score_teachers(teachers, task, ensemble_mix(r), scorer, shared=not own)

@@ -135,7 +135,7 @@ def render_plan(plan, stage: str | None = None) -> None:
     head = plan.task.describe(plan.splits.label_names)[0]
     t.add_row("task", f"{plan.task.name} ({plan.student.arch.head_name(plan.task.head)}): "
               f"{head}")
-    columns = ", ".join(f"{c.key} {plan.task.column(r.data, c.key)}" for c in plan.task.columns)
+    columns = ", ".join(f"{c.key} {plan.task.column(c.key)}" for c in plan.task.columns)
     features = ", ".join(f"{k} {_count(v)}" for k, v in plan.encoded.items())
     shown = "" if features == sizes else f" -> {features} {getattr(plan.task, 'feature_unit', 'features')}"
     notes = list(dict.fromkeys(v.estimate_note for v in plan.encoded.values() if getattr(v, "estimated", False)))

@@ -163,18 +163,18 @@ class QuestionAnswering(Task):
     text_keys = ("question", "context")
     file_formats = {".json": "SQuAD's nested JSON (data/paragraphs/qas)"}
 
-    def _cols(self, data_spec) -> tuple[str, str, str]:
-        return tuple(self.column(data_spec, k) for k in ("question", "context", "answers"))
+    def _cols(self) -> tuple[str, str, str]:
+        return tuple(self.column(k) for k in ("question", "context", "answers"))
 
-    def read_file(self, path, key, data_spec):
-        return read_squad(path, key, data_spec, self._cols(data_spec)) if path.suffix.lower() == ".json" else None
+    def read_file(self, path, key):
+        return read_squad(path, key, self.data, self._cols()) if path.suffix.lower() == ".json" else None
 
-    def check_rows(self, ds, recipe, where) -> None:
-        if recipe.task.doc_stride >= recipe.data.max_length:
-            raise RecipeError("task.doc_stride", f"is {recipe.task.doc_stride}, not less than data.max_length "
-                              f"({recipe.data.max_length}), so windows would not advance",
-                              f"set task.doc_stride to about {recipe.data.max_length // 4}")
-        q, c, a = self._cols(recipe.data)
+    def check_rows(self, ds, where) -> None:
+        if self.options.doc_stride >= self.data.max_length:
+            raise RecipeError("task.doc_stride", f"is {self.options.doc_stride}, not less than data.max_length "
+                              f"({self.data.max_length}), so windows would not advance",
+                              f"set task.doc_stride to about {self.data.max_length // 4}")
+        q, c, a = self._cols()
         for i, (question, context, answers) in enumerate(zip(ds[q], ds[c], ds[a])):
             for key, col, value in (("data.question", q, question), ("data.context", c, context)):
                 if not isinstance(value, str) or not value.strip():
@@ -200,8 +200,8 @@ class QuestionAnswering(Task):
                                       f"{context[start:start + len(str(text))] if isinstance(start, int) else ''!r})",
                                       hint)
 
-    def encode_labels(self, ds, recipe, names, where):
-        a = self.column(recipe.data, "answers")
+    def encode_labels(self, ds, names, where):
+        a = self.column("answers")
         if isinstance(ds[0][a], list):  # a list of {text, answer_start}: to the columnar form
             return ds.map(lambda b: {a: [_answers(x) for x in b[a]]}, batched=True)
         return ds
@@ -213,9 +213,9 @@ class QuestionAnswering(Task):
         return ("start and end of the answer span (windows of the context)",
                 "start and end logits over context tokens and [CLS] (2 rows per window)")
 
-    def encode(self, ds, tokenizer, recipe, names):
-        q, c, a = self._cols(recipe.data)
-        spec, max_length = recipe.task, recipe.data.max_length
+    def encode(self, ds, tokenizer, names):
+        q, c, a = self._cols()
+        spec, max_length = self.options, self.data.max_length
         right = tokenizer.padding_side == "right"  # question first unless the tokenizer pads on the left
         side = 1 if right else 0
 
@@ -280,9 +280,9 @@ class QuestionAnswering(Task):
 
         return rows(s_logits), rows(t_logits)
 
-    def metric(self, recipe, names, examples) -> Metric:
-        _, c, a = self._cols(recipe.data)
-        return QAMetric(recipe.task, list(examples[c]), [list(x["text"]) for x in examples[a]])
+    def metric(self, names, examples) -> Metric:
+        _, c, a = self._cols()
+        return QAMetric(self.options, list(examples[c]), [list(x["text"]) for x in examples[a]])
 
 
 def _span(answers: dict, offsets, ctx: list[int], cls: int) -> tuple[int, int]:

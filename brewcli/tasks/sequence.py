@@ -59,17 +59,17 @@ class SequenceTask(Task):
     head = "sequence"
     columns = (Column("text", "text", "text (a pair: a list of two columns)"), Column("label", "label", "a label"))
 
-    def text_columns(self, data_spec) -> list[str]:
-        text = self.column(data_spec, "text")
+    def text_columns(self) -> list[str]:
+        text = self.column("text")
         return [text] if isinstance(text, str) else list(text)
 
-    def check_rows(self, ds, recipe, where) -> None:
-        for col in self.text_columns(recipe.data):
+    def check_rows(self, ds, where) -> None:
+        for col in self.text_columns():
             for i, v in enumerate(ds[col]):
                 if v is None or isinstance(v, (list, dict)):
                     what = "no text" if v is None else f"a {type(v).__name__}, not text,"
                     raise RecipeError("data.text", f"{where(i)} has {what} in column '{col}'", "fill in or drop the row")
-        label = self.column(recipe.data, "label")
+        label = self.column("label")
         for i, v in enumerate(ds[label]):
             self.check_label(v, label, lambda: where(i))
 
@@ -80,8 +80,8 @@ class SequenceTask(Task):
             raise RecipeError("data.label", f"{where()} holds a {type(v).__name__} in column '{column}'; task "
                               f"'{self.name}' takes one label per row", "use task: multi-label for several labels")
 
-    def encode(self, ds, tokenizer, recipe, names):
-        cols, max_length = self.text_columns(recipe.data), recipe.data.max_length
+    def encode(self, ds, tokenizer, names):
+        cols, max_length = self.text_columns(), self.data.max_length
 
         def fn(batch, idx):
             texts = [[str(t) for t in batch[c]] for c in cols]
@@ -140,9 +140,9 @@ class Classification(SequenceTask):
     metrics = ("accuracy", "macro_f1")
     kd_losses = ("ce", "kl", "mse")
 
-    def label_names(self, train, recipe, teacher_config, where=None) -> list[str]:
+    def label_names(self, train, teacher_config, where=None) -> list[str]:
         """Label names in id order, checked against task.num_labels and the teacher's labels."""
-        column, num_labels = self.column(recipe.data, "label"), recipe.task.num_labels
+        column, num_labels = self.column("label"), self.options.num_labels
         feature = train.features[column]
         values = sorted(set(train[column]), key=str)
         ints = all(isinstance(v, int) for v in values)
@@ -175,8 +175,8 @@ class Classification(SequenceTask):
         same_count_as_teacher(teacher_config, names)
         return names
 
-    def encode_labels(self, ds, recipe, names, where):
-        column = self.column(recipe.data, "label")
+    def encode_labels(self, ds, names, where):
+        column = self.column("label")
         if hasattr(ds.features[column], "names"):
             if any(v < 0 for v in ds.unique(column)):
                 raise RecipeError("data", f"{where(ds[column].index(-1))} is unlabelled (label -1, as in GLUE's test "
@@ -211,7 +211,7 @@ class Classification(SequenceTask):
         return (f"one of {len(names)} labels: {', '.join(names[:8])}" + (", ..." if len(names) > 8 else ""),
                 f"logits per row (B, {len(names)})")
 
-    def metric(self, recipe, names, examples) -> Metric:
+    def metric(self, names, examples) -> Metric:
         return ConfusionMetric(len(names))
 
 
@@ -282,8 +282,8 @@ class Regression(SequenceTask):
             raise RecipeError("teacher", f"the teacher predicts {teacher_config.num_labels} labels, but task "
                               "'regression' compares one number per row", "use a regression teacher (num_labels 1)")
 
-    def encode_labels(self, ds, recipe, names, where):
-        column = self.column(recipe.data, "label")
+    def encode_labels(self, ds, names, where):
+        column = self.column("label")
         return ds.map(lambda b: {LABELS: [float(v) for v in b[column]]}, batched=True)
 
     def label_tensor(self, values: list):
@@ -295,7 +295,7 @@ class Regression(SequenceTask):
     def describe(self, names) -> tuple[str, str]:
         return "one number per row", "the predicted number per row (B, 1)"
 
-    def metric(self, recipe, names, examples) -> Metric:
+    def metric(self, names, examples) -> Metric:
         return RegressionMetric()
 
 
@@ -357,8 +357,8 @@ class MultiLabel(SequenceTask):
             raise RecipeError("data.label", f"{where()}: column '{column}' holds {v!r}; task 'multi-label' takes a "
                               "list of label names (or ids) per row, e.g. [sport, politics]", None)
 
-    def label_names(self, train, recipe, teacher_config, where=None) -> list[str]:
-        column = self.column(recipe.data, "label")
+    def label_names(self, train, teacher_config, where=None) -> list[str]:
+        column = self.column("label")
         feature = train.features[column]
         inner = getattr(feature, "feature", None)
         if hasattr(inner, "names"):
@@ -375,18 +375,18 @@ class MultiLabel(SequenceTask):
                                       did_you_mean(unknown[0], teacher_names))
                 names = teacher_names
             elif all(x.isdecimal() for x in seen):
-                n = recipe.task.num_labels or (teacher_config.num_labels if teacher_config else max(map(int, seen)) + 1)
+                n = self.options.num_labels or (teacher_config.num_labels if teacher_config else max(map(int, seen)) + 1)
                 names = [str(i) for i in range(n)]
             else:
                 names = seen
-        if recipe.task.num_labels is not None and len(names) != recipe.task.num_labels:
-            raise RecipeError("task.num_labels", f"is {recipe.task.num_labels} but the data has {len(names)} labels",
+        if self.options.num_labels is not None and len(names) != self.options.num_labels:
+            raise RecipeError("task.num_labels", f"is {self.options.num_labels} but the data has {len(names)} labels",
                               f"set task.num_labels: {len(names)} or drop it")
         same_count_as_teacher(teacher_config, names)
         return names
 
-    def encode_labels(self, ds, recipe, names, where):
-        column = self.column(recipe.data, "label")
+    def encode_labels(self, ds, names, where):
+        column = self.column("label")
         index = {n: i for i, n in enumerate(names)}
         for i, row in enumerate(ds[column]):
             bad = next((x for x in row if str(x) not in index), None)
@@ -412,8 +412,8 @@ class MultiLabel(SequenceTask):
         return (f"any of {len(names)} labels (sigmoid): {', '.join(names[:8])}" + (", ..." if len(names) > 8 else ""),
                 f"per-label logits per row (B, {len(names)})")
 
-    def metric(self, recipe, names, examples) -> Metric:
-        return MultiLabelMetric(len(names), recipe.task.threshold)
+    def metric(self, names, examples) -> Metric:
+        return MultiLabelMetric(len(names), self.options.threshold)
 
 
 for _task in (Classification(), Regression(), MultiLabel()):

@@ -101,13 +101,13 @@ class TokenClassification(Task):
     text_keys = ("tokens",)
     file_formats = {".conll": "CoNLL-2003 text", ".txt": "CoNLL-2003 text"}
 
-    def read_file(self, path, key, data_spec):
+    def read_file(self, path, key):
         if path.suffix.lower() in self.file_formats:
-            return read_conll(path, key, self.column(data_spec, "tokens"), self.column(data_spec, "tags"))
+            return read_conll(path, key, self.column("tokens"), self.column("tags"))
         return None
 
-    def check_rows(self, ds, recipe, where) -> None:
-        tok_col, tag_col = self.column(recipe.data, "tokens"), self.column(recipe.data, "tags")
+    def check_rows(self, ds, where) -> None:
+        tok_col, tag_col = self.column("tokens"), self.column("tags")
         for i, (words, tags) in enumerate(zip(ds[tok_col], ds[tag_col])):
             if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
                 raise RecipeError("data.tokens", f"{where(i)}: column '{tok_col}' holds {str(words)[:60]!r}; task "
@@ -119,8 +119,8 @@ class TokenClassification(Task):
                 raise RecipeError("data.tags", f"{where(i)} has {len(words)} words but {len(tags)} tags",
                                   "give one tag per word")
 
-    def label_names(self, train, recipe, teacher_config, where=None) -> list[str]:
-        tag_col = self.column(recipe.data, "tags")
+    def label_names(self, train, teacher_config, where=None) -> list[str]:
+        tag_col = self.column("tags")
         inner = getattr(train.features[tag_col], "feature", None)
         teacher_names = teacher_label_names(teacher_config)
         if hasattr(inner, "names"):  # Hugging Face conll2003: Sequence(ClassLabel)
@@ -145,8 +145,8 @@ class TokenClassification(Task):
         same_count_as_teacher(teacher_config, names, "tags")
         return names
 
-    def encode_labels(self, ds, recipe, names, where):
-        tag_col = self.column(recipe.data, "tags")
+    def encode_labels(self, ds, names, where):
+        tag_col = self.column("tags")
         index = {n: i for i, n in enumerate(names)}
         for i, row in enumerate(ds[tag_col]):
             bad = next((t for t in row if (not 0 <= t < len(names) if isinstance(t, int) else t not in index)),
@@ -164,9 +164,9 @@ class TokenClassification(Task):
         return (f"one of {len(names)} tags per word: {', '.join(names[:9])}" + (", ..." if len(names) > 9 else ""),
                 f"logits at labelled sub-words only (N tokens, {len(names)})")
 
-    def encode(self, ds, tokenizer, recipe, names):
-        tok_col, max_length = self.column(recipe.data, "tokens"), recipe.data.max_length
-        label_all = recipe.task.label_all_tokens
+    def encode(self, ds, tokenizer, names):
+        tok_col, max_length = self.column("tokens"), self.data.max_length
+        label_all = self.options.label_all_tokens
         inside = {i: names.index("I-" + n[2:]) for i, n in enumerate(names) if n.startswith("B-") and "I-" + n[2:] in names}
 
         def fn(batch, idx):
@@ -230,8 +230,8 @@ class TokenClassification(Task):
     def units(self, batch) -> int:
         return int((batch.labels[LABELS] != IGNORE).sum())
 
-    def metric(self, recipe, names, examples) -> Metric:
-        return TagMetric(names, recipe.task.scheme)
+    def metric(self, names, examples) -> Metric:
+        return TagMetric(names, self.options.scheme)
 
 
 register(TokenClassification())
