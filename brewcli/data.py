@@ -179,7 +179,7 @@ def _distinct_columns(spec, task) -> None:
         wanted = task.column(column.key)
         names = [wanted] if isinstance(wanted, str) else list(wanted)
         if len(set(names)) < len(names):
-            raise RecipeError(f"data.{column.key}", f"names the column '{names[0]}' twice", "a pair takes two columns")
+            raise RecipeError(task.column_key(column.key), f"names the column '{names[0]}' twice", "a pair takes two columns")
         for col in names:
             first = owner.setdefault(col, column)
             if first is column:
@@ -221,7 +221,7 @@ def load_splits(task, teacher_config=None, names: list[str] | None = None, dry_r
             wanted = task.column(column.key)
             for col in [wanted] if isinstance(wanted, str) else wanted:
                 if col not in ds.column_names:
-                    raise RecipeError(f"data.{column.key}", f"no column '{col}' ({column.what}) in {where_file} "
+                    raise RecipeError(task.column_key(column.key), f"no column '{col}' ({column.what}) in {where_file} "
                                       f"(columns: {', '.join(ds.column_names)})", _column_hint(col, ds.column_names))
         wheres[role] = lambda i, s=split: locate(rows.get(s), i, s)
         task.check_rows(ds, wheres[role])

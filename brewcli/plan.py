@@ -32,8 +32,7 @@ class PlannedTeacher(Side):
     spec: object = None  # its TeacherSpec
     label_order: list[int] | None = None  # puts its outputs in the first teacher's label order (same names)
     cache: object | None = None  # the teacher cache it is read from (cache.CachePlan), or None: run live
-    tokenizer: object | None = None  # its own tokenizer, where it reads other tokens than the student; else None
-    encoded: object | None = None  # then: its own encoding of the train split, row for row
+    encoded: object | None = None  # where it reads its own tokens: its own encoding of the train split, row for row
 
 
 @dataclass
@@ -47,12 +46,15 @@ class Plan:
     matches: list[ResolvedMatch]
     splits: data_mod.Splits
     encoded: dict  # split -> the task's encoded features (tokenised; QA: one row per window)
-    tokenizer: object
     processes: int  # the run's process count (WORLD_SIZE under torchrun / accelerate launch)
     steps_per_epoch: int
     total_steps: int
     attention: str | None  # "eager" when a match reads attention maps (SDPA returns none); else the default
     cache_note: str | None = None  # why `teacher_cache: auto` runs the teacher live
+
+    @property
+    def tokenizer(self):  # the student's
+        return self.student.tokenizer
 
     @property
     def student_config(self):
@@ -250,16 +252,17 @@ def build_plan(recipe: Recipe, *, previous: Plan | None = None, dry_run: bool = 
     tokenizer = previous.tokenizer if previous is not None else load_tokenizer(tok_ref, tok_key)
     for t in teachers:
         theirs = tokenizer if t.spec.model == tok_ref else load_tokenizer(t.spec.model, t.key)
-        t.tokenizer = None if theirs.get_vocab() == tokenizer.get_vocab() else theirs
+        t.own_tokens = theirs.get_vocab() != tokenizer.get_vocab()
+        t.tokenizer = theirs if t.own_tokens else tokenizer
     if task.needs_fast_tokenizer and not tokenizer.is_fast:
         raise RecipeError(tok_key, f"task '{task.name}' maps words and answers to sub-words, which needs a fast "
                           f"(Rust) tokenizer; '{tok_ref}' has only a slow one", "save a tokenizer.json beside the model")
     for cfg in (*(t.config for t in teachers), sc):
         if getattr(cfg, "pad_token_id", None) is None:
             cfg.pad_token_id = tokenizer.pad_token_id  # decoders (GPT-2, Llama) pad with their end-of-text token
-    _check_lengths(recipe, tokenizer, {**{t.key: t.config for t in teachers if t.tokenizer is None}, "student": sc})
+    _check_lengths(recipe, tokenizer, {**{t.key: t.config for t in teachers if not t.own_tokens}, "student": sc})
     for t in teachers:
-        if t.tokenizer is not None:
+        if t.own_tokens:
             _check_own_tokenizer(recipe, task, t, matches)
     splits = data_mod.load_splits(task, _label_teacher(recipe, teachers[0] if teachers else None),
                                   dry_run=dry_run)
@@ -268,7 +271,7 @@ def build_plan(recipe: Recipe, *, previous: Plan | None = None, dry_run: bool = 
     _check_tokenizer_reads_the_text(tokenizer, splits, recipe, task, tok_key)
     task.configure(sc, splits.label_names)
     student = Side("student", "student", sc, task.head, s.model if init == "pretrained" else None, s.revision,
-                   s.trust_remote_code)  # a later stage's s.model: the previous stage's output folder (_after)
+                   s.trust_remote_code, tokenizer=tokenizer)  # a later stage's s.model: the previous stage's output
     meta = _meta_student(student, s.config)
     params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     student.params = params(meta)
@@ -276,20 +279,21 @@ def build_plan(recipe: Recipe, *, previous: Plan | None = None, dry_run: bool = 
         t.params = params(t.meta())
     if layers is not None:
         check_layer_copy(meta, teachers[0].meta(), layers)
-    encoded = {k: task.encode(v, tokenizer, splits.label_names)
+    encoded = {k: student.encode(task, v, splits.label_names)
                for k, v in (("train", splits.train), ("eval", splits.eval), ("test", splits.test)) if v is not None}
     if len(encoded["train"]) == 0:
         raise RecipeError("data", "the train split is empty")
     for t in teachers:
-        if t.tokenizer is not None:
+        if t.own_tokens:
             _check_tokenizer_reads_the_text(t.tokenizer, splits, recipe, task, t.key)
-            t.encoded = task.encode(splits.train, t.tokenizer, splits.label_names)
+            t.encoded = t.encode(task, splits.train, splits.label_names)
     t = recipe.train
     processes = int(os.environ.get("WORLD_SIZE", "1"))
     batches = math.ceil(math.ceil(len(encoded["train"]) / processes) / t.batch_size)  # per process and epoch
     per_epoch = math.ceil(batches / t.grad_accum)
     total = t.max_steps or max(1, math.ceil(t.epochs * per_epoch))
-    plan = Plan(recipe, task, teachers, student, init, layers, matches, splits, encoded, tokenizer, processes, per_epoch, total, attention)
+    plan = Plan(recipe, task, teachers, student, init, layers, matches, splits, encoded, processes, per_epoch, total,
+                attention)
     if teachers:
         from brewcli.cache import plan_cache
         from brewcli.objective import build_objective

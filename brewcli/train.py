@@ -25,8 +25,8 @@ from brewcli.cache_entry import CachedTeacher, open_or_fill
 from brewcli.checkpoint import (STATE_FILES, checkpoint_folders, checkpoints, load_checkpoint, read_checkpoint,
                                  resume_point, rng_state, save_checkpoint, save_model_folder)
 from brewcli.errors import BrewError, TrainingDiverged, doing
-from brewcli.evaluate import (Timed, ensemble_mix, evaluate_model, load_model, report, score, score_teachers,
-                              teacher_rows, time_against)
+from brewcli.evaluate import (Scored, Timed, ensemble_mix, evaluate_model, load_model, local_folder, report,
+                              score_against, teacher_rows, time_against)
 from brewcli.heldout import term_metrics
 from brewcli.models.students import copy_teacher_layers
 from brewcli.objective import Objective, build_objective
@@ -276,8 +276,9 @@ class Job:
                                trainer=asdict(self.state), keep=self.plan.recipe.train.keep_checkpoints, rng=rng)
 
 
-def _collate(plan, tokenizer):
-    return plan.task.collate(tokenizer, 8 if plan.recipe.train.precision != "fp32" else None)
+def _collate(plan, side):
+    """A side's collate for training: padded to a multiple of 8 under mixed precision (tensor cores)."""
+    return side.collate(plan.task, 8 if plan.recipe.train.precision != "fp32" else None)
 
 
 def _teacher_source(pt, model, needs, plan, acc):
@@ -285,9 +286,8 @@ def _teacher_source(pt, model, needs, plan, acc):
     live = LiveTeacher(model, plan.task, needs, pt.name)
     if pt.cache is None:
         return live
-    own = pt.tokenizer is not None
-    entry = open_or_fill(pt.cache, live, pt.encoded if own else plan.encoded["train"],
-                         _collate(plan, pt.tokenizer if own else plan.tokenizer), plan.recipe.train.eval_batch_size, acc)
+    entry = open_or_fill(pt.cache, live, pt.encoded if pt.own_tokens else plan.encoded["train"],
+                         _collate(plan, pt), plan.recipe.train.eval_batch_size, acc)
     return CachedTeacher(entry, acc.device, pt.name)
 
 
@@ -340,7 +340,7 @@ def build_job(plan, resume: bool = False) -> Job:
     student, optimizer = acc.prepare(student, optimizer)
     objective = acc.prepare(objective) if len(objective.projections) else objective.to(acc.device)
     plain_objective = acc.unwrap_model(objective)
-    collate = _collate(plan, plan.tokenizer)
+    collate = _collate(plan, plan.student)
     sources = {}
     for pt in plan.teachers:
         model = teacher_models[pt.name].to(acc.device)
@@ -366,7 +366,7 @@ def build_job(plan, resume: bool = False) -> Job:
     lengths = row_lengths(plan.encoded["train"]) if t.group_by_length else None
     sampler = EpochSampler(len(plan.encoded["train"]), t.seed, acc.process_index, acc.num_processes, lengths,
                            t.batch_size)
-    own = {pt.name: (pt.encoded, _collate(plan, pt.tokenizer)) for pt in plan.teachers if pt.tokenizer is not None}
+    own = {pt.name: (pt.encoded, _collate(plan, pt)) for pt in plan.teachers if pt.own_tokens}
     loader = data_mod.loader(plan.encoded["train"], collate, t.batch_size, sampler, own)
     batches = math.ceil(sampler.per_process() / t.batch_size)
     return Job(plan, acc, out, student, plain_student, teacher, teacher_models, plain_objective, optimizer, scheduler,
@@ -588,20 +588,11 @@ def finish(job: Job) -> dict:
         doing(f"scoring the student and the teacher on the {split} split")
         raw, encoded, names = getattr(plan.splits, split), plan.encoded[split], plan.splits.label_names
         batch_size = r.train.eval_batch_size
-        student_model = load_model(out, task, acc)
-        student = score(student_model, task, encoded, job.collate, batch_size, task.metric(names, raw), acc, out)
-        own = {t.name: t.tokenizer for t in plan.teachers if t.tokenizer is not None}
-
-        def inputs(name=None):  # a teacher with its own tokenizer reads its own encoding of the split
-            return (task.encode(raw, own[name], names), task.collate(own[name])) if name in own else \
-                (encoded, job.collate)
-
-        def scorer(model, name=None):
-            return score(model, task, *inputs(name), batch_size, task.metric(names, raw), acc)
-
-        teachers = [(t.name, job.teacher_models[t.name], t.spec.weight, t.label_order) for t in plan.teachers]
-        teacher, each, compared = score_teachers(teachers, task, ensemble_mix(r), scorer, shared=not own)
-        timings = time_against(Timed(student_model, encoded, job.collate), compared, inputs, acc)
+        me = Scored("student", load_model(out, task, acc), encoded, job.collate, out)
+        teachers = [Scored(t.name, job.teacher_models[t.name],
+                           *((t.encode(task, raw, names), t.collate(task)) if t.own_tokens else (encoded, job.collate)),
+                           local_folder(t.spec.model), t.spec.weight, t.label_order) for t in plan.teachers]
+        student, teacher, each, timings = score_against(task, raw, names, me, teachers, ensemble_mix(r), batch_size, acc)
         result.update(report(task, split, len(raw), student, teacher, _meta(plan, 0, None)["teacher"],
                              acc.device.type, each, timings))
         if not job.main:

@@ -23,6 +23,15 @@ class Side:
     trust_remote_code: bool = False
     arch_name: str = "hf"
     params: int | None = None
+    tokenizer: object | None = None  # the tokenizer it reads
+    own_tokens: bool = False  # a teacher that reads other tokens than the student: it gets its own batches
+
+    def encode(self, task, ds, names):
+        """A split tokenised for this model, as the task encodes it."""
+        return task.encode(ds, self.tokenizer, names)
+
+    def collate(self, task, multiple: int | None = None):
+        return task.collate(self.tokenizer, multiple)
 
     @property
     def arch(self):

@@ -71,8 +71,17 @@ class Task:
 
     # ---- plan time (no weights)
     def column(self, key: str):
-        value = getattr(self.data, key)
-        return value if value is not None else next(c.default for c in self.columns if c.key == key)
+        """The column named `key` reads: from the task's block (`task: {text: body}`), else from `data:` (the older
+        spelling, still accepted), else the task's default."""
+        for block in (self.options, self.data):
+            value = getattr(block, key, None)
+            if value is not None:
+                return value
+        return next(c.default for c in self.columns if c.key == key)
+
+    def column_key(self, key: str) -> str:
+        """The recipe key that names column `key`, for messages: where the recipe set it (`data.` when unset)."""
+        return ("task." if getattr(self.options, key, None) is not None else "data.") + key
 
     def read_file(self, path, key: str):
         """(FileRows, records) for a file in one of `file_formats`, or None to let datasets read it."""

@@ -20,7 +20,7 @@ from pydantic import Field
 from brewcli.batch import Batch
 from brewcli.errors import RecipeError
 from brewcli.lazy import np, torch
-from brewcli.schema import Strict
+from brewcli.schema import Strict, column
 from brewcli.tasks import Column, Task, register
 from brewcli.tasks.sequence import pad_inputs
 
@@ -36,6 +36,7 @@ class GeneralSpec(Strict):
     documents: Literal["auto", "lines", "paragraphs"] = Field(
         "auto", description=".txt files: a document per line, or paragraphs split by empty lines; auto: paragraphs "
         "when the file has an empty line (in its first 4 MB), else lines")
+    text: str | None = column("the text (CSV, JSON, Parquet or a Hugging Face dataset)", "text")
 
 
 def special_tokens(tokenizer) -> tuple[list[int], list[int]]:
@@ -115,12 +116,12 @@ class General(Task):
         col = self.column("text")
         feature = ds.features[col]
         if getattr(feature, "dtype", None) not in ("string", "large_string"):
-            raise RecipeError("data.text", f"column '{col}' holds {_kind(feature)}, not text",
+            raise RecipeError(self.column_key("text"), f"column '{col}' holds {_kind(feature)}, not text",
                               "name the column that holds the documents' text")
         values = ds.with_format("arrow")[col]
         if values.null_count:
             first = pc.index(pc.is_null(values), True).as_py()
-            raise RecipeError("data.text", f"{where(first)} has no text in column '{col}'", "fill in or drop the row")
+            raise RecipeError(self.column_key("text"), f"{where(first)} has no text in column '{col}'", "fill in or drop the row")
 
     def sample_texts(self, ds, n: int = 200) -> list[str]:
         ds = _rows(ds)

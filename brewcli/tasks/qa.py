@@ -19,7 +19,7 @@ from brewcli.batch import Batch
 from brewcli.datafiles import FileRows
 from brewcli.errors import RecipeError
 from brewcli.lazy import torch
-from brewcli.schema import Strict
+from brewcli.schema import Strict, column
 from brewcli.tasks import Column, Metric, Task, register
 from brewcli.tasks.sequence import pad_inputs
 from brewcli.tasks.squad import QACounter, predict_answer
@@ -35,6 +35,9 @@ class QASpec(Strict):
     unanswerable: Literal["auto"] | bool = Field("auto", description="SQuAD 2.0: questions may have no answer; auto: "
                                                  "when the data has such questions")
     null_threshold: float = Field(0.0, description="answer nothing when [CLS] beats the best span by more than this")
+    question: str | None = column("the question", "question")
+    context: str | None = column("the context", "context")
+    answers: str | None = column("the answers (SQuAD's {text: [...], answer_start: [...]})", "answers")
 
 
 def read_squad(path: Path, key: str, data_spec, columns) -> tuple[FileRows, list[dict]] | None:
@@ -176,26 +179,26 @@ class QuestionAnswering(Task):
                               f"set task.doc_stride to about {self.data.max_length // 4}")
         q, c, a = self._cols()
         for i, (question, context, answers) in enumerate(zip(ds[q], ds[c], ds[a])):
-            for key, col, value in (("data.question", q, question), ("data.context", c, context)):
+            for key, col, value in ((self.column_key("question"), q, question), (self.column_key("context"), c, context)):
                 if not isinstance(value, str) or not value.strip():
                     what = "no text" if value is None or isinstance(value, str) else f"{_kind(value)}, not text,"
                     raise RecipeError(key, f"{where(i)} has {what} in column '{col}'", "fill in or drop the row")
             found = _answers(answers)
             if found is None:
-                raise RecipeError("data.answers", f"{where(i)}: column '{a}' holds {str(answers)[:80]!r}; expected "
+                raise RecipeError(self.column_key("answers"), f"{where(i)}: column '{a}' holds {str(answers)[:80]!r}; expected "
                                   "{text: [...], answer_start: [...]} with one start per answer",
                                   "e.g. {text: [Denver Broncos], answer_start: [177]}")
             for text, start in zip(found["text"], found["answer_start"]):
                 if not isinstance(text, str) or not isinstance(start, int) or isinstance(start, bool) or start < 0:
                     field, value, want = ("text", text, "the answer text") if not isinstance(text, str) else \
                         ("answer_start", start, "a whole number, 0 or more (where the answer starts in the context)")
-                    raise RecipeError("data.answers", f"{where(i)}: column '{a}' has {field} {value!r}, "
+                    raise RecipeError(self.column_key("answers"), f"{where(i)}: column '{a}' has {field} {value!r}, "
                                       f"{_kind(value)}; expected {want}", "e.g. {text: [Denver Broncos], "
                                       "answer_start: [177]}")
                 if not isinstance(start, int) or context[start:start + len(str(text))] != text:
                     at = context.find(str(text))
                     hint = f"the text occurs at {at}" if at >= 0 else "the text does not occur in the context"
-                    raise RecipeError("data.answers", f"{where(i)}: answer_start {start} does not point at the answer "
+                    raise RecipeError(self.column_key("answers"), f"{where(i)}: answer_start {start} does not point at the answer "
                                       f"{text!r} (the context there reads "
                                       f"{context[start:start + len(str(text))] if isinstance(start, int) else ''!r})",
                                       hint)
