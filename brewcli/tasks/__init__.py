@@ -59,6 +59,12 @@ class Task:
     file_formats: dict[str, str] = {}
     text_keys: tuple[str, ...] = ("text",)  # the columns holding text the tokenizer reads  # extra local file formats this task reads: suffix -> description
 
+    @property
+    def option_fields(self) -> dict:
+        """The task block's own options (its fields but the name and the columns), for `brew ls` and `brew init`."""
+        columns = {c.key for c in self.columns}
+        return {k: f for k, f in self.spec.model_fields.items() if k != "name" and k not in columns}
+
     options = None  # the run's `task:` block (an instance of `spec`), once bound
     data = None  # the run's `data:` block: the columns this task reads, max_length, the files
 
@@ -173,7 +179,7 @@ def register(task: Task) -> None:
     """Add a task; `brew ls tasks` shows its doc, its columns and its options."""
     columns = ", ".join(f"data.{c.key} ({c.default if isinstance(c.default, str) else c.default[0]})"
                         for c in task.columns)
-    options = ", ".join(k for k in task.spec.model_fields if k != "name")
+    options = ", ".join(task.option_fields)
     TASKS.add(task.name, task, f"{task.doc}. Columns: {columns}" + (f". Options: {options}" if options else ""))
 
 
