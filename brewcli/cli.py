@@ -306,7 +306,7 @@ def _interactive() -> bool:
 
 @app.command("ls")
 @_guarded
-def ls(what: Optional[str] = typer.Argument(None, help="students, matches, losses, features, schedulers or tasks")):
+def ls(what: Optional[str] = typer.Argument(None, help="students, archs, matches, losses, features, schedulers or tasks")):
     """List what recipes can name: student presets, match presets, losses, feature kinds, schedulers, tasks."""
     from brewcli.listing import SECTIONS, render_listing
 

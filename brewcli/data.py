@@ -105,7 +105,7 @@ def _read_files(spec, task, documents: str = "auto", dry_run: bool = False) -> t
                 text.setdefault(split, []).append(p)
                 kinds.add(TEXT[suffix])
                 continue
-            read = task.read_file(Path(p), key, spec) if Path(p).suffix.lower() in task.file_formats else None
+            read = task.read_file(Path(p), key) if Path(p).suffix.lower() in task.file_formats else None
             if read is not None:
                 if read[0].count == 0:
                     raise RecipeError(key, f"{p} has no rows ({task.file_formats[Path(p).suffix.lower()]})")
@@ -176,10 +176,10 @@ def _distinct_columns(spec, task) -> None:
     """Each column key of the task names a column of its own (the label column is not the text column)."""
     owner: dict = {}
     for column in task.columns:
-        wanted = task.column(spec, column.key)
+        wanted = task.column(column.key)
         names = [wanted] if isinstance(wanted, str) else list(wanted)
         if len(set(names)) < len(names):
-            raise RecipeError(f"data.{column.key}", f"names the column '{names[0]}' twice", "a pair takes two columns")
+            raise RecipeError(task.column_key(column.key), f"names the column '{names[0]}' twice", "a pair takes two columns")
         for col in names:
             first = owner.setdefault(col, column)
             if first is column:
@@ -198,14 +198,15 @@ def _column_hint(col: str, columns: list[str]) -> str | None:
     return did_you_mean(col, columns)
 
 
-def load_splits(recipe, task, teacher_config=None, names: list[str] | None = None, dry_run: bool = False) -> Splits:
-    """Train/eval/test splits, rows checked and labels encoded; `names` fixes the label order (a trained model's).
+def load_splits(task, teacher_config=None, names: list[str] | None = None, dry_run: bool = False) -> Splits:
+    """The bound task's train/eval/test splits (its data block), rows checked and labels encoded; `names` fixes the
+    label order (a trained model's).
     `dry_run`: for a task that `estimates`, a large split is a Sample of its first documents (nothing reads a whole
     text file), whose len() and encoding's len() are estimates."""
-    spec = recipe.data
+    spec = task.data
     estimates = dry_run and getattr(task, "estimates", False)
     _distinct_columns(spec, task)
-    raw, rows = _load_raw(spec, task, getattr(recipe.task, "documents", "auto"), estimates)
+    raw, rows = _load_raw(spec, task, getattr(task.options, "documents", "auto"), estimates)
     eval_name, test_name = spec.eval_split, spec.test_split  # local files keyed eval/test: named by DataSpec
     names_of = {"train": spec.train_split, "eval": eval_name, "test": test_name}
     found = {"train": _split(raw, spec.train_split, "data.train_split"),
@@ -217,18 +218,18 @@ def load_splits(recipe, task, teacher_config=None, names: list[str] | None = Non
         split = names_of[role]
         where_file = ", ".join(f.path.name for f in rows.get(split, [])) or f"the {split} split"
         for column in task.columns:
-            wanted = task.column(spec, column.key)
+            wanted = task.column(column.key)
             for col in [wanted] if isinstance(wanted, str) else wanted:
                 if col not in ds.column_names:
-                    raise RecipeError(f"data.{column.key}", f"no column '{col}' ({column.what}) in {where_file} "
+                    raise RecipeError(task.column_key(column.key), f"no column '{col}' ({column.what}) in {where_file} "
                                       f"(columns: {', '.join(ds.column_names)})", _column_hint(col, ds.column_names))
         wheres[role] = lambda i, s=split: locate(rows.get(s), i, s)
-        task.check_rows(ds, recipe, wheres[role])
+        task.check_rows(ds, wheres[role])
     if names is None:
-        names = task.label_names(found["train"], recipe, teacher_config, wheres.get("train"))
+        names = task.label_names(found["train"], teacher_config, wheres.get("train"))
     if teacher_config is not None:
         task.check_teacher(teacher_config, names)
-    train, evals, test = (None if found[r] is None else task.encode_labels(found[r], recipe, names, wheres[r])
+    train, evals, test = (None if found[r] is None else task.encode_labels(found[r], names, wheres[r])
                           for r in ("train", "eval", "test"))
     if spec.eval_fraction:
         if round(len(train) * spec.eval_fraction) < 1 or round(len(train) * (1 - spec.eval_fraction)) < 1:
@@ -240,7 +241,7 @@ def load_splits(recipe, task, teacher_config=None, names: list[str] | None = Non
     if spec.max_eval_samples:
         evals, test = (_first(x, spec.max_eval_samples) for x in (evals, test))
     if estimates:
-        column = task.column(spec, "text")
+        column = task.column("text")
         train, evals, test = (_sample_rows(x, column) for x in (train, evals, test))
     return Splits(train, evals, test, names)
 

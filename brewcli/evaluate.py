@@ -18,7 +18,7 @@ import torch
 
 from brewcli import data as data_mod
 from brewcli.errors import BrewError, doing
-from brewcli.models.hf import quiet_transformers, size_on_disk
+from brewcli.models.hf import size_on_disk
 from brewcli.tasks import retained_pct
 
 
@@ -171,6 +171,52 @@ def score_teachers(teachers: list[tuple], task, mix: str | None, scorer, shared:
     return scorer(ensemble), each, (ensemble, None)
 
 
+@dataclass
+class Scored:
+    """One model to score on a split: the encoding and collate it reads, its folder (for its size on disk), and,
+    for a teacher, its ensemble weight and label order."""
+
+    name: str
+    model: object
+    encoded: object
+    collate: object
+    folder: Path | None = None
+    weight: float = 1.0
+    label_order: list[int] | None = None
+
+
+def local_folder(ref: str) -> Path | None:
+    """A model reference's folder on this machine; None for a Hub id."""
+    path = Path(ref).expanduser()
+    return path if path.is_dir() else None
+
+
+def score_against(task, ds, names, student: Scored, teachers: list[Scored], mix: str | None, batch_size: int,
+                  acc=None):
+    """The student and its teachers on one split, then timed in turns: (student, teacher, each, timings) for
+    `report`. The end of a run and `brew eval` both score this way."""
+    by_name = {t.name: t for t in teachers}
+
+    def inputs(name=None):  # a teacher with its own tokenizer reads its own encoding; the ensemble, the shared one
+        t = by_name.get(name, student)
+        return t.encoded, t.collate
+
+    def scorer(model, name=None):
+        folder = by_name[name].folder if name in by_name else None
+        return score(model, task, *inputs(name), batch_size, task.metric(names, ds), acc, folder)
+
+    mine = score(student.model, task, student.encoded, student.collate, batch_size, task.metric(names, ds), acc,
+                 student.folder)
+    rows = [(t.name, t.model, t.weight, t.label_order) for t in teachers]
+    if teachers:
+        doing("scoring the teacher" + ("s" if len(teachers) > 1 else ""))
+    shared = all(t.encoded is student.encoded for t in teachers)
+    teacher, each, compared = score_teachers(rows, task, mix, scorer, shared=shared)
+    doing("timing the student" + (" and the teacher, in turns" if compared else ""))
+    timings = time_against(Timed(student.model, student.encoded, student.collate), compared, inputs, acc)
+    return mine, teacher, each, timings
+
+
 def time_against(student: Timed, compared, inputs, acc=None) -> dict:
     """The paired timings (`measure_speed`) of the student and the model it is compared with: `compared` as
     `score_teachers` returns it, `inputs(name)` that teacher's (encoded, collate). The student alone without one."""
@@ -232,16 +278,18 @@ def speed_note(report: dict) -> str:
     return f"[dim]speed: {how}; they varied by {spread:.0f}% (interquartile range over the median)[/dim]"
 
 
-def load_model(folder, task, acc=None):
-    quiet_transformers()
-    return task.model_class().from_pretrained(folder).to(_device(acc))
+def load_model(folder, task, acc=None, arch: str = "hf"):
+    """A saved model with the task's head, as saved (its own config)."""
+    from brewcli.models.arch import ARCHS
+
+    return ARCHS.get(arch).load(str(folder), None, task.head).to(_device(acc))
 
 
 def evaluate_checkpoint(path: str, data_file: str | None = None, split: str | None = None,
                         batch_size: int = 64, with_teacher: bool = True) -> dict:
     from brewcli.models.hf import check_weights, load_config, load_tokenizer
     from brewcli.recipe import load_recipe
-    from brewcli.tasks import TASKS
+    from brewcli.tasks import task_of
 
     folder = Path(path)
     if not folder.is_dir():
@@ -255,16 +303,16 @@ def evaluate_checkpoint(path: str, data_file: str | None = None, split: str | No
     meta = _read_meta(folder)
     ran_in = meta.get("cwd") if isinstance(meta.get("cwd"), str) else "."  # where older runs' relative paths start
     recipe = load_recipe(folder / "recipe.yaml", ran_in=ran_in)
-    task = TASKS.get(recipe.task.name)
     if data_file:
         data = recipe.data.model_copy(update={"dataset": None, "config": None, "files": {"file": data_file},
                                               "train_split": "file", "eval_split": None, "test_split": None,
                                               "eval_fraction": None, "max_train_samples": None})
         recipe = recipe.model_copy(update={"data": data})
+    task = task_of(recipe)
     config = load_config(str(folder), "checkpoint")
     check_weights(str(folder), "checkpoint")
     names = [config.id2label[i] for i in range(config.num_labels)] if task.has_classes else None
-    splits = data_mod.load_splits(recipe, task, names=names)
+    splits = data_mod.load_splits(task, names=names)
     available = {"train": splits.train, "eval": splits.eval, "test": splits.test}
     if data_file:
         split, ds = Path(data_file).name, splits.train
@@ -279,7 +327,7 @@ def evaluate_checkpoint(path: str, data_file: str | None = None, split: str | No
     device = "cuda" if torch.cuda.is_available() else "cpu"
     acc = Accelerator(cpu=device == "cpu")
     tokenizer = load_tokenizer(str(folder), "checkpoint")
-    encoded = task.encode(ds, tokenizer, recipe, names)
+    encoded = task.encode(ds, tokenizer, names)
     if task.headless:
         from brewcli.heldout import evaluate_general
 
@@ -288,16 +336,13 @@ def evaluate_checkpoint(path: str, data_file: str | None = None, split: str | No
         return {"checkpoint": str(folder), **report(task, split, len(encoded), student, teacher, ref, device, None,
                                                     timings)}
     doing(f"scoring {folder} on the {split} split")
-    student_model = load_model(folder, task, acc)
-    student = score(student_model, task, encoded, task.collate(tokenizer), batch_size,
-                    task.metric(recipe, names, ds), acc, folder)
+    collate = task.collate(tokenizer)
+    me = Scored("student", load_model(folder, task, acc), encoded, collate, folder)
     teacher_ref = meta.get("teacher") or (recipe.teachers[0].model if recipe.teachers else None)
     recorded = meta.get("teachers") or ([{"name": "teacher", "model": teacher_ref, "weight": 1.0,
                                           "label_order": None}] if teacher_ref else [])
-    teacher = each = compared = None
-    inputs = {}
+    teachers = []
     if with_teacher and recorded:
-        models, folders = [], {}
         for t in recorded:
             ref, tdir = t["model"], Path(t["model"])
             if tdir.is_absolute() and not tdir.exists():
@@ -306,21 +351,13 @@ def evaluate_checkpoint(path: str, data_file: str | None = None, split: str | No
             doing(f"loading the teacher {ref}")
             check_weights(ref, "teacher")
             model = load_model(tdir if tdir.exists() else ref, task, acc)
-            folders[t["name"]] = tdir if tdir.exists() else None
             own = load_tokenizer(ref, "teacher")
-            if own.get_vocab() != tokenizer.get_vocab():  # it reads other tokens: its own encoding of the split
-                inputs[t["name"]] = (task.encode(ds, own, recipe, names), task.collate(own))
-            models.append((t["name"], model, t["weight"], t["label_order"]))
-        doing("scoring the teacher" + ("s" if len(models) > 1 else ""))
-
-        def scorer(model, name=None):
-            enc, collate = inputs.get(name, (encoded, task.collate(tokenizer)))
-            return score(model, task, enc, collate, batch_size, task.metric(recipe, names, ds), acc, folders.get(name))
-
-        teacher, each, compared = score_teachers(models, task, ensemble_mix(recipe), scorer, shared=not inputs)
-    doing("timing the student" + (" and the teacher, in turns" if compared else ""))
-    timings = time_against(Timed(student_model, encoded, task.collate(tokenizer)), compared,
-                           lambda name: inputs.get(name, (encoded, task.collate(tokenizer))), acc)
+            # a teacher that reads other tokens gets its own encoding of the split
+            enc = (task.encode(ds, own, names), task.collate(own)) if own.get_vocab() != tokenizer.get_vocab() \
+                else (encoded, collate)
+            teachers.append(Scored(t["name"], model, *enc, tdir if tdir.exists() else None, t["weight"],
+                                   t["label_order"]))
+    student, teacher, each, timings = score_against(task, ds, names, me, teachers, ensemble_mix(recipe), batch_size, acc)
     out = report(task, split, len(ds), student, teacher, teacher_ref, device, each, timings)
     stages = _stages_of(folder)
     return {"checkpoint": str(folder), **out, **({"stages": stages} if stages else {})}

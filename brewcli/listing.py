@@ -6,6 +6,7 @@ from rich.table import Table
 
 from brewcli.losses import KD_LOSSES, MATCH_LOSSES
 from brewcli.matches import MATCH_PRESETS
+from brewcli.models.arch import ARCHS
 from brewcli.models.features import FEATURE_KINDS
 from brewcli.models.students import PRESETS
 from brewcli.schedulers import LR, TEMPERATURE, WEIGHT
@@ -14,6 +15,7 @@ from brewcli.ui import console
 
 SECTIONS = {
     "students": [("student.preset", PRESETS)],
+    "archs": [("(the model code of the student and teachers)", ARCHS)],
     "matches": [("distill.matches[].preset", MATCH_PRESETS)],
     "losses": [("distill.kd_loss", KD_LOSSES), ("distill.matches[].loss", MATCH_LOSSES)],
     "features": [("distill.matches[].feature", FEATURE_KINDS)],

@@ -62,7 +62,11 @@ class Term:
     teacher: dict[str, Needs] = {}  # teacher name -> what it reads from that teacher
 
     def __init__(self, weight: float, schedule: str = "none"):
-        self.weight, self.schedule = weight, WEIGHT.get(schedule)
+        self.weight, self.schedule_name, self.schedule = weight, schedule, WEIGHT.get(schedule)
+
+    def describe(self) -> str:
+        """What the term computes, for the plan's table of loss terms."""
+        return ""
 
     def weight_at(self, progress: float) -> float:
         return self.weight * self.schedule(progress)
@@ -77,9 +81,12 @@ class HardLabel(Term):
     name, key = "hard_label", "distill.hard_label_weight"
     student = Needs(loss=True)
 
-    def __init__(self, weight, schedule, unit):
+    def __init__(self, weight, schedule, unit, alone: bool = False):
         super().__init__(weight, schedule)
-        self.unit = unit
+        self.unit, self.alone = unit, alone
+
+    def describe(self) -> str:
+        return "task loss on gold labels" + (" (plain fine-tuning)" if self.alone else "")
 
     def __call__(self, batch, s, t):
         return s.loss
@@ -92,12 +99,13 @@ class LogitKD(Term):
     name, key = "kd", "distill.kd_weight"
     student = Needs(logits=True)
 
-    def __init__(self, task, distill, kd_loss: str, weight: float, schedule: str, teachers: list):
+    def __init__(self, task, distill, kd_loss: str, weight: float, schedule: str, teachers: list, label_names=None):
         super().__init__(weight, schedule)
-        self.task, self.unit = task, task.label_unit
+        self.task, self.unit, self.distill, self.label_names = task, task.label_unit, distill, label_names
         self.teachers = [(t.name, t.spec.weight, t.label_order) for t in teachers if t.spec.weight > 0]
+        self.several = len(teachers) > 1
         self.teacher = {name: Needs(logits=True) for name, _, _ in self.teachers}
-        self.loss = KD_LOSSES.get(kd_loss)
+        self.loss, self.loss_name = KD_LOSSES.get(kd_loss), kd_loss
         self.kind = self.loss.target  # the target's distribution: softmax, sigmoid or none (KD on logits)
         self.floored = self.loss.floored  # its value includes the target's entropy (a constant)
         self.mix = self.kind if distill.ensemble == "probabilities" else None
@@ -106,6 +114,14 @@ class LogitKD(Term):
         self.scheduler_args = distill.temperature_scheduler.kwargs()
         self.last_temperature: float | None = None
         self.last_entropy: tuple[float, float] | None = None  # (normalised entropy, classes) of the last target
+
+    def describe(self) -> str:
+        d, sched = self.distill, self.distill.temperature_scheduler
+        kw = ", ".join(f"{k}={v}" for k, v in sched.kwargs().items())
+        mixed = f"; target: the teachers' weighted mean {d.ensemble}" if self.several else ""
+        compared = self.task.describe(self.label_names)[1]
+        return (f"{self.loss_name} on {compared}{mixed}, T={d.temperature:g} ({sched.name}{', ' + kw if kw else ''})"
+                + (", x T^2" if d.scale_by_t2 else "") + (", probability shift" if d.probability_shift else ""))
 
     def __call__(self, batch, s, t):
         zts, weights = [], []
@@ -200,10 +216,11 @@ def build_objective(plan) -> Objective:
     r, task = plan.recipe, plan.task
     d = r.distill
     if r.teacher is None:
-        return Objective([HardLabel(1.0, "none", task.label_unit)], {})
+        return Objective([HardLabel(1.0, "none", task.label_unit, alone=True)], {})
     terms: list[Term] = []
     if d.kd_weight > 0:
-        terms.append(LogitKD(task, d, r.kd_loss, d.kd_weight, d.kd_weight_schedule, plan.teachers))
+        names = plan.splits.label_names if getattr(plan, "splits", None) is not None else None
+        terms.append(LogitKD(task, d, r.kd_loss, d.kd_weight, d.kd_weight_schedule, plan.teachers, names))
     if d.hard_label_weight > 0:
         terms.append(HardLabel(d.hard_label_weight, d.hard_label_weight_schedule, task.label_unit))
     projections, slot = {}, {}  # a group's matches share one projection (named for the group)

@@ -17,25 +17,22 @@ from brewcli.errors import RecipeError, did_you_mean
 from brewcli.matches import ResolvedMatch, resolve_matches
 from brewcli.models.families import FamilyError, read_widths
 from brewcli.models.features import FEATURE_KINDS
-from brewcli.models.hf import (architectures, check_weights, has_task_head, load_config, load_tokenizer,
-                               max_positions, meta_model)
+from brewcli.models.hf import architectures, check_weights, load_config, load_tokenizer, max_positions
+from brewcli.models.side import Side
 from brewcli.models.students import (apply_config_overrides, check_layer_copy, resolve_init, student_config,
                                      teacher_layers)
 from brewcli.recipe import Recipe
-from brewcli.tasks import TASKS, Task
+from brewcli.tasks import Task, task_of
 
 
 @dataclass
-class PlannedTeacher:
-    name: str
-    spec: object  # its TeacherSpec
-    key: str  # its recipe key, for messages: `teacher`, or `teacher[1]` in a list
-    config: object
-    params: int | None = None
+class PlannedTeacher(Side):
+    """A teacher's side, with what only a teacher has."""
+
+    spec: object = None  # its TeacherSpec
     label_order: list[int] | None = None  # puts its outputs in the first teacher's label order (same names)
     cache: object | None = None  # the teacher cache it is read from (cache.CachePlan), or None: run live
-    tokenizer: object | None = None  # its own tokenizer, where it reads other tokens than the student; else None
-    encoded: object | None = None  # then: its own encoding of the train split, row for row
+    encoded: object | None = None  # where it reads its own tokens: its own encoding of the train split, row for row
 
 
 @dataclass
@@ -43,19 +40,29 @@ class Plan:
     recipe: Recipe
     task: Task
     teachers: list[PlannedTeacher]  # the first one's config shapes the student and names the labels
-    student_config: object
+    student: Side  # ref: where its weights load from (init pretrained); None: built from its config
     init: str  # random | teacher-layers | pretrained
     init_layers: list[int] | None
     matches: list[ResolvedMatch]
     splits: data_mod.Splits
     encoded: dict  # split -> the task's encoded features (tokenised; QA: one row per window)
-    tokenizer: object
-    student_params: int
     processes: int  # the run's process count (WORLD_SIZE under torchrun / accelerate launch)
     steps_per_epoch: int
     total_steps: int
     attention: str | None  # "eager" when a match reads attention maps (SDPA returns none); else the default
     cache_note: str | None = None  # why `teacher_cache: auto` runs the teacher live
+
+    @property
+    def tokenizer(self):  # the student's
+        return self.student.tokenizer
+
+    @property
+    def student_config(self):
+        return self.student.config
+
+    @property
+    def student_params(self) -> int:
+        return self.student.params
 
     @property
     def needs_attention(self) -> bool:
@@ -124,7 +131,7 @@ def _check_tokenizer_reads_the_text(tokenizer, splits, recipe: Recipe, task, key
     unk = tokenizer.unk_token_id
     if unk is None:
         return
-    texts = task.sample_texts(splits.train, recipe)
+    texts = task.sample_texts(splits.train)
     ids = [i for enc in tokenizer(texts, add_special_tokens=False)["input_ids"] for i in enc]
     if len(ids) >= 20 and ids.count(unk) / len(ids) > 0.5:
         raise RecipeError(key, f"its tokenizer turns {ids.count(unk) / len(ids):.0%} of the training text's tokens "
@@ -146,11 +153,12 @@ def _teachers(recipe: Recipe, task) -> list[PlannedTeacher]:
         key = f"teacher[{i}]" if several else "teacher"
         config = load_config(t.model, key, t.revision, t.trust_remote_code)
         check_weights(t.model, key)
-        if _reads_teacher_logits(recipe) and not has_task_head(config, task):
+        side = PlannedTeacher(t.name, key, config, task.head, t.model, t.revision, t.trust_remote_code, spec=t)
+        if _reads_teacher_logits(recipe) and not side.has_head():
             raise RecipeError(key, f"'{t.model}' has no {task.name} head (architectures: "
                               f"{', '.join(architectures(config) or ['none'])}), so its logits mean nothing",
                               "fine-tune it first with `brew train`, or set distill.kd_weight: 0")
-        out.append(PlannedTeacher(t.name, t, key, config))
+        out.append(side)
     return out
 
 
@@ -159,10 +167,12 @@ def _reads_teacher_logits(recipe: Recipe) -> bool:
     return recipe.teacher is not None and recipe.distill.kd_weight > 0
 
 
-def _label_teacher(recipe: Recipe, task, config):
+def _label_teacher(recipe: Recipe, teacher: PlannedTeacher | None):
     """The teacher config that names the labels and must predict them: none for a head-less teacher whose logits
     nothing reads (a plain encoder distilled through its layers only)."""
-    return config if config is not None and (_reads_teacher_logits(recipe) or has_task_head(config, task)) else None
+    if teacher is None or not (_reads_teacher_logits(recipe) or teacher.has_head()):
+        return None
+    return teacher.config
 
 
 def _check_teachers_agree(teachers: list[PlannedTeacher], task, names) -> None:
@@ -214,7 +224,7 @@ def build_plan(recipe: Recipe, *, previous: Plan | None = None, dry_run: bool = 
     (the encoded splits are data.Sample objects: `estimated`, `estimate_note`)."""
     if previous is not None:
         recipe = _after(recipe, previous)
-    task = TASKS.get(recipe.task.name)
+    task = task_of(recipe)
     _check_device(recipe)
     _check_output_dir(recipe)
     teachers = _teachers(recipe, task)
@@ -242,43 +252,48 @@ def build_plan(recipe: Recipe, *, previous: Plan | None = None, dry_run: bool = 
     tokenizer = previous.tokenizer if previous is not None else load_tokenizer(tok_ref, tok_key)
     for t in teachers:
         theirs = tokenizer if t.spec.model == tok_ref else load_tokenizer(t.spec.model, t.key)
-        t.tokenizer = None if theirs.get_vocab() == tokenizer.get_vocab() else theirs
+        t.own_tokens = theirs.get_vocab() != tokenizer.get_vocab()
+        t.tokenizer = theirs if t.own_tokens else tokenizer
     if task.needs_fast_tokenizer and not tokenizer.is_fast:
         raise RecipeError(tok_key, f"task '{task.name}' maps words and answers to sub-words, which needs a fast "
                           f"(Rust) tokenizer; '{tok_ref}' has only a slow one", "save a tokenizer.json beside the model")
     for cfg in (*(t.config for t in teachers), sc):
         if getattr(cfg, "pad_token_id", None) is None:
             cfg.pad_token_id = tokenizer.pad_token_id  # decoders (GPT-2, Llama) pad with their end-of-text token
-    _check_lengths(recipe, tokenizer, {**{t.key: t.config for t in teachers if t.tokenizer is None}, "student": sc})
+    _check_lengths(recipe, tokenizer, {**{t.key: t.config for t in teachers if not t.own_tokens}, "student": sc})
     for t in teachers:
-        if t.tokenizer is not None:
+        if t.own_tokens:
             _check_own_tokenizer(recipe, task, t, matches)
-    splits = data_mod.load_splits(recipe, task, _label_teacher(recipe, task, tc), dry_run=dry_run)
-    if len(teachers) > 1 and all(_label_teacher(recipe, task, t.config) for t in teachers):
+    splits = data_mod.load_splits(task, _label_teacher(recipe, teachers[0] if teachers else None),
+                                  dry_run=dry_run)
+    if len(teachers) > 1 and all(_label_teacher(recipe, t) for t in teachers):
         _check_teachers_agree(teachers, task, splits.label_names)
     _check_tokenizer_reads_the_text(tokenizer, splits, recipe, task, tok_key)
     task.configure(sc, splits.label_names)
-    student = _meta_student(sc, task, s.config)
+    student = Side("student", "student", sc, task.head, s.model if init == "pretrained" else None, s.revision,
+                   s.trust_remote_code, tokenizer=tokenizer)  # a later stage's s.model: the previous stage's output
+    meta = _meta_student(student, s.config)
     params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    student.params = params(meta)
     for t in teachers:
-        t.params = params(meta_model(t.config, task))
+        t.params = params(t.meta())
     if layers is not None:
-        check_layer_copy(student, meta_model(tc, task), layers)
-    encoded = {k: task.encode(v, tokenizer, recipe, splits.label_names)
+        check_layer_copy(meta, teachers[0].meta(), layers)
+    encoded = {k: student.encode(task, v, splits.label_names)
                for k, v in (("train", splits.train), ("eval", splits.eval), ("test", splits.test)) if v is not None}
     if len(encoded["train"]) == 0:
         raise RecipeError("data", "the train split is empty")
     for t in teachers:
-        if t.tokenizer is not None:
+        if t.own_tokens:
             _check_tokenizer_reads_the_text(t.tokenizer, splits, recipe, task, t.key)
-            t.encoded = task.encode(splits.train, t.tokenizer, recipe, splits.label_names)
+            t.encoded = t.encode(task, splits.train, splits.label_names)
     t = recipe.train
     processes = int(os.environ.get("WORLD_SIZE", "1"))
     batches = math.ceil(math.ceil(len(encoded["train"]) / processes) / t.batch_size)  # per process and epoch
     per_epoch = math.ceil(batches / t.grad_accum)
     total = t.max_steps or max(1, math.ceil(t.epochs * per_epoch))
-    plan = Plan(recipe, task, teachers, sc, init, layers, matches, splits, encoded, tokenizer, params(student),
-                processes, per_epoch, total, attention)
+    plan = Plan(recipe, task, teachers, student, init, layers, matches, splits, encoded, processes, per_epoch, total,
+                attention)
     if teachers:
         from brewcli.cache import plan_cache
         from brewcli.objective import build_objective
@@ -308,7 +323,7 @@ def _previous_student(previous: Plan, overrides: dict):
 
     def shapes(config):
         try:
-            return {k: tuple(p.shape) for k, p in meta_model(config, previous.task).named_parameters()}
+            return {k: tuple(p.shape) for k, p in previous.student.arch.meta(config, previous.task.head).named_parameters()}
         except Exception:  # noqa: BLE001 - a config that builds no model: _meta_student names it
             return None
 
@@ -324,11 +339,11 @@ def _previous_student(previous: Plan, overrides: dict):
     return sc
 
 
-def _meta_student(config, task, overrides: dict):
+def _meta_student(student: Side, overrides: dict):
     """Build the student on the meta device: a config that cannot make a model fails here, naming the key."""
     try:
-        return meta_model(config, task)
+        return student.meta()
     except Exception as e:  # transformers raises many types for a config it cannot build
         key = "student.config" if overrides else "student"
-        raise RecipeError(key, f"the {config.model_type} config does not build a model: "
+        raise RecipeError(key, f"the {student.config.model_type} config does not build a model: "
                           f"{type(e).__name__}: {str(e).splitlines()[0][:200]}") from None

@@ -308,6 +308,11 @@ class Recipe(Strict):
         if unused:
             raise ValueError(f"data.{unused[0]}: task '{task.name}' does not read it; its columns are "
                              + ", ".join(f"data.{c.key} (default {c.default})" for c in task.columns))
+        twice = [c.key for c in task.columns if getattr(self.task, c.key, None) is not None
+                 and getattr(self.data, c.key) is not None]
+        if twice:
+            raise ValueError(f"task.{twice[0]}: data.{twice[0]} names this column too; give it once (task.{twice[0]}, "
+                             f"or data.{twice[0]}, the older spelling)")
         names = [t.name for t in self.teachers]
         if isinstance(self.teacher, list):
             if not self.teacher:

@@ -265,7 +265,7 @@ def choose_columns(task, columns: dict[str, list], given: list[str], text: str |
 
 
 def task_block(task, values: dict | None = None) -> str:
-    options = {k: f for k, f in task.spec.model_fields.items() if k != "name"}
+    options = task.option_fields
     values = values or {}
     if not options:
         return f"task: {task.name}                # `brew ls tasks`\n"

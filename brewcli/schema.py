@@ -31,6 +31,17 @@ def _numeric(annotation) -> bool:
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # what torch and numpy accept
 
 
+def column(what: str, key: str):
+    """A task block's column key (`task: {label: topic}`); `data.<key>` is the older spelling of the same."""
+    return Field(None, description=f"the column holding {what}; null: data.{key}, else the task's default")
+
+
+def one_or_a_pair(v):
+    if isinstance(v, list) and not 1 <= len(v) <= 2:
+        raise ValueError("takes one column or a pair of columns")
+    return v
+
+
 def known(registry: Registry, name: str) -> str:
     try:
         return registry.canonical(name)

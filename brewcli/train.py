@@ -25,10 +25,9 @@ from brewcli.cache_entry import CachedTeacher, open_or_fill
 from brewcli.checkpoint import (STATE_FILES, checkpoint_folders, checkpoints, load_checkpoint, read_checkpoint,
                                  resume_point, rng_state, save_checkpoint, save_model_folder)
 from brewcli.errors import BrewError, TrainingDiverged, doing
-from brewcli.evaluate import (Timed, ensemble_mix, evaluate_model, load_model, report, score, score_teachers,
-                              teacher_rows, time_against)
+from brewcli.evaluate import (Scored, Timed, ensemble_mix, evaluate_model, load_model, local_folder, report,
+                              score_against, teacher_rows, time_against)
 from brewcli.heldout import term_metrics
-from brewcli.models.hf import from_config, load_pretrained
 from brewcli.models.students import copy_teacher_layers
 from brewcli.objective import Objective, build_objective
 from brewcli.schedulers import LR
@@ -103,12 +102,7 @@ class Meter:
 
 def load_teachers(plan) -> dict:
     """name -> model, in eval mode with gradients off."""
-    out = {}
-    for t in plan.teachers:
-        s = t.spec
-        out[t.name] = load_pretrained(s.model, t.config, plan.task, s.revision, s.trust_remote_code, plan.attention)
-        out[t.name].eval().requires_grad_(False)
-    return out
+    return {t.name: t.load(plan.attention).eval().requires_grad_(False) for t in plan.teachers}
 
 
 ATTENTION_DROPOUT = ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop")
@@ -128,16 +122,10 @@ def student_attention(plan, device: str | None) -> str | None:
 def build_models(plan, device: str | None = None):
     """(teachers by name, student): the student built, loaded or copied from the first teacher's layers. With the
     device it will train on, the student gets that device's fastest training kernel (student_attention)."""
-    r, task = plan.recipe, plan.task
     teachers = load_teachers(plan)
-    teacher = next(iter(teachers.values()), None)
-    s, attention = r.student, student_attention(plan, device)
-    if plan.init == "pretrained":
-        student = load_pretrained(s.model, plan.student_config, task, s.revision, s.trust_remote_code, attention)
-    else:
-        student = from_config(plan.student_config, task, attention)
-        if plan.init == "teacher-layers":
-            copy_teacher_layers(student, teacher, plan.init_layers)
+    student = plan.student.load(student_attention(plan, device))  # built from its config where it has no weights
+    if plan.init == "teacher-layers":
+        copy_teacher_layers(student, next(iter(teachers.values())), plan.init_layers)
     return teachers, student
 
 
@@ -258,7 +246,7 @@ class Job:
             metrics = term_metrics(self.plain_student, self.teacher_models, self.objective, plan.task,
                                    plan.encoded["eval"], self.collate, r.train.eval_batch_size, self.acc)
         else:
-            metric = plan.task.metric(r, plan.splits.label_names, plan.splits.eval)
+            metric = plan.task.metric(plan.splits.label_names, plan.splits.eval)
             metrics, _ = evaluate_model(self.plain_student, plan.task, plan.encoded["eval"], self.collate,
                                         r.train.eval_batch_size, metric, self.acc)
         state.history.append({"step": state.step, **metrics})
@@ -288,8 +276,9 @@ class Job:
                                trainer=asdict(self.state), keep=self.plan.recipe.train.keep_checkpoints, rng=rng)
 
 
-def _collate(plan, tokenizer):
-    return plan.task.collate(tokenizer, 8 if plan.recipe.train.precision != "fp32" else None)
+def _collate(plan, side):
+    """A side's collate for training: padded to a multiple of 8 under mixed precision (tensor cores)."""
+    return side.collate(plan.task, 8 if plan.recipe.train.precision != "fp32" else None)
 
 
 def _teacher_source(pt, model, needs, plan, acc):
@@ -297,9 +286,8 @@ def _teacher_source(pt, model, needs, plan, acc):
     live = LiveTeacher(model, plan.task, needs, pt.name)
     if pt.cache is None:
         return live
-    own = pt.tokenizer is not None
-    entry = open_or_fill(pt.cache, live, pt.encoded if own else plan.encoded["train"],
-                         _collate(plan, pt.tokenizer if own else plan.tokenizer), plan.recipe.train.eval_batch_size, acc)
+    entry = open_or_fill(pt.cache, live, pt.encoded if pt.own_tokens else plan.encoded["train"],
+                         _collate(plan, pt), plan.recipe.train.eval_batch_size, acc)
     return CachedTeacher(entry, acc.device, pt.name)
 
 
@@ -352,7 +340,7 @@ def build_job(plan, resume: bool = False) -> Job:
     student, optimizer = acc.prepare(student, optimizer)
     objective = acc.prepare(objective) if len(objective.projections) else objective.to(acc.device)
     plain_objective = acc.unwrap_model(objective)
-    collate = _collate(plan, plan.tokenizer)
+    collate = _collate(plan, plan.student)
     sources = {}
     for pt in plan.teachers:
         model = teacher_models[pt.name].to(acc.device)
@@ -378,7 +366,7 @@ def build_job(plan, resume: bool = False) -> Job:
     lengths = row_lengths(plan.encoded["train"]) if t.group_by_length else None
     sampler = EpochSampler(len(plan.encoded["train"]), t.seed, acc.process_index, acc.num_processes, lengths,
                            t.batch_size)
-    own = {pt.name: (pt.encoded, _collate(plan, pt.tokenizer)) for pt in plan.teachers if pt.tokenizer is not None}
+    own = {pt.name: (pt.encoded, _collate(plan, pt)) for pt in plan.teachers if pt.own_tokens}
     loader = data_mod.loader(plan.encoded["train"], collate, t.batch_size, sampler, own)
     batches = math.ceil(sampler.per_process() / t.batch_size)
     return Job(plan, acc, out, student, plain_student, teacher, teacher_models, plain_objective, optimizer, scheduler,
@@ -453,8 +441,7 @@ def build_cache(plan) -> None:
             console.print(f"teacher cache hit: {cp.path} is already built ({len(cp.lengths)} rows); nothing to do")
             continue
         doing(f"loading the teacher {pt.spec.model}")
-        model = load_pretrained(pt.spec.model, pt.config, plan.task, pt.spec.revision, pt.spec.trust_remote_code,
-                                plan.attention)
+        model = pt.load(plan.attention)
         started = time.time()
         _teacher_source(pt, model.eval().to(acc.device), needs[pt.name], plan, acc)
         if acc.is_main_process:
@@ -601,20 +588,11 @@ def finish(job: Job) -> dict:
         doing(f"scoring the student and the teacher on the {split} split")
         raw, encoded, names = getattr(plan.splits, split), plan.encoded[split], plan.splits.label_names
         batch_size = r.train.eval_batch_size
-        student_model = load_model(out, task, acc)
-        student = score(student_model, task, encoded, job.collate, batch_size, task.metric(r, names, raw), acc, out)
-        own = {t.name: t.tokenizer for t in plan.teachers if t.tokenizer is not None}
-
-        def inputs(name=None):  # a teacher with its own tokenizer reads its own encoding of the split
-            return (task.encode(raw, own[name], r, names), task.collate(own[name])) if name in own else \
-                (encoded, job.collate)
-
-        def scorer(model, name=None):
-            return score(model, task, *inputs(name), batch_size, task.metric(r, names, raw), acc)
-
-        teachers = [(t.name, job.teacher_models[t.name], t.spec.weight, t.label_order) for t in plan.teachers]
-        teacher, each, compared = score_teachers(teachers, task, ensemble_mix(r), scorer, shared=not own)
-        timings = time_against(Timed(student_model, encoded, job.collate), compared, inputs, acc)
+        me = Scored("student", load_model(out, task, acc), encoded, job.collate, out)
+        teachers = [Scored(t.name, job.teacher_models[t.name],
+                           *((t.encode(task, raw, names), t.collate(task)) if t.own_tokens else (encoded, job.collate)),
+                           local_folder(t.spec.model), t.spec.weight, t.label_order) for t in plan.teachers]
+        student, teacher, each, timings = score_against(task, raw, names, me, teachers, ensemble_mix(r), batch_size, acc)
         result.update(report(task, split, len(raw), student, teacher, _meta(plan, 0, None)["teacher"],
                              acc.device.type, each, timings))
         if not job.main:

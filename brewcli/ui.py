@@ -132,10 +132,10 @@ def render_plan(plan, stage: str | None = None) -> None:
     raw = {k: v for k, v in (("train", plan.splits.train), ("eval", plan.splits.eval), ("test", plan.splits.test))
            if v is not None}
     sizes = ", ".join(f"{k} {_count(v)}" for k, v in raw.items())
-    head, compared = plan.task.describe(plan.splits.label_names)
-    t.add_row("task", f"{plan.task.name} ({plan.task.auto_class.removeprefix('AutoModel') or plan.task.auto_class}): "
+    head = plan.task.describe(plan.splits.label_names)[0]
+    t.add_row("task", f"{plan.task.name} ({plan.student.arch.head_name(plan.task.head)}): "
               f"{head}")
-    columns = ", ".join(f"{c.key} {plan.task.column(r.data, c.key)}" for c in plan.task.columns)
+    columns = ", ".join(f"{c.key} {plan.task.column(c.key)}" for c in plan.task.columns)
     features = ", ".join(f"{k} {_count(v)}" for k, v in plan.encoded.items())
     shown = "" if features == sizes else f" -> {features} {getattr(plan.task, 'feature_unit', 'features')}"
     notes = list(dict.fromkeys(v.estimate_note for v in plan.encoded.values() if getattr(v, "estimated", False)))
@@ -160,19 +160,11 @@ def render_plan(plan, stage: str | None = None) -> None:
     terms = FitTable(title="loss terms")
     for col in ("term", "weight", "details"):
         terms.add_column(col)
-    d = r.distill
-    if not r.teacher:
-        terms.add_row("hard_label", "1", "task loss on gold labels (plain fine-tuning)")
-    else:
-        if d.kd_weight > 0:
-            sched = d.temperature_scheduler
-            kw = ", ".join(f"{k}={v}" for k, v in sched.kwargs().items())
-            mixed = f"; target: the teachers' weighted mean {d.ensemble}" if several else ""
-            terms.add_row("kd", _w(d.kd_weight, d.kd_weight_schedule),
-                          f"{r.kd_loss} on {compared}{mixed}, T={d.temperature:g} ({sched.name}{', ' + kw if kw else ''})"
-                          + (", x T^2" if d.scale_by_t2 else "") + (", probability shift" if d.probability_shift else ""))
-        if d.hard_label_weight > 0:
-            terms.add_row("hard_label", _w(d.hard_label_weight, d.hard_label_weight_schedule), "task loss on gold labels")
+    from brewcli.objective import Match, build_objective
+
+    for term in build_objective(plan).terms:  # the run's own terms; matches get the table below
+        if not isinstance(term, Match):
+            terms.add_row(term.name, _w(term.weight, term.schedule_name), term.describe())
     if terms.rows:  # matches alone (a general run, an intermediate stage): their table says it all
         terms.print_to(console)
     if plan.matches:

@@ -80,7 +80,7 @@ def score(plan, model) -> float:
 
     task = plan.task
     metrics, _ = evaluate_model(model, task, plan.encoded["test"], task.collate(plan.tokenizer), 64,
-                                task.metric(plan.recipe, plan.splits.label_names, plan.splits.test))
+                                task.metric(plan.splits.label_names, plan.splits.test))
     return metrics["accuracy"]
 
 

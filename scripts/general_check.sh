@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The README's general-distillation check: general-distil a random T4-tiny from all-MiniLM-L6-v2 on the unlabelled
 # corpus (recipes/general/T4-tiny.yaml), then task-distil it on BBC topics, WNUT-16 NER and BBC QA
-# (recipes/SET/distill-T4-tiny-general.yaml), and the same task recipes from a random T4-tiny (task-only), saving
-# `brew eval --json` for each under runs/general-check/. Trains the task teachers first where they are missing.
+# (recipes/SET/distill-T4-tiny-general.yaml, and TinyBERT's two task stages, recipes/SET/tinybert-T4-tiny.yaml,
+# where a set has one), and the same task recipes from a random T4-tiny (task-only), saving `brew eval --json` for
+# each under runs/general-check/. Trains the task teachers first where they are missing.
 # About 2 hours on 2 CPU cores (the general run about 45 minutes). Usage: bash scripts/general_check.sh [SET...]
 # SMOKE=1: the same commands on a few rows, 2 steps each, under a temp folder (see scripts/smoke.sh).
 set -euo pipefail
@@ -27,6 +28,12 @@ for s in "${@:-bbc wnut16 bbc-qa}"; do
       "$VENV/bin/brew" train "recipes/$set/teacher.yaml" "${AT[@]}"
     fi
     whole=(); [ "$set" = bbc-qa ] && whole=(--data "$DATA/bbc-qa/test.json")  # all 1,926 questions
+    if [ "$set" != bbc ]; then  # TinyBERT's two task stages, the layers then the predictions (bbc's recipe is all three)
+      rm -rf "$RUNS/$set-tinybert-T4-tiny"
+      at "$set" "$set-tinybert-T4-tiny"
+      "$VENV/bin/brew" distill "recipes/$set/tinybert-T4-tiny.yaml" "student.model=$RUNS/general-T4-tiny" "${AT[@]}"
+      "$VENV/bin/brew" eval "$RUNS/$set-tinybert-T4-tiny" "${whole[@]}" --json > "$RUNS/general-check/$set-tinybert-T4-tiny.json"
+    fi
     for init in general taskonly; do
       rm -rf "$RUNS/$set-T4-tiny-$init"
       at "$set" "$set-T4-tiny-$init"

@@ -266,7 +266,7 @@ def held_out_texts(data: Path) -> tuple[set[str], set[str], dict[str, int]]:
 
     from brewcli import data as brew_data
     from brewcli.recipe import load_recipe
-    from brewcli.tasks import TASKS
+    from brewcli.tasks import task_of
 
     texts, rows, seen_specs, n_recipes = set(), {}, set(), 0
     default_data = ROOT / "data"
@@ -288,19 +288,19 @@ def held_out_texts(data: Path) -> tuple[set[str], set[str], dict[str, int]]:
                 overrides.append(f"data.files.{key}={moved}")
             # brew eval --data scores a whole test file; the eval split's cap does not change which rows it holds
             recipe = load_recipe(path, overrides + ["data.max_eval_samples=null"])
-            task = TASKS.get(recipe.task.name)
+            task = task_of(recipe)
             spec_key = (task.name, recipe.data.model_dump_json(exclude={"max_train_samples"}))
             n_recipes += 1
             if spec_key in seen_specs:  # a set's teacher and distill recipes read the same splits
                 continue
             seen_specs.add(spec_key)
-            splits = brew_data.load_splits(recipe, task, None)
+            splits = brew_data.load_splits(task, None)
             for ds in (splits.eval, splits.test):
                 if ds is None:
                     continue
                 rows[set_name] = rows.get(set_name, 0) + len(ds)
                 for key in task.text_keys:
-                    wanted = task.column(recipe.data, key)
+                    wanted = task.column(key)
                     for col in [wanted] if isinstance(wanted, str) else wanted:
                         for value in ds[col]:
                             if value is not None:

@@ -16,11 +16,12 @@ from typer.testing import CliRunner
 
 from brewcli import datafiles
 from brewcli.cli import app
+from brewcli.models.arch import ARCHS
 from brewcli.data import load_splits
 from brewcli.errors import RecipeError
 from brewcli.plan import build_plan
 from brewcli.recipe import load_recipe
-from brewcli.tasks import TASKS
+from brewcli.tasks import TASKS, task_of
 from brewcli.tasks.general import MIN_TAIL, pack, separator, special_tokens
 from tests.conftest import WORDS, make_tokenizer
 
@@ -52,7 +53,7 @@ def write_recipe(tmp: Path, files: dict, teacher="teacher", task="general", data
 
 def documents(path: Path, dry_run: bool, **task) -> list[str]:
     recipe = load_recipe(write_recipe(path.parent, {"train": path}, task={"name": "general", **task}))
-    return list(load_splits(recipe, TASK, dry_run=dry_run).train["text"])
+    return list(load_splits(task_of(recipe), dry_run=dry_run).train["text"])
 
 
 # ---------------------------------------------------------------------------------------------- sources
@@ -87,9 +88,10 @@ def test_a_text_column_of_csv_or_json_gives_the_windows_of_the_same_text(tmp_pat
     for name in ("corpus.txt", "corpus.csv", "corpus.jsonl"):
         data = {} if name.endswith(".txt") else {"text": "body"}
         recipe = load_recipe(write_recipe(tmp_path, {"train": tmp_path / name}, data=data))
-        splits = load_splits(recipe, TASK)
+        task = task_of(recipe)
+        splits = load_splits(task)
         assert splits.label_names is None
-        windows[name] = TASK.encode(splits.train, tok, recipe, None)["input_ids"]
+        windows[name] = task.encode(splits.train, tok, None)["input_ids"]
     assert windows["corpus.txt"] == windows["corpus.csv"] == windows["corpus.jsonl"] and len(windows["corpus.txt"]) > 20
 
 
@@ -103,7 +105,8 @@ def encode(tmp_path, texts: list[str], max_length=16, stride=0, tok=None):
     recipe = load_recipe(write_recipe(tmp_path, {"train": tmp_path / "corpus.txt"}, data={"max_length": max_length},
                                       task={"name": "general", "stride": stride}))
     tok = tok or make_tokenizer()
-    return TASK.encode(load_splits(recipe, TASK).train, tok, recipe, None), tok
+    task = task_of(recipe)
+    return task.encode(load_splits(task).train, tok, None), tok
 
 
 def stream_of(tok, texts: list[str]) -> list[int]:
@@ -198,7 +201,7 @@ def test_kd_is_off_by_default_for_a_task_without_logits(tmp_path):
     assert yaml.safe_load(r.dump())["distill"]["kd_weight"] == 0  # the saved recipe says so
     assert load_recipe(write_recipe(tmp_path, files, distill={"matches": [MATCH], "kd_weight": 0})).distill.kd_weight == 0
     assert load_recipe(write_recipe(tmp_path, files, task="classification", data={"label": "label"})).distill.kd_weight == 1
-    assert TASK.model_class().__name__ == "AutoModel" and TASK.describe(None) == ("no head (a plain encoder)",
+    assert ARCHS.get("hf").head_class(TASK.head).__name__ == "AutoModel" and TASK.describe(None) == ("no head (a plain encoder)",
                                                                                   "no logits: layer matches only")
 
 

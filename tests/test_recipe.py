@@ -216,3 +216,33 @@ def test_unlabelled_test_split_is_refused(recipe_file, tmp_path):
     files = {"train": str(write_csv(tmp_path / "tr.csv", [{"text": "good", "label": 1}, {"text": "bad", "label": 0}])),
              "test": str(write_csv(tmp_path / "te.csv", [{"text": "fine", "label": -1}]))}
     fails(recipe_file(data={"files": files, "test_split": "test", "max_length": 16}), "data: te.csv line 2 is unlabelled (label -1")
+
+
+def test_columns_can_be_named_in_the_task_block(recipe_file, data_files, tmp_path):
+    """A task is built from its own block: `task: {text: ..., label: ...}` reads those columns; `data.text` (the older
+    spelling) still works; naming a column in both is an error; a missing column names the key the recipe used."""
+    import csv
+
+    from brewcli.plan import build_plan
+
+    renamed = {}
+    for split, path in data_files.items():
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        renamed[split] = tmp_path / f"{split}-renamed.csv"
+        with open(renamed[split], "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["body", "topic"])
+            w.writeheader()
+            w.writerows({"body": r["text"], "topic": r["label"]} for r in rows)
+    files = {k: str(v) for k, v in renamed.items()}
+    in_task = build_plan(load_recipe(recipe_file(task={"name": "classification", "text": "body", "label": "topic"},
+                                                 data__files=files)))
+    in_data = build_plan(load_recipe(recipe_file(data__files=files, data__text="body", data__label="topic")))
+    assert in_task.splits.label_names == in_data.splits.label_names == ["neg", "pos"]
+    assert in_task.encoded["train"]["input_ids"] == in_data.encoded["train"]["input_ids"]
+    fails(recipe_file(task={"name": "classification", "text": "body"}, data__files=files, data__text="body"),
+          "task.text: data.text names this column too; give it once")
+    fails(recipe_file(task={"name": "classification", "text": "body", "label": "gold"}, data__files=files),
+          "task.label: no column 'gold'", "(columns: body, topic)")
+    fails(recipe_file(task={"name": "classification", "text": ["body", "topic", "body"]}, data__files=files),
+          "task.text", "takes one column or a pair of columns")

@@ -180,12 +180,11 @@ def test_task_contract(name, tmp_path):
         assert torch.equal(zs.reshape(batch.size, 2, -1)[:, 0] > -1e3, keep)
 
     raw, names = plan.splits.eval, plan.splits.label_names
-    before, _ = evaluate_model(job.plain_student, task, plan.encoded["eval"], job.collate, 8, task.metric(plan.recipe,
-                               names, raw))
+    before, _ = evaluate_model(job.plain_student, task, plan.encoded["eval"], job.collate, 8, task.metric(names, raw))
     assert set(task.metrics) <= set(before) and all(math.isfinite(v) for v in before.values())
     save_model_folder(tmp_path / "saved", job.plain_student, plan.tokenizer, job.objective.projections, "name: x\n", {})
     after, _ = evaluate_model(load_model(tmp_path / "saved", task), task, plan.encoded["eval"], job.collate, 8,
-                              task.metric(plan.recipe, names, raw))
+                              task.metric(names, raw))
     # the loaded copy runs the default attention kernel, the training student on CPU the eager one: equal up to
     # float rounding, which a correlation of near-constant predictions (regression, one step) magnifies
     assert after == pytest.approx(before, rel=1e-6, abs=1e-4)
@@ -208,7 +207,7 @@ def test_labels_go_on_the_first_sub_word(tmp_path):
                                                       "labels": [names.index("B-LOC"), *r["labels"][1:]]})
     for label_all, second in ((False, -100), (True, names.index("I-LOC"))):
         recipe = plan.recipe.model_copy(update={"task": plan.recipe.task.model_copy(update={"label_all_tokens": label_all})})
-        enc = TokenClassification().encode(ds, tok, recipe, names)[0]
+        enc = TokenClassification().bind(recipe.task, recipe.data).encode(ds, tok, names)[0]
         assert tok.convert_ids_to_tokens(enc["input_ids"])[1:3] == ["paris", "##oslo"]
         assert enc["labels"][1:3] == [names.index("B-LOC"), second] and enc["word_starts"][1:3] == [1, 0]
 

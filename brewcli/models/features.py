@@ -36,8 +36,14 @@ FEATURE_KINDS.add("attention", Kind("attention", 1, "att", lambda w: w.heads, "o
                   "attention probabilities after the softmax, per head (layers 1..N; eager attention)")
 FEATURE_KINDS.add("scores", Kind("scores", 1, "att", lambda w: w.heads, "projections"),
                   "attention scores before the softmax, q k^T / sqrt(head dim) per head, no mask added (layers 1..N)")
+def _kv_width(w) -> int:
+    """Keys and values: one head's width per key/value head (fewer than the query heads under grouped-query
+    attention, Llama-style)."""
+    return (w.kv_heads or w.heads) * (w.hidden // w.heads)
+
+
 for _name, _what in (("q", "query"), ("k", "key"), ("v", "value")):
-    FEATURE_KINDS.add(_name, Kind(_name, 1, "tok", lambda w: w.hidden, "projections"),
+    FEATURE_KINDS.add(_name, Kind(_name, 1, "tok", (lambda w: w.hidden) if _name == "q" else _kv_width, "projections"),
                       f"the {_what} projection's output, heads side by side (layers 1..N)")
 
 

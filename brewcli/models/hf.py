@@ -85,11 +85,6 @@ def architectures(config) -> list[str]:
     return [a for a in archs if isinstance(a, str)]
 
 
-def has_task_head(config, task) -> bool:
-    suffix = task.auto_class.removeprefix("AutoModel")  # e.g. ForSequenceClassification
-    return any(a.endswith(suffix) for a in architectures(config))
-
-
 def max_positions(config) -> int | None:
     """How many tokens the model reads (see families.py); a family brew does not know: its max_position_embeddings."""
     from brewcli.models.families import FamilyError, read_widths
@@ -100,34 +95,33 @@ def max_positions(config) -> int | None:
         return getattr(config, "max_position_embeddings", None)
 
 
-def meta_model(config, task):
-    """The model a config describes, built on the meta device: shapes and parameter counts, no memory, no weights."""
+def meta_model(config, cls):
+    """The model a config describes (`cls`: a transformers Auto class), built on the meta device: shapes and
+    parameter counts, no memory, no weights."""
     import torch
 
     quiet_transformers()
     with torch.device("meta"):
-        return task.model_class().from_config(config)
+        return cls.from_config(config)
 
 
-def count_params(config, task) -> int:
-    return sum(p.numel() for p in meta_model(config, task).parameters())
-
-
-def load_pretrained(ref: str, config, task, revision=None, trust_remote_code=False, attention: str | None = None):
-    """The model at ref with the plan's config. The config is copied: a kernel choice stays with this model."""
+def load_pretrained(ref: str, config, cls, revision=None, trust_remote_code=False, attention: str | None = None):
+    """The model at ref with the plan's config (a head the plan resized starts afresh), or with the folder's own
+    config where `config` is None (a saved run, loaded as saved). The config is copied: a kernel choice stays with
+    this model."""
     quiet_transformers()
     config = copy.deepcopy(config)
     path = Path(ref).expanduser()
-    return task.model_class().from_pretrained(
+    return cls.from_pretrained(
         path if path.exists() else ref, config=config, revision=revision, trust_remote_code=trust_remote_code,
-        ignore_mismatched_sizes=True, **({"attn_implementation": attention} if attention else {}),
+        ignore_mismatched_sizes=config is not None, **({"attn_implementation": attention} if attention else {}),
     )
 
 
-def from_config(config, task, attention: str | None = None):
+def from_config(config, cls, attention: str | None = None):
     quiet_transformers()
     config = copy.deepcopy(config)
-    return task.model_class().from_config(config, **({"attn_implementation": attention} if attention else {}))
+    return cls.from_config(config, **({"attn_implementation": attention} if attention else {}))
 
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",

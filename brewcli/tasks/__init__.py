@@ -9,6 +9,7 @@ interface, so adding a task never edits them.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 from brewcli.registry import Registry
@@ -44,7 +45,7 @@ class Task:
     name: str
     doc: str
     spec: type[Strict]  # the recipe's `task:` block for this task
-    auto_class: str  # the transformers Auto* class that builds a model with this task's head
+    head: str  # the head a model needs for it (models/arch.py HEADS): sequence, token, span or none
     columns: tuple[Column, ...]
     metrics: tuple[str, ...]  # reported metrics; the first is the main one
     lower_is_better: frozenset[str] = frozenset()
@@ -58,32 +59,57 @@ class Task:
     file_formats: dict[str, str] = {}
     text_keys: tuple[str, ...] = ("text",)  # the columns holding text the tokenizer reads  # extra local file formats this task reads: suffix -> description
 
-    # ---- plan time (no weights)
-    def column(self, data_spec, key: str):
-        value = getattr(data_spec, key)
-        return value if value is not None else next(c.default for c in self.columns if c.key == key)
+    @property
+    def option_fields(self) -> dict:
+        """The task block's own options (its fields but the name and the columns), for `brew ls` and `brew init`."""
+        columns = {c.key for c in self.columns}
+        return {k: f for k, f in self.spec.model_fields.items() if k != "name" and k not in columns}
 
-    def read_file(self, path, key: str, data_spec):
+    options = None  # the run's `task:` block (an instance of `spec`), once bound
+    data = None  # the run's `data:` block: the columns this task reads, max_length, the files
+
+    def bind(self, options, data) -> Task:
+        """This task for one run (or one stage): a copy holding its own `task:` and `data:` blocks, which its
+        methods read; the registered task stays unbound. No method reads the rest of the recipe."""
+        bound = copy.copy(self)
+        bound.options, bound.data = options, data
+        return bound
+
+    # ---- plan time (no weights)
+    def column(self, key: str):
+        """The column named `key` reads: from the task's block (`task: {text: body}`), else from `data:` (the older
+        spelling, still accepted), else the task's default."""
+        for block in (self.options, self.data):
+            value = getattr(block, key, None)
+            if value is not None:
+                return value
+        return next(c.default for c in self.columns if c.key == key)
+
+    def column_key(self, key: str) -> str:
+        """The recipe key that names column `key`, for messages: where the recipe set it (`data.` when unset)."""
+        return ("task." if getattr(self.options, key, None) is not None else "data.") + key
+
+    def read_file(self, path, key: str):
         """(FileRows, records) for a file in one of `file_formats`, or None to let datasets read it."""
         return None
 
-    def check_rows(self, ds, recipe, where) -> None:
+    def check_rows(self, ds, where) -> None:
         """Every row holds what the task needs; `where(i)` names row i (file and line for local files)."""
 
-    def sample_texts(self, ds, recipe, n: int = 200) -> list[str]:
+    def sample_texts(self, ds, n: int = 200) -> list[str]:
         """Some of the text the tokenizer will read (to check that it knows the words)."""
         rows, out = ds.select(range(min(n, len(ds)))), []
         for key in self.text_keys:
-            wanted = self.column(recipe.data, key)
+            wanted = self.column(key)
             for col in [wanted] if isinstance(wanted, str) else wanted:
                 out += [" ".join(map(str, v)) if isinstance(v, list) else str(v) for v in rows[col] if v is not None]
         return out
 
-    def label_names(self, train, recipe, teacher_config, where=None) -> list[str] | None:
+    def label_names(self, train, teacher_config, where=None) -> list[str] | None:
         """The label set in id order; `where(i)` names train row i for messages."""
         return None
 
-    def encode_labels(self, ds, recipe, names: list[str] | None, where):
+    def encode_labels(self, ds, names: list[str] | None, where):
         """The dataset with the labels in the form the model's head takes (column `labels`)."""
         return ds
 
@@ -98,7 +124,7 @@ class Task:
         raise NotImplementedError
 
     # ---- data
-    def encode(self, ds, tokenizer, recipe, names: list[str] | None):
+    def encode(self, ds, tokenizer, names: list[str] | None):
         """Tokenise a split: model inputs, labels, and an `example` column (the row each feature comes from)."""
         raise NotImplementedError
 
@@ -128,32 +154,32 @@ class Task:
         """How many items this batch's losses average over (rows, or labelled tokens)."""
         return batch.size
 
-    def metric(self, recipe, names: list[str] | None, examples) -> Metric:
+    def metric(self, names: list[str] | None, examples) -> Metric:
         raise NotImplementedError
 
     @property
     def headless(self) -> bool:
         """No head (task: general): scored by the loss terms on held-out rows (heldout.py), not by a metric."""
-        return self.auto_class == "AutoModel"
+        return self.head == "none"
 
     @property
     def main_metric(self) -> str:
         return self.metrics[0]
 
-    def model_class(self):
-        import transformers
-
-        return getattr(transformers, self.auto_class)
-
 
 TASKS: Registry[Task] = Registry("task", "tasks")
+
+
+def task_of(recipe) -> Task:
+    """The task a recipe (or one stage of it) runs, bound to its own `task:` and `data:` blocks."""
+    return TASKS.get(recipe.task.name).bind(recipe.task, recipe.data)
 
 
 def register(task: Task) -> None:
     """Add a task; `brew ls tasks` shows its doc, its columns and its options."""
     columns = ", ".join(f"data.{c.key} ({c.default if isinstance(c.default, str) else c.default[0]})"
                         for c in task.columns)
-    options = ", ".join(k for k in task.spec.model_fields if k != "name")
+    options = ", ".join(task.option_fields)
     TASKS.add(task.name, task, f"{task.doc}. Columns: {columns}" + (f". Options: {options}" if options else ""))
 
 

@@ -20,7 +20,7 @@ from pydantic import Field
 from brewcli.batch import Batch
 from brewcli.errors import RecipeError
 from brewcli.lazy import np, torch
-from brewcli.schema import Strict
+from brewcli.schema import Strict, column
 from brewcli.tasks import Column, Task, register
 from brewcli.tasks.sequence import pad_inputs
 
@@ -36,6 +36,7 @@ class GeneralSpec(Strict):
     documents: Literal["auto", "lines", "paragraphs"] = Field(
         "auto", description=".txt files: a document per line, or paragraphs split by empty lines; auto: paragraphs "
         "when the file has an empty line (in its first 4 MB), else lines")
+    text: str | None = column("the text (CSV, JSON, Parquet or a Hugging Face dataset)", "text")
 
 
 def special_tokens(tokenizer) -> tuple[list[int], list[int]]:
@@ -83,7 +84,7 @@ class General(Task):
     name, spec = "general", GeneralSpec
     doc = ("task-agnostic distillation on unlabelled text (a .txt corpus or a text column), packed into windows of "
            "data.max_length; no head, layer matches only")
-    auto_class = "AutoModel"  # no head: the saved student is a plain encoder
+    head = "none"  # the saved student is a plain encoder
     columns = (Column("text", "text", "text"),)
     metrics = ("loss",)
     lower_is_better = frozenset({"loss"})
@@ -97,52 +98,52 @@ class General(Task):
     feature_unit = "windows"
 
     # ---- plan time
-    def check_rows(self, ds, recipe, where) -> None:
+    def check_rows(self, ds, where) -> None:
         """task.stride leaves the windows room to advance; a text column holds text (checked on the Arrow column,
         without reading the corpus into Python)."""
-        n, stride = recipe.data.max_length, recipe.task.stride
+        n, stride = self.data.max_length, self.options.stride
         if stride >= n - 2:
             raise RecipeError("task.stride", f"is {stride}, but windows of data.max_length {n} hold {n - 2} tokens of "
                               f"text besides [CLS] and [SEP], so the stride must be less than {n - 2}",
                               f"set task.stride to about {n // 8} (or 0 for no overlap)")
-        files = [f for fs in (recipe.data.files or {}).values() for f in ([fs] if isinstance(fs, str) else fs)]
-        if recipe.task.documents != "auto" and not (files and all(f.lower().endswith(".txt") for f in files)):
-            raise RecipeError("task.documents", f"is {recipe.task.documents}, but it splits .txt files and this data "
+        files = [f for fs in (self.data.files or {}).values() for f in ([fs] if isinstance(fs, str) else fs)]
+        if self.options.documents != "auto" and not (files and all(f.lower().endswith(".txt") for f in files)):
+            raise RecipeError("task.documents", f"is {self.options.documents}, but it splits .txt files and this data "
                               "is read by its column (data.text): a row is a document", "drop task.documents")
         import pyarrow.compute as pc
 
         ds = _rows(ds)
-        col = self.column(recipe.data, "text")
+        col = self.column("text")
         feature = ds.features[col]
         if getattr(feature, "dtype", None) not in ("string", "large_string"):
-            raise RecipeError("data.text", f"column '{col}' holds {_kind(feature)}, not text",
+            raise RecipeError(self.column_key("text"), f"column '{col}' holds {_kind(feature)}, not text",
                               "name the column that holds the documents' text")
         values = ds.with_format("arrow")[col]
         if values.null_count:
             first = pc.index(pc.is_null(values), True).as_py()
-            raise RecipeError("data.text", f"{where(first)} has no text in column '{col}'", "fill in or drop the row")
+            raise RecipeError(self.column_key("text"), f"{where(first)} has no text in column '{col}'", "fill in or drop the row")
 
-    def sample_texts(self, ds, recipe, n: int = 200) -> list[str]:
+    def sample_texts(self, ds, n: int = 200) -> list[str]:
         ds = _rows(ds)
-        texts = ds.select(range(min(n, len(ds))))[self.column(recipe.data, "text")]
+        texts = ds.select(range(min(n, len(ds))))[self.column("text")]
         return [t for t in texts if t and t.strip()]
 
     def describe(self, names) -> tuple[str, str]:
         return "no head (a plain encoder)", "no logits: layer matches only"
 
     # ---- data
-    def encode(self, ds, tokenizer, recipe, names):
+    def encode(self, ds, tokenizer, names):
         """Windows of the split: input_ids, attention_mask (and token_type_ids where the tokenizer makes them) and
         `example`, the window's index. A dry run's sample gives a sample of windows that counts as the whole."""
-        enc = self._windows(_rows(ds), tokenizer, recipe)
-        self._check_windows(enc, _rows(ds), tokenizer, recipe)
+        enc = self._windows(_rows(ds), tokenizer)
+        self._check_windows(enc, _rows(ds), tokenizer)
         return ds.like(enc) if getattr(ds, "estimated", False) else enc
 
-    def _windows(self, ds, tokenizer, recipe):
+    def _windows(self, ds, tokenizer):
         import datasets
         from datasets.fingerprint import Hasher
 
-        col, n, stride = self.column(recipe.data, "text"), recipe.data.max_length, recipe.task.stride
+        col, n, stride = self.column("text"), self.data.max_length, self.options.stride
         before, after = special_tokens(tokenizer)
         room = n - len(before) - len(after)
         if stride >= room:
@@ -176,14 +177,14 @@ class General(Task):
                          num_proc=procs if procs > 1 else None, new_fingerprint=key, desc="packing windows")
         return enc.add_column("example", np.arange(len(enc), dtype=np.int64))
 
-    def _check_windows(self, enc, ds, tokenizer, recipe) -> None:
+    def _check_windows(self, enc, ds, tokenizer) -> None:
         """A training corpus fills at least one window; an eval split yields at least one."""
         if len(enc) > 1:
             return
-        spec, n = recipe.data, recipe.data.max_length
+        spec, n = self.data, self.data.max_length
         before, after = special_tokens(tokenizer)
         room = n - len(before) - len(after)
-        col = self.column(spec, "text")
+        col = self.column("text")
         texts = [t for t in ds[col] if isinstance(t, str)]
         tokens = sum(len(x) for x in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"])
         split = str(ds.split) if ds.split is not None else spec.train_split
@@ -212,7 +213,7 @@ class General(Task):
     def logit_width(self, config) -> int:
         return config.hidden_size
 
-    def metric(self, recipe, names, examples):
+    def metric(self, names, examples):
         raise NotImplementedError("task 'general' has no metric yet (the loss on held-out windows comes with the "
                                   "evaluation side)")
 

@@ -19,7 +19,7 @@ from brewcli.batch import Batch
 from brewcli.datafiles import FileRows
 from brewcli.errors import RecipeError
 from brewcli.lazy import torch
-from brewcli.schema import Strict
+from brewcli.schema import Strict, column
 from brewcli.tasks import Column, Metric, Task, register
 from brewcli.tasks.sequence import pad_inputs
 from brewcli.tasks.squad import QACounter, predict_answer
@@ -35,6 +35,9 @@ class QASpec(Strict):
     unanswerable: Literal["auto"] | bool = Field("auto", description="SQuAD 2.0: questions may have no answer; auto: "
                                                  "when the data has such questions")
     null_threshold: float = Field(0.0, description="answer nothing when [CLS] beats the best span by more than this")
+    question: str | None = column("the question", "question")
+    context: str | None = column("the context", "context")
+    answers: str | None = column("the answers (SQuAD's {text: [...], answer_start: [...]})", "answers")
 
 
 def read_squad(path: Path, key: str, data_spec, columns) -> tuple[FileRows, list[dict]] | None:
@@ -150,7 +153,7 @@ class QAMetric(Metric):
 class QuestionAnswering(Task):
     name, spec = "question-answering", QASpec
     doc = "extractive QA: the answer span in a context (SQuAD 1.1/2.0); F1 and exact match with SQuAD's normalisation"
-    auto_class = "AutoModelForQuestionAnswering"
+    head = "span"
     columns = (Column("question", "question", "the question"), Column("context", "context", "the context text"),
                Column("answers", "answers", "answers {text: [...], answer_start: [...]}"))
     metrics = ("f1", "exact_match")
@@ -163,45 +166,45 @@ class QuestionAnswering(Task):
     text_keys = ("question", "context")
     file_formats = {".json": "SQuAD's nested JSON (data/paragraphs/qas)"}
 
-    def _cols(self, data_spec) -> tuple[str, str, str]:
-        return tuple(self.column(data_spec, k) for k in ("question", "context", "answers"))
+    def _cols(self) -> tuple[str, str, str]:
+        return tuple(self.column(k) for k in ("question", "context", "answers"))
 
-    def read_file(self, path, key, data_spec):
-        return read_squad(path, key, data_spec, self._cols(data_spec)) if path.suffix.lower() == ".json" else None
+    def read_file(self, path, key):
+        return read_squad(path, key, self.data, self._cols()) if path.suffix.lower() == ".json" else None
 
-    def check_rows(self, ds, recipe, where) -> None:
-        if recipe.task.doc_stride >= recipe.data.max_length:
-            raise RecipeError("task.doc_stride", f"is {recipe.task.doc_stride}, not less than data.max_length "
-                              f"({recipe.data.max_length}), so windows would not advance",
-                              f"set task.doc_stride to about {recipe.data.max_length // 4}")
-        q, c, a = self._cols(recipe.data)
+    def check_rows(self, ds, where) -> None:
+        if self.options.doc_stride >= self.data.max_length:
+            raise RecipeError("task.doc_stride", f"is {self.options.doc_stride}, not less than data.max_length "
+                              f"({self.data.max_length}), so windows would not advance",
+                              f"set task.doc_stride to about {self.data.max_length // 4}")
+        q, c, a = self._cols()
         for i, (question, context, answers) in enumerate(zip(ds[q], ds[c], ds[a])):
-            for key, col, value in (("data.question", q, question), ("data.context", c, context)):
+            for key, col, value in ((self.column_key("question"), q, question), (self.column_key("context"), c, context)):
                 if not isinstance(value, str) or not value.strip():
                     what = "no text" if value is None or isinstance(value, str) else f"{_kind(value)}, not text,"
                     raise RecipeError(key, f"{where(i)} has {what} in column '{col}'", "fill in or drop the row")
             found = _answers(answers)
             if found is None:
-                raise RecipeError("data.answers", f"{where(i)}: column '{a}' holds {str(answers)[:80]!r}; expected "
+                raise RecipeError(self.column_key("answers"), f"{where(i)}: column '{a}' holds {str(answers)[:80]!r}; expected "
                                   "{text: [...], answer_start: [...]} with one start per answer",
                                   "e.g. {text: [Denver Broncos], answer_start: [177]}")
             for text, start in zip(found["text"], found["answer_start"]):
                 if not isinstance(text, str) or not isinstance(start, int) or isinstance(start, bool) or start < 0:
                     field, value, want = ("text", text, "the answer text") if not isinstance(text, str) else \
                         ("answer_start", start, "a whole number, 0 or more (where the answer starts in the context)")
-                    raise RecipeError("data.answers", f"{where(i)}: column '{a}' has {field} {value!r}, "
+                    raise RecipeError(self.column_key("answers"), f"{where(i)}: column '{a}' has {field} {value!r}, "
                                       f"{_kind(value)}; expected {want}", "e.g. {text: [Denver Broncos], "
                                       "answer_start: [177]}")
                 if not isinstance(start, int) or context[start:start + len(str(text))] != text:
                     at = context.find(str(text))
                     hint = f"the text occurs at {at}" if at >= 0 else "the text does not occur in the context"
-                    raise RecipeError("data.answers", f"{where(i)}: answer_start {start} does not point at the answer "
+                    raise RecipeError(self.column_key("answers"), f"{where(i)}: answer_start {start} does not point at the answer "
                                       f"{text!r} (the context there reads "
                                       f"{context[start:start + len(str(text))] if isinstance(start, int) else ''!r})",
                                       hint)
 
-    def encode_labels(self, ds, recipe, names, where):
-        a = self.column(recipe.data, "answers")
+    def encode_labels(self, ds, names, where):
+        a = self.column("answers")
         if isinstance(ds[0][a], list):  # a list of {text, answer_start}: to the columnar form
             return ds.map(lambda b: {a: [_answers(x) for x in b[a]]}, batched=True)
         return ds
@@ -213,9 +216,9 @@ class QuestionAnswering(Task):
         return ("start and end of the answer span (windows of the context)",
                 "start and end logits over context tokens and [CLS] (2 rows per window)")
 
-    def encode(self, ds, tokenizer, recipe, names):
-        q, c, a = self._cols(recipe.data)
-        spec, max_length = recipe.task, recipe.data.max_length
+    def encode(self, ds, tokenizer, names):
+        q, c, a = self._cols()
+        spec, max_length = self.options, self.data.max_length
         right = tokenizer.padding_side == "right"  # question first unless the tokenizer pads on the left
         side = 1 if right else 0
 
@@ -280,9 +283,9 @@ class QuestionAnswering(Task):
 
         return rows(s_logits), rows(t_logits)
 
-    def metric(self, recipe, names, examples) -> Metric:
-        _, c, a = self._cols(recipe.data)
-        return QAMetric(recipe.task, list(examples[c]), [list(x["text"]) for x in examples[a]])
+    def metric(self, names, examples) -> Metric:
+        _, c, a = self._cols()
+        return QAMetric(self.options, list(examples[c]), [list(x["text"]) for x in examples[a]])
 
 
 def _span(answers: dict, offsets, ctx: list[int], cls: int) -> tuple[int, int]:

@@ -7,12 +7,12 @@ import math
 import re
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from brewcli.batch import Batch
 from brewcli.errors import RecipeError, did_you_mean
 from brewcli.lazy import np, torch
-from brewcli.schema import Strict
+from brewcli.schema import Strict, column, one_or_a_pair
 from brewcli.tasks import Column, Metric, Task, register
 
 LABELS = "labels"  # the column name Hugging Face heads read
@@ -56,32 +56,32 @@ def name_labels(config, names: list[str], problem_type: str | None = None) -> No
 
 
 class SequenceTask(Task):
-    auto_class = "AutoModelForSequenceClassification"
+    head = "sequence"
     columns = (Column("text", "text", "text (a pair: a list of two columns)"), Column("label", "label", "a label"))
 
-    def text_columns(self, data_spec) -> list[str]:
-        text = self.column(data_spec, "text")
+    def text_columns(self) -> list[str]:
+        text = self.column("text")
         return [text] if isinstance(text, str) else list(text)
 
-    def check_rows(self, ds, recipe, where) -> None:
-        for col in self.text_columns(recipe.data):
+    def check_rows(self, ds, where) -> None:
+        for col in self.text_columns():
             for i, v in enumerate(ds[col]):
                 if v is None or isinstance(v, (list, dict)):
                     what = "no text" if v is None else f"a {type(v).__name__}, not text,"
-                    raise RecipeError("data.text", f"{where(i)} has {what} in column '{col}'", "fill in or drop the row")
-        label = self.column(recipe.data, "label")
+                    raise RecipeError(self.column_key("text"), f"{where(i)} has {what} in column '{col}'", "fill in or drop the row")
+        label = self.column("label")
         for i, v in enumerate(ds[label]):
             self.check_label(v, label, lambda: where(i))
 
     def check_label(self, v, column: str, where) -> None:
         if v is None or (isinstance(v, float) and math.isnan(v)):
-            raise RecipeError("data.label", f"{where()} has no label in column '{column}'", "fill in or drop the row")
+            raise RecipeError(self.column_key("label"), f"{where()} has no label in column '{column}'", "fill in or drop the row")
         if isinstance(v, (list, dict)):
-            raise RecipeError("data.label", f"{where()} holds a {type(v).__name__} in column '{column}'; task "
+            raise RecipeError(self.column_key("label"), f"{where()} holds a {type(v).__name__} in column '{column}'; task "
                               f"'{self.name}' takes one label per row", "use task: multi-label for several labels")
 
-    def encode(self, ds, tokenizer, recipe, names):
-        cols, max_length = self.text_columns(recipe.data), recipe.data.max_length
+    def encode(self, ds, tokenizer, names):
+        cols, max_length = self.text_columns(), self.data.max_length
 
         def fn(batch, idx):
             texts = [[str(t) for t in batch[c]] for c in cols]
@@ -108,6 +108,9 @@ class SequenceTask(Task):
 class ClassificationSpec(Strict):
     name: Literal["classification"] = "classification"
     num_labels: int | None = Field(None, ge=1, description="number of classes; null: read from the data")
+    text: str | list[str] | None = column("the text (a pair: a list of two columns)", "text")
+    label: str | None = column("the labels", "label")
+    _pair = field_validator("text")(one_or_a_pair)
 
 
 class ConfusionMetric(Metric):
@@ -140,16 +143,16 @@ class Classification(SequenceTask):
     metrics = ("accuracy", "macro_f1")
     kd_losses = ("ce", "kl", "mse")
 
-    def label_names(self, train, recipe, teacher_config, where=None) -> list[str]:
+    def label_names(self, train, teacher_config, where=None) -> list[str]:
         """Label names in id order, checked against task.num_labels and the teacher's labels."""
-        column, num_labels = self.column(recipe.data, "label"), recipe.task.num_labels
+        column, num_labels = self.column("label"), self.options.num_labels
         feature = train.features[column]
         values = sorted(set(train[column]), key=str)
         ints = all(isinstance(v, int) for v in values)
         floats = [v for v in values if isinstance(v, float)]
         fraction = next((v for v in floats if not v.is_integer()), None)
         if fraction is not None:
-            raise RecipeError("data.label", f"label {fraction} is a fraction, so the labels look like a scale rather "
+            raise RecipeError(self.column_key("label"), f"label {fraction} is a fraction, so the labels look like a scale rather "
                               "than classes", "use task: regression to predict a number")
         teacher_names = teacher_label_names(teacher_config)
         if hasattr(feature, "names"):  # a datasets ClassLabel
@@ -157,14 +160,14 @@ class Classification(SequenceTask):
         elif teacher_names and not _is_generic(teacher_names) and not ints:
             missing = [v for v in values if v not in teacher_names]
             if missing:
-                raise RecipeError("data.label", f"labels {missing[:5]} are not among the teacher's labels "
+                raise RecipeError(self.column_key("label"), f"labels {missing[:5]} are not among the teacher's labels "
                                   f"{teacher_names}" + first_at(train[column], lambda v: v == missing[0], where),
                                   did_you_mean(str(missing[0]), teacher_names))
             names = teacher_names
         elif ints:
             n = num_labels or (teacher_config.num_labels if teacher_names else max(values) + 1)
             if min(values) < 0 or max(values) >= n:
-                raise RecipeError("data.label", f"integer labels must run 0..{n - 1}; found {min(values)}..{max(values)}"
+                raise RecipeError(self.column_key("label"), f"integer labels must run 0..{n - 1}; found {min(values)}..{max(values)}"
                                   + first_at(train[column], lambda v: not 0 <= v < n, where))
             names = teacher_names if teacher_names and not _is_generic(teacher_names) else [str(i) for i in range(n)]
         else:
@@ -175,8 +178,8 @@ class Classification(SequenceTask):
         same_count_as_teacher(teacher_config, names)
         return names
 
-    def encode_labels(self, ds, recipe, names, where):
-        column = self.column(recipe.data, "label")
+    def encode_labels(self, ds, names, where):
+        column = self.column("label")
         if hasattr(ds.features[column], "names"):
             if any(v < 0 for v in ds.unique(column)):
                 raise RecipeError("data", f"{where(ds[column].index(-1))} is unlabelled (label -1, as in GLUE's test "
@@ -200,7 +203,7 @@ class Classification(SequenceTask):
             if isinstance(v, int) and v < 0:
                 raise RecipeError("data", f"{where(unknown)} is unlabelled (label {v}, as in GLUE's test splits)",
                                   "score on a labelled split, such as validation")
-            raise RecipeError("data.label", f"{where(unknown)}: label {v!r} is not one of the labels {names[:20]}",
+            raise RecipeError(self.column_key("label"), f"{where(unknown)}: label {v!r} is not one of the labels {names[:20]}",
                               did_you_mean(str(v), names))
         return ds.map(lambda b: {LABELS: [to_id(v) for v in b[column]]}, batched=True)
 
@@ -211,7 +214,7 @@ class Classification(SequenceTask):
         return (f"one of {len(names)} labels: {', '.join(names[:8])}" + (", ..." if len(names) > 8 else ""),
                 f"logits per row (B, {len(names)})")
 
-    def metric(self, recipe, names, examples) -> Metric:
+    def metric(self, names, examples) -> Metric:
         return ConfusionMetric(len(names))
 
 
@@ -220,6 +223,9 @@ class Classification(SequenceTask):
 
 class RegressionSpec(Strict):
     name: Literal["regression"] = "regression"
+    text: str | list[str] | None = column("the text (a pair: a list of two columns)", "text")
+    label: str | None = column("the labels", "label")
+    _pair = field_validator("text")(one_or_a_pair)
 
 
 class RegressionMetric(Metric):
@@ -274,7 +280,7 @@ class Regression(SequenceTask):
         except (TypeError, ValueError):
             x = None
         if x is None or not math.isfinite(x):
-            raise RecipeError("data.label", f"{where()}: label {v!r} is not a finite number, and task 'regression' "
+            raise RecipeError(self.column_key("label"), f"{where()}: label {v!r} is not a finite number, and task 'regression' "
                               "predicts numbers", "use task: classification for named classes")
 
     def check_teacher(self, teacher_config, names) -> None:
@@ -282,8 +288,8 @@ class Regression(SequenceTask):
             raise RecipeError("teacher", f"the teacher predicts {teacher_config.num_labels} labels, but task "
                               "'regression' compares one number per row", "use a regression teacher (num_labels 1)")
 
-    def encode_labels(self, ds, recipe, names, where):
-        column = self.column(recipe.data, "label")
+    def encode_labels(self, ds, names, where):
+        column = self.column("label")
         return ds.map(lambda b: {LABELS: [float(v) for v in b[column]]}, batched=True)
 
     def label_tensor(self, values: list):
@@ -295,7 +301,7 @@ class Regression(SequenceTask):
     def describe(self, names) -> tuple[str, str]:
         return "one number per row", "the predicted number per row (B, 1)"
 
-    def metric(self, recipe, names, examples) -> Metric:
+    def metric(self, names, examples) -> Metric:
         return RegressionMetric()
 
 
@@ -306,6 +312,9 @@ class MultiLabelSpec(Strict):
     name: Literal["multi-label"] = "multi-label"
     num_labels: int | None = Field(None, ge=1, description="number of labels; null: read from the data")
     threshold: float = Field(0.5, gt=0, lt=1, description="a label is predicted when its probability reaches this")
+    text: str | list[str] | None = column("the text (a pair: a list of two columns)", "text")
+    label: str | None = column("the labels", "label")
+    _pair = field_validator("text")(one_or_a_pair)
 
 
 class MultiLabelMetric(Metric):
@@ -354,11 +363,11 @@ class MultiLabel(SequenceTask):
 
     def check_label(self, v, column: str, where) -> None:
         if not isinstance(v, list) or any(x is None or isinstance(x, (list, dict, float)) for x in v):
-            raise RecipeError("data.label", f"{where()}: column '{column}' holds {v!r}; task 'multi-label' takes a "
+            raise RecipeError(self.column_key("label"), f"{where()}: column '{column}' holds {v!r}; task 'multi-label' takes a "
                               "list of label names (or ids) per row, e.g. [sport, politics]", None)
 
-    def label_names(self, train, recipe, teacher_config, where=None) -> list[str]:
-        column = self.column(recipe.data, "label")
+    def label_names(self, train, teacher_config, where=None) -> list[str]:
+        column = self.column("label")
         feature = train.features[column]
         inner = getattr(feature, "feature", None)
         if hasattr(inner, "names"):
@@ -369,29 +378,29 @@ class MultiLabel(SequenceTask):
             if teacher_names and not _is_generic(teacher_names):
                 unknown = [x for x in seen if x not in teacher_names]
                 if unknown:
-                    raise RecipeError("data.label", f"labels {unknown[:5]} are not among the teacher's labels "
+                    raise RecipeError(self.column_key("label"), f"labels {unknown[:5]} are not among the teacher's labels "
                                       f"{teacher_names}" + first_at(train[column], lambda row: unknown[0] in
                                                                     map(str, row), where),
                                       did_you_mean(unknown[0], teacher_names))
                 names = teacher_names
             elif all(x.isdecimal() for x in seen):
-                n = recipe.task.num_labels or (teacher_config.num_labels if teacher_config else max(map(int, seen)) + 1)
+                n = self.options.num_labels or (teacher_config.num_labels if teacher_config else max(map(int, seen)) + 1)
                 names = [str(i) for i in range(n)]
             else:
                 names = seen
-        if recipe.task.num_labels is not None and len(names) != recipe.task.num_labels:
-            raise RecipeError("task.num_labels", f"is {recipe.task.num_labels} but the data has {len(names)} labels",
+        if self.options.num_labels is not None and len(names) != self.options.num_labels:
+            raise RecipeError("task.num_labels", f"is {self.options.num_labels} but the data has {len(names)} labels",
                               f"set task.num_labels: {len(names)} or drop it")
         same_count_as_teacher(teacher_config, names)
         return names
 
-    def encode_labels(self, ds, recipe, names, where):
-        column = self.column(recipe.data, "label")
+    def encode_labels(self, ds, names, where):
+        column = self.column("label")
         index = {n: i for i, n in enumerate(names)}
         for i, row in enumerate(ds[column]):
             bad = next((x for x in row if str(x) not in index), None)
             if bad is not None:
-                raise RecipeError("data.label", f"{where(i)}: label {bad!r} is not one of the labels {names[:20]}",
+                raise RecipeError(self.column_key("label"), f"{where(i)}: label {bad!r} is not one of the labels {names[:20]}",
                                   did_you_mean(str(bad), names))
 
         def hot(row):
@@ -412,8 +421,8 @@ class MultiLabel(SequenceTask):
         return (f"any of {len(names)} labels (sigmoid): {', '.join(names[:8])}" + (", ..." if len(names) > 8 else ""),
                 f"per-label logits per row (B, {len(names)})")
 
-    def metric(self, recipe, names, examples) -> Metric:
-        return MultiLabelMetric(len(names), recipe.task.threshold)
+    def metric(self, names, examples) -> Metric:
+        return MultiLabelMetric(len(names), self.options.threshold)
 
 
 for _task in (Classification(), Regression(), MultiLabel()):

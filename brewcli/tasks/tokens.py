@@ -17,7 +17,7 @@ from brewcli.batch import Batch
 from brewcli.datafiles import FileRows
 from brewcli.errors import RecipeError, did_you_mean
 from brewcli.lazy import torch
-from brewcli.schema import Strict
+from brewcli.schema import Strict, column
 from brewcli.tasks import Column, Metric, Task, register
 from brewcli.tasks.sequence import LABELS, first_at, name_labels, pad_inputs, same_count_as_teacher, teacher_label_names
 from brewcli.tasks.spans import SpanCounter, detect_scheme, parse_tag
@@ -30,6 +30,8 @@ class TokenSpec(Strict):
     label_all_tokens: bool = Field(False, description="train on every sub-word of a word, not only the first")
     scheme: Literal["auto", "iob1", "iob2", "bioes"] = Field("auto", description="how tags form entities; auto "
                                                              "reads the tag set")
+    tokens: str | None = column("a list of words per row", "tokens")
+    tags: str | None = column("a list of tags per row, one per word", "tags")
 
 
 def read_conll(path: Path, key: str, tokens: str, tags: str) -> tuple[FileRows, list[dict]]:
@@ -91,7 +93,7 @@ def _order(tag: str) -> tuple:
 class TokenClassification(Task):
     name, spec = "token-classification", TokenSpec
     doc = "one tag per word (NER, POS, chunking); entity-level F1 (seqeval-style), precision, recall, accuracy"
-    auto_class = "AutoModelForTokenClassification"
+    head = "token"
     columns = (Column("tokens", "tokens", "a list of words"), Column("tags", "ner_tags", "a list of tags"))
     metrics = ("f1", "precision", "recall", "accuracy")
     kd_losses = ("ce", "kl", "mse")
@@ -101,26 +103,26 @@ class TokenClassification(Task):
     text_keys = ("tokens",)
     file_formats = {".conll": "CoNLL-2003 text", ".txt": "CoNLL-2003 text"}
 
-    def read_file(self, path, key, data_spec):
+    def read_file(self, path, key):
         if path.suffix.lower() in self.file_formats:
-            return read_conll(path, key, self.column(data_spec, "tokens"), self.column(data_spec, "tags"))
+            return read_conll(path, key, self.column("tokens"), self.column("tags"))
         return None
 
-    def check_rows(self, ds, recipe, where) -> None:
-        tok_col, tag_col = self.column(recipe.data, "tokens"), self.column(recipe.data, "tags")
+    def check_rows(self, ds, where) -> None:
+        tok_col, tag_col = self.column("tokens"), self.column("tags")
         for i, (words, tags) in enumerate(zip(ds[tok_col], ds[tag_col])):
             if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
-                raise RecipeError("data.tokens", f"{where(i)}: column '{tok_col}' holds {str(words)[:60]!r}; task "
+                raise RecipeError(self.column_key("tokens"), f"{where(i)}: column '{tok_col}' holds {str(words)[:60]!r}; task "
                                   "'token-classification' takes a list of words per row", "e.g. [EU, rejects, German]")
             if not isinstance(tags, list) or any(t is None or isinstance(t, (list, dict, float)) for t in tags):
-                raise RecipeError("data.tags", f"{where(i)}: column '{tag_col}' holds {str(tags)[:60]!r}; expected a "
+                raise RecipeError(self.column_key("tags"), f"{where(i)}: column '{tag_col}' holds {str(tags)[:60]!r}; expected a "
                                   "list of tags, one per word", "e.g. [B-ORG, O, B-MISC]")
             if len(words) != len(tags):
-                raise RecipeError("data.tags", f"{where(i)} has {len(words)} words but {len(tags)} tags",
+                raise RecipeError(self.column_key("tags"), f"{where(i)} has {len(words)} words but {len(tags)} tags",
                                   "give one tag per word")
 
-    def label_names(self, train, recipe, teacher_config, where=None) -> list[str]:
-        tag_col = self.column(recipe.data, "tags")
+    def label_names(self, train, teacher_config, where=None) -> list[str]:
+        tag_col = self.column("tags")
         inner = getattr(train.features[tag_col], "feature", None)
         teacher_names = teacher_label_names(teacher_config)
         if hasattr(inner, "names"):  # Hugging Face conll2003: Sequence(ClassLabel)
@@ -129,13 +131,13 @@ class TokenClassification(Task):
             seen = {t for row in train[tag_col] for t in row}
             if all(isinstance(t, int) for t in seen):
                 if not teacher_names:
-                    raise RecipeError("data.tags", f"column '{tag_col}' holds tag ids without tag names",
+                    raise RecipeError(self.column_key("tags"), f"column '{tag_col}' holds tag ids without tag names",
                                       "write the tags as names (B-PER, O, ...) or use a teacher whose config names them")
                 names = teacher_names
             elif teacher_names:
                 unknown = sorted(str(t) for t in seen if t not in teacher_names)
                 if unknown:
-                    raise RecipeError("data.tags", f"tags {unknown[:5]} are not among the teacher's tags "
+                    raise RecipeError(self.column_key("tags"), f"tags {unknown[:5]} are not among the teacher's tags "
                                       f"{teacher_names}" + first_at(train[tag_col], lambda row: unknown[0] in
                                                                     map(str, row), where),
                                       did_you_mean(unknown[0], teacher_names))
@@ -145,14 +147,14 @@ class TokenClassification(Task):
         same_count_as_teacher(teacher_config, names, "tags")
         return names
 
-    def encode_labels(self, ds, recipe, names, where):
-        tag_col = self.column(recipe.data, "tags")
+    def encode_labels(self, ds, names, where):
+        tag_col = self.column("tags")
         index = {n: i for i, n in enumerate(names)}
         for i, row in enumerate(ds[tag_col]):
             bad = next((t for t in row if (not 0 <= t < len(names) if isinstance(t, int) else t not in index)),
                        None)
             if bad is not None:
-                raise RecipeError("data.tags", f"{where(i)}: tag {bad!r} is not one of the tags {names[:20]}",
+                raise RecipeError(self.column_key("tags"), f"{where(i)}: tag {bad!r} is not one of the tags {names[:20]}",
                                   did_you_mean(str(bad), names))
         return ds.map(lambda b: {LABELS: [[t if isinstance(t, int) else index[t] for t in row] for row in b[tag_col]]},
                       batched=True)
@@ -164,9 +166,9 @@ class TokenClassification(Task):
         return (f"one of {len(names)} tags per word: {', '.join(names[:9])}" + (", ..." if len(names) > 9 else ""),
                 f"logits at labelled sub-words only (N tokens, {len(names)})")
 
-    def encode(self, ds, tokenizer, recipe, names):
-        tok_col, max_length = self.column(recipe.data, "tokens"), recipe.data.max_length
-        label_all = recipe.task.label_all_tokens
+    def encode(self, ds, tokenizer, names):
+        tok_col, max_length = self.column("tokens"), self.data.max_length
+        label_all = self.options.label_all_tokens
         inside = {i: names.index("I-" + n[2:]) for i, n in enumerate(names) if n.startswith("B-") and "I-" + n[2:] in names}
 
         def fn(batch, idx):
@@ -230,8 +232,8 @@ class TokenClassification(Task):
     def units(self, batch) -> int:
         return int((batch.labels[LABELS] != IGNORE).sum())
 
-    def metric(self, recipe, names, examples) -> Metric:
-        return TagMetric(names, recipe.task.scheme)
+    def metric(self, names, examples) -> Metric:
+        return TagMetric(names, self.options.scheme)
 
 
 register(TokenClassification())
