@@ -121,14 +121,9 @@ def _run(recipe: Path, overrides: list[str] | None, dry_run: bool, resume: bool,
             render_plan(plan, stage=st.title if st.name is not None else None)
     if dry_run:
         return
-    if stages[0].name is None:
-        from brewcli.train import run
+    from brewcli.stages import execute
 
-        run(plans[0], resume=resume)
-    else:
-        from brewcli.stages import run_stages
-
-        run_stages(stages, plans, resume=resume)
+    execute(stages, plans, resume=resume)
 
 
 @app.command(epilog="Examples:  brew distill recipes/bbc/distill-T3.yaml --dry-run  |  "
@@ -169,8 +164,10 @@ def eval_(checkpoint: str = typer.Argument(..., help="a brew output folder, best
         print(json.dumps(report, indent=2))
         return
     task = TASKS.get(report["task"])
-    rows = teacher_rows(report.get("teacher"), report.get("teachers")) + [
-        ("student" if report.get("teacher") else "model", report["student"])]
+    exported = report.get("export")
+    mine = f"student ({exported['precision']} ONNX)" if exported else "student" if report.get("teacher") else "model"
+    rows = teacher_rows(report.get("teacher"), report.get("teachers")) + (
+        [("student (PyTorch)", report["pytorch"])] if "pytorch" in report else []) + [(mine, report["student"])]
     for _, r in rows:
         r["params_h"] = human(r["params"])
         r["size_h"] = human(r["size_bytes"], "B")
@@ -182,11 +179,75 @@ def eval_(checkpoint: str = typer.Argument(..., help="a brew output folder, best
         faster = f", {report['speedup']}x faster at batch 1" if "speedup" in report else ""
         console.print(f"student keeps [bold]{report['retained_pct']}%[/bold] of the teacher's {task.main_metric} "
                       f"with {report['size_ratio']:.0%} of its parameters{faster}")
+    if "pytorch" in report:
+        faster = f", {report['speedup_vs_pytorch']}x as fast at batch 1" if report.get("speedup_vs_pytorch") else ""
+        console.print(f"the {exported['precision']} export against its PyTorch student: {task.main_metric} "
+                      f"{report['pytorch_delta']:+.4f}{faster}")
     console.print(speed_note(report))
     if report.get("stages"):
         from brewcli.stages import stages_line
 
         console.print(f"trained in {len(report['stages'])} stages: {stages_line(report['stages'])}", markup=False)
+
+
+@app.command(epilog="Examples:  brew export runs/bbc-T3  |  brew export runs/bbc-T3 --quantize int8  |  "
+                     "brew eval runs/bbc-T3/onnx-int8")
+@_guarded
+def export(run: str = typer.Argument(..., help="a brew output folder (a run, its best/ or a checkpoint-STEP/)"),
+           quantize: Optional[str] = typer.Option(None, help="int8: onnxruntime's dynamic quantization of the weights"),
+           out: Optional[str] = typer.Option(None, help="the folder to write (default: RUN/onnx or RUN/onnx-int8)"),
+           opset: int = typer.Option(18, help="the ONNX opset, 18 to 23"),
+           per_tensor: bool = typer.Option(False, "--per-tensor", help="int8 scales per tensor, not per channel "
+                                           "(smaller drift per channel, at the same speed)"),
+           tolerance: Optional[float] = typer.Option(None, help="the largest difference from PyTorch allowed, relative "
+                                                     "to the largest output (default 1e-4 fp32, 0.15 int8)")):
+    """Export a student to ONNX (optionally int8), checked against PyTorch on rows of its own data."""
+    from brewcli.export import export_run
+    from brewcli.ui import console, human
+
+    m = export_run(run, out, quantize, opset, per_tensor, tolerance)
+    agree = f", the same prediction on {m['prediction_agreement']:.1%}" if "prediction_agreement" in m else ""
+    console.print(f"wrote {m['folder']} ({m['precision']}, opset {m['opset']}, {human(m['size_bytes'], 'B')})",
+                  markup=False)
+    console.print(f"checked against PyTorch on {m['checked_rows']} rows of the {m['checked_split']} split: largest "
+                  f"difference {m['max_difference']:.3g} ({m['relative_difference']:.3%} of the largest output"
+                  f"{agree}); score it with: brew eval {m['folder']}", markup=False)
+
+
+@app.command(epilog="Examples:  brew sweep r.yaml distill.temperature=1,2,4,8 train.lr=1e-4,3e-4  |  "
+                     "brew sweep r.yaml train.lr=1e-5:1e-3:log distill.temperature=1:8 --trials 12  |  "
+                     "brew sweep r.yaml distill.temperature=1,2,4,8 --resume")
+@_guarded
+def sweep(recipe: Path = typer.Argument(..., help="the YAML recipe"),
+          keys: list[str] = typer.Argument(..., help="key=v1,v2,... (a grid) or key=lo:hi[:log] (a range, with "
+                                           "--trials)", show_default=False),
+          trials: Optional[int] = typer.Option(None, help="search the ranges with Optuna for this many trials"),
+          out: Optional[str] = typer.Option(None, help="the sweep's folder (default: train.output_dir + '-sweep')"),
+          resume: bool = typer.Option(False, help="continue an interrupted sweep: finished trials are skipped")):
+    """Run a recipe over a grid of values, or an Optuna search over ranges; each trial an ordinary run."""
+    from brewcli.sweep import sweep as run_sweep
+    from brewcli.ui import console, plain_table
+
+    def table(s, final=False):
+        keys_ = [a.key for a in s.axes]
+        best = s.best()
+        rows = [(str(t.number), *(t.values[k] for k in keys_), t.status,
+                 "-" if t.metric is None else f"{t.metric:.4g}",
+                 "-" if t.retained_pct is None else f"{t.retained_pct:.1f}%",
+                 "-" if t.minutes is None else f"{t.minutes:.1f}", "*" if best is t else "")
+                for t in s.trials]
+        title = f"sweep {s.folder} ({s.metric or 'metric'}, {'lower' if s.lower_is_better else 'higher'} is better)"
+        console.print(plain_table(title, ("trial", *keys_, "status", s.metric or "metric", "kept", "minutes", "best"),
+                                  rows))
+
+    s = run_sweep(recipe, keys, trials, out, resume, on_result=table)
+    best = s.best()
+    if best is None:
+        console.print(f"no trial finished; results in {s.folder / 'sweep.json'}", markup=False)
+        raise typer.Exit(1)
+    console.print(f"best: trial {best.number} (" + ", ".join(f"{k}={v}" for k, v in best.values.items()) +
+                  f"), {s.metric} {best.metric:.4g}; its recipe: {s.folder / 'best.yaml'}; results: "
+                  f"{s.folder / 'sweep.csv'}", markup=False)
 
 
 @app.command(epilog="Examples:  brew init --teacher runs/bbc-teacher --student T3 --data data/bbc/train.jsonl  |  "

@@ -7,7 +7,6 @@ spreads, and the speedup as the median of neighbouring ratios, so a parallel job
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from contextlib import nullcontext
@@ -143,7 +142,8 @@ def speedup(student: dict[str, list[float]], teacher: dict[str, list[float]]) ->
 def score(model, task, encoded, collate, batch_size: int, metric, acc=None, folder: Path | None = None) -> dict:
     """Metrics + parameter count + size on disk of one model on one split (its speed: `measure_speed`)."""
     metrics, _ = evaluate_model(model, task, encoded, collate, batch_size, metric, acc)
-    return {**metrics, "params": sum(p.numel() for p in model.parameters()),
+    params = getattr(model, "num_params", None) or sum(p.numel() for p in model.parameters())
+    return {**metrics, "params": params,
             "size_bytes": size_on_disk(folder) if folder is not None else None}
 
 
@@ -192,9 +192,10 @@ def local_folder(ref: str) -> Path | None:
 
 
 def score_against(task, ds, names, student: Scored, teachers: list[Scored], mix: str | None, batch_size: int,
-                  acc=None):
-    """The student and its teachers on one split, then timed in turns: (student, teacher, each, timings) for
-    `report`. The end of a run and `brew eval` both score this way."""
+                  acc=None, also: list[Scored] = ()):
+    """The student and its teachers on one split, then timed in turns: (student, teacher, each, timings, others)
+    for `report`. `also`: more models scored and timed beside them (an export's PyTorch source), their scores in
+    `others` by name. The end of a run and `brew eval` both score this way."""
     by_name = {t.name: t for t in teachers}
 
     def inputs(name=None):  # a teacher with its own tokenizer reads its own encoding; the ensemble, the shared one
@@ -213,14 +214,18 @@ def score_against(task, ds, names, student: Scored, teachers: list[Scored], mix:
     shared = all(t.encoded is student.encoded for t in teachers)
     teacher, each, compared = score_teachers(rows, task, mix, scorer, shared=shared)
     doing("timing the student" + (" and the teacher, in turns" if compared else ""))
-    timings = time_against(Timed(student.model, student.encoded, student.collate), compared, inputs, acc)
-    return mine, teacher, each, timings
+    others = {a.name: score(a.model, task, a.encoded, a.collate, batch_size, task.metric(names, ds), acc, a.folder)
+              for a in also}
+    timings = time_against(Timed(student.model, student.encoded, student.collate), compared, inputs, acc,
+                           {a.name: Timed(a.model, a.encoded, a.collate) for a in also})
+    return mine, teacher, each, timings, others
 
 
-def time_against(student: Timed, compared, inputs, acc=None) -> dict:
+def time_against(student: Timed, compared, inputs, acc=None, also: dict[str, Timed] | None = None) -> dict:
     """The paired timings (`measure_speed`) of the student and the model it is compared with: `compared` as
-    `score_teachers` returns it, `inputs(name)` that teacher's (encoded, collate). The student alone without one."""
-    models = {"student": student}
+    `score_teachers` returns it, `inputs(name)` that teacher's (encoded, collate). The student alone without one;
+    `also`, more models timed in the same rounds."""
+    models = {"student": student, **(also or {})}
     if compared is not None:
         model, name = compared
         models["teacher"] = Timed(model, *inputs(name))
@@ -238,14 +243,16 @@ def teacher_rows(teacher: dict | None, each: dict | None) -> list[tuple[str, dic
 
 
 def report(task, split: str, rows: int, student: dict, teacher: dict | None = None, teacher_path: str | None = None,
-           device: str = "cpu", teachers: dict | None = None, timings: dict | None = None) -> dict:
+           device: str = "cpu", teachers: dict | None = None, timings: dict | None = None,
+           pytorch: dict | None = None) -> dict:
     """The comparison both the end of a run and `brew eval` print and save. With several teachers, `teacher` is
     their ensemble (what the student keeps is measured against it) and `teachers` holds each one's score.
     `timings` (`time_against`) adds each timed model's speed to its score (in place) and the speedup of the pairs;
-    `timing_spread_pct` is the widest spread among them (above BUSY_PCT the figures are not firm)."""
+    `timing_spread_pct` is the widest spread among them (above BUSY_PCT the figures are not firm). `pytorch`: an
+    exported student's PyTorch source, scored beside it (what the export kept of it, and how much faster it runs)."""
     timings = timings or {}
     spreads = []
-    for name, scored in (("student", student), ("teacher", teacher)):
+    for name, scored in (("student", student), ("teacher", teacher), ("pytorch", pytorch)):
         if scored is not None and name in timings:
             scored.update(speed_figures(timings[name]))
             spreads.append(scored["latency_spread_pct"])
@@ -263,6 +270,12 @@ def report(task, split: str, rows: int, student: dict, teacher: dict | None = No
         if "student" in timings and "teacher" in timings:
             out.update(speedup(timings["student"], timings["teacher"]))
             spreads.append(out.get("speedup_spread_pct", 0.0))
+    if pytorch is not None:
+        main = task.main_metric
+        out["pytorch"] = pytorch
+        out["pytorch_delta"] = round(student[main] - pytorch[main], 4)
+        if "student" in timings and "pytorch" in timings:
+            out["speedup_vs_pytorch"] = speedup(timings["student"], timings["pytorch"]).get("speedup")
     if spreads:
         out["timing_spread_pct"] = max(spreads)
     return out
@@ -287,122 +300,72 @@ def load_model(folder, task, acc=None, arch: str = "hf"):
 
 def evaluate_checkpoint(path: str, data_file: str | None = None, split: str | None = None,
                         batch_size: int = 64, with_teacher: bool = True) -> dict:
-    from brewcli.models.hf import check_weights, load_config, load_tokenizer
-    from brewcli.recipe import load_recipe
-    from brewcli.tasks import task_of
-
-    folder = Path(path)
-    if not folder.is_dir():
-        raise BrewError(f"{path}: no such folder; give a brew output folder, its best/ or a checkpoint-STEP/ folder")
-    if not (folder / "config.json").is_file():
-        raise BrewError(f"{path}: not a model folder (no config.json); give a brew output folder, its best/ "
-                        f"or a checkpoint-STEP/ folder")
-    if not (folder / "recipe.yaml").is_file():
-        raise BrewError(f"{path}: has no recipe.yaml, so brew does not know its task and data; was it made by brew?")
-    doing(f"reading {folder}")
-    meta = _read_meta(folder)
-    ran_in = meta.get("cwd") if isinstance(meta.get("cwd"), str) else "."  # where older runs' relative paths start
-    recipe = load_recipe(folder / "recipe.yaml", ran_in=ran_in)
-    if data_file:
-        data = recipe.data.model_copy(update={"dataset": None, "config": None, "files": {"file": data_file},
-                                              "train_split": "file", "eval_split": None, "test_split": None,
-                                              "eval_fraction": None, "max_train_samples": None})
-        recipe = recipe.model_copy(update={"data": data})
-    task = task_of(recipe)
-    config = load_config(str(folder), "checkpoint")
-    check_weights(str(folder), "checkpoint")
-    names = [config.id2label[i] for i in range(config.num_labels)] if task.has_classes else None
-    splits = data_mod.load_splits(task, names=names)
-    available = {"train": splits.train, "eval": splits.eval, "test": splits.test}
-    if data_file:
-        split, ds = Path(data_file).name, splits.train
-    else:
-        split = split or ("test" if splits.test is not None else "eval" if splits.eval is not None else "train")
-        if split not in available or available[split] is None:
-            have = [k for k, v in available.items() if v is not None]
-            raise BrewError(f"--split {split}: the recipe's data has no {split} split; choose one of {', '.join(have)}")
-        ds = available[split]
+    """`brew eval`: a brew output folder (or an export of one) against its teacher (and, for an export, the PyTorch
+    student it came from), on a split of the recipe's data or on one file."""
     from accelerate import Accelerator
 
+    from brewcli.models.hf import load_tokenizer
+    from brewcli.runfolder import open_run, pick_split
+
+    run = open_run(path, data_file)
+    split, ds = pick_split(run, data_file, split)
+    task, names, folder = run.task, run.names, run.folder
     device = "cuda" if torch.cuda.is_available() else "cpu"
     acc = Accelerator(cpu=device == "cpu")
     tokenizer = load_tokenizer(str(folder), "checkpoint")
     encoded = task.encode(ds, tokenizer, names)
     if task.headless:
+        if run.export is not None:
+            raise BrewError(f"{folder}: an export of a general (task-agnostic) student has no task metric to score; "
+                            f"its export was checked against PyTorch ({run.export.get('max_difference')} at most, "
+                            f"export.json). Score a task student's export, or the PyTorch folder "
+                            f"{run.export.get('source')}")
         from brewcli.heldout import evaluate_general
 
-        student, teacher, ref, timings = evaluate_general(folder, recipe, task, meta, encoded, task.collate(tokenizer),
-                                                          batch_size, acc, with_teacher)
+        student, teacher, ref, timings = evaluate_general(folder, run.recipe, task, run.meta, encoded,
+                                                          task.collate(tokenizer), batch_size, acc, with_teacher)
         return {"checkpoint": str(folder), **report(task, split, len(encoded), student, teacher, ref, device, None,
                                                     timings)}
     doing(f"scoring {folder} on the {split} split")
     collate = task.collate(tokenizer)
-    me = Scored("student", load_model(folder, task, acc), encoded, collate, folder)
-    teacher_ref = meta.get("teacher") or (recipe.teachers[0].model if recipe.teachers else None)
-    recorded = meta.get("teachers") or ([{"name": "teacher", "model": teacher_ref, "weight": 1.0,
-                                          "label_order": None}] if teacher_ref else [])
+    also = []
+    if run.export is not None:
+        from brewcli.runtime import OnnxModel
+
+        me = Scored("student", OnnxModel(folder, run.export), encoded, collate, folder)
+        source = Path(run.export["source"])
+        if source.is_dir():
+            doing(f"loading the PyTorch student it was exported from, {source}")
+            also.append(Scored("pytorch", load_model(source, task, acc), encoded, collate, source))
+    else:
+        me = Scored("student", load_model(folder, task, acc), encoded, collate, folder)
+    teachers = _load_teachers(run, ds, tokenizer, encoded, collate, acc) if with_teacher else []
+    student, teacher, each, timings, scored = score_against(task, ds, names, me, teachers, ensemble_mix(run.recipe),
+                                                            batch_size, acc, also)
+    out = report(task, split, len(ds), student, teacher, run.teacher_ref, device, each, timings, scored.get("pytorch"))
+    stages = run.stages()
+    extra = {"export": {k: run.export.get(k) for k in ("precision", "per_channel", "opset", "max_difference")}} \
+        if run.export is not None else {}
+    return {"checkpoint": str(folder), **out, **extra, **({"stages": stages} if stages else {})}
+
+
+def _load_teachers(run, ds, tokenizer, encoded, collate, acc) -> list[Scored]:
+    """The teachers a run recorded, loaded to be scored beside it (a teacher with its own tokenizer gets its own
+    encoding of the split)."""
+    from brewcli.models.hf import check_weights, load_tokenizer
+
     teachers = []
-    if with_teacher and recorded:
-        for t in recorded:
-            ref, tdir = t["model"], Path(t["model"])
-            if tdir.is_absolute() and not tdir.exists():
-                raise BrewError(f"the teacher this checkpoint records, {ref}, is gone; pass --no-teacher to score "
-                                "the student alone")
-            doing(f"loading the teacher {ref}")
-            check_weights(ref, "teacher")
-            model = load_model(tdir if tdir.exists() else ref, task, acc)
-            own = load_tokenizer(ref, "teacher")
-            # a teacher that reads other tokens gets its own encoding of the split
-            enc = (task.encode(ds, own, names), task.collate(own)) if own.get_vocab() != tokenizer.get_vocab() \
-                else (encoded, collate)
-            teachers.append(Scored(t["name"], model, *enc, tdir if tdir.exists() else None, t["weight"],
-                                   t["label_order"]))
-    student, teacher, each, timings = score_against(task, ds, names, me, teachers, ensemble_mix(recipe), batch_size, acc)
-    out = report(task, split, len(ds), student, teacher, teacher_ref, device, each, timings)
-    stages = _stages_of(folder)
-    return {"checkpoint": str(folder), **out, **({"stages": stages} if stages else {})}
-
-
-def _stages_of(folder: Path) -> list | None:
-    """The `stages` list of a staged run's top folder (its metrics.json), for the report's line about them."""
-    try:
-        stages = json.loads((folder / "metrics.json").read_text()).get("stages")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return stages if isinstance(stages, list) and all(isinstance(s, dict) for s in stages) else None
-
-
-def _read_meta(folder: Path) -> dict:
-    if not (folder / "brew.json").is_file():
-        return {}
-    try:
-        meta = json.loads((folder / "brew.json").read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BrewError(f"{folder / 'brew.json'} is damaged ({e}); brew writes it with every checkpoint") from None
-    if not isinstance(meta, dict):
-        raise BrewError(f"{folder / 'brew.json'} is damaged (not a JSON object)")
-    problem = _meta_problem(meta)
-    if problem:
-        raise BrewError(f"{folder / 'brew.json'} is damaged ({problem}); brew writes it with every checkpoint: "
-                        "copy it from the run's checkpoint-N/ folder, or pass --no-teacher to score the student alone")
-    return meta
-
-
-def _meta_problem(meta: dict) -> str | None:
-    """What is wrong with the teacher records of a brew.json, if anything (the file is the user's to edit)."""
-    if meta.get("teacher") is not None and not isinstance(meta["teacher"], str):
-        return f"'teacher' is a {type(meta['teacher']).__name__}, expected a path or Hugging Face id"
-    teachers = meta.get("teachers")
-    if teachers is None:
-        return None
-    if not isinstance(teachers, list):
-        return f"'teachers' is a {type(teachers).__name__}, expected a list"
-    kinds = {"name": str, "model": str, "weight": (int, float), "label_order": (list, type(None))}
-    for i, t in enumerate(teachers):
-        if not isinstance(t, dict):
-            return f"teachers[{i}] is a {type(t).__name__}, expected an object"
-        for key, kind in kinds.items():
-            if not isinstance(t.get(key), kind) or isinstance(t.get(key), bool):
-                return f"teachers[{i}].{key} is {t.get(key)!r}, expected a {getattr(kind, '__name__', 'number')}"
-    return None
-
+    for t in run.teacher_records():
+        ref, tdir = t["model"], Path(t["model"])
+        if tdir.is_absolute() and not tdir.exists():
+            raise BrewError(f"the teacher this checkpoint records, {ref}, is gone; pass --no-teacher to score "
+                            "the student alone")
+        doing(f"loading the teacher {ref}")
+        check_weights(ref, "teacher")
+        model = load_model(tdir if tdir.exists() else ref, run.task, acc)
+        own = load_tokenizer(ref, "teacher")
+        enc = (run.task.encode(ds, own, run.names), run.task.collate(own)) \
+            if own.get_vocab() != tokenizer.get_vocab() else (encoded, collate)
+        teachers.append(Scored(t["name"], model, *enc, tdir if tdir.exists() else None, t["weight"],
+                               t["label_order"]))
+    return teachers

@@ -67,6 +67,15 @@ def _check_folders(stages: list[Stage], resume: bool) -> None:
                             f"student; move {out} away to run that stage afresh")
 
 
+def execute(stages: list[Stage], plans: list, resume: bool = False) -> dict:
+    """Run a recipe's planned stages: one run (train.run), or the stages in order (`run_stages`)."""
+    if stages[0].name is None:
+        from brewcli.train import run
+
+        return run(plans[0], resume=resume)
+    return run_stages(stages, plans, resume=resume)
+
+
 def run_stages(stages: list[Stage], plans: list, resume: bool = False) -> dict:
     """Run the stages in order (train.run each), skipping, under --resume, those already finished; then publish
     the last stage's student at the top. Returns the top-level report (the last stage's, plus `stages`)."""

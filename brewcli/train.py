@@ -592,7 +592,7 @@ def finish(job: Job) -> dict:
         teachers = [Scored(t.name, job.teacher_models[t.name],
                            *((t.encode(task, raw, names), t.collate(task)) if t.own_tokens else (encoded, job.collate)),
                            local_folder(t.spec.model), t.spec.weight, t.label_order) for t in plan.teachers]
-        student, teacher, each, timings = score_against(task, raw, names, me, teachers, ensemble_mix(r), batch_size, acc)
+        student, teacher, each, timings, _ = score_against(task, raw, names, me, teachers, ensemble_mix(r), batch_size, acc)
         result.update(report(task, split, len(raw), student, teacher, _meta(plan, 0, None)["teacher"],
                              acc.device.type, each, timings))
         if not job.main:

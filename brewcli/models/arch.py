@@ -45,6 +45,13 @@ class Arch(Protocol):
     def save(self, model, folder) -> None:
         """Write the weights and config where `load` (and the arch's own library) reads them again."""
 
+    def outputs(self, head: str) -> tuple[str, ...]:
+        """The names of what the model gives for a head, in the order an export returns them."""
+
+    def export(self, model, path, inputs: dict, head: str, opset: int) -> None:
+        """Write the model (in eval mode) as ONNX at `path`, with dynamic batch and sequence axes; `inputs` is a
+        real batch of model inputs (at least two rows and two tokens)."""
+
 
 class HFArch:
     """Hugging Face `transformers` models: `AutoModelFor<head>` classes, safetensors folders that plain
@@ -97,6 +104,17 @@ class HFArch:
 
     def save(self, model, folder) -> None:
         model.save_pretrained(folder, safe_serialization=True)
+
+    fields = {"sequence": ("logits",), "token": ("logits",), "span": ("start_logits", "end_logits"),
+              "none": ("last_hidden_state",)}
+
+    def outputs(self, head: str) -> tuple[str, ...]:
+        return self.fields[head]
+
+    def export(self, model, path, inputs, head, opset) -> None:
+        from brewcli.export import torch_to_onnx
+
+        torch_to_onnx(model, path, inputs, self.outputs(head), opset)
 
 
 ARCHS: Registry[Arch] = Registry("arch", "archs")

@@ -151,4 +151,6 @@ def load_tokenizer(ref: str, key: str, revision=None, trust_remote_code=False):
 
 
 def size_on_disk(folder: Path) -> int:
-    return sum(f.stat().st_size for f in Path(folder).glob("*.safetensors"))
+    """The model's weights on disk: safetensors, or an export's ONNX files (with their external data)."""
+    return sum(f.stat().st_size for pattern in ("*.safetensors", "*.onnx", "*.onnx.data")
+               for f in Path(folder).glob(pattern))
