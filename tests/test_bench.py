@@ -34,3 +34,23 @@ def test_bench_script_smoke(tmp_path):
             assert row["samples_per_s"] > 0 and 0 <= row["accuracy"] <= 1 and row["peak_rss_mib"] > 0
         # the same job, the same seed: a fp16 cache changes the teacher's values only in their last bits
         assert abs(rows["brew-warm"]["accuracy"] - rows["brew-live"]["accuracy"]) <= 0.25
+
+
+def test_bench_export_smoke(tmp_path):
+    """scripts/bench_export.py on a tiny trained run: three rows, the target line (nothing is timed here)."""
+    from typer.testing import CliRunner
+
+    from brewcli.cli import app
+    from tests.test_tasks import recipe_for
+
+    r = CliRunner().invoke(app, ["distill", str(recipe_for("classification", tmp_path))])
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_export.py"), "--run", str(tmp_path / "out"),
+                           "--rounds", "3", "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    models = json.loads(out.read_text())["models"]
+    assert set(models) == {"pytorch", "onnx-fp32", "onnx-int8"}
+    assert models["onnx-fp32"]["accuracy"] == models["pytorch"]["accuracy"]
+    assert models["onnx-fp32"]["relative_difference"] < 1e-5 and models["onnx-int8"]["speedup_batch1"] > 0
+    assert "target: int8 loses at most 0.5 points" in done.stdout

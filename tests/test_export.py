@@ -139,3 +139,12 @@ def test_an_export_that_drifts_past_the_tolerance_is_refused(a_run, tmp_path):
     r = brew("export", a_run, "--quantize", "int8", "--tolerance", "1e-9", "--out", out)
     assert r.exit_code == 2 and "past the tolerance" in " ".join(r.output.split()) and not out.exists()
     assert not (tmp_path / "int8.partial").exists()
+
+
+def test_without_the_export_extra_brew_says_what_to_install(a_run, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    r = brew("export", a_run, "--out", a_run.parent / "never")
+    assert r.exit_code == 2 and "pip install 'brewcli[export]'" in " ".join(r.output.split())

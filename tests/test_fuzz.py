@@ -488,6 +488,19 @@ def recipe_file_cases() -> list[Case]:
         text = dump(ctx.base())
         return ctx.dry(ctx.write(text=text.replace("  epochs: 2", "\tepochs: 2", 1)))
 
+    @add("file:column-in-task-and-data", (key("task.text"), lit("data.text names this column too")))
+    def _(ctx):
+        raw = ctx.base()
+        raw["task"] = {"name": "classification", "text": "text"}
+        raw["data"]["text"] = "text"
+        return ctx.dry(ctx.write(text=dump(raw)))
+
+    @add("file:column-of-another-task-in-task-block", (key("task.tokens"),))
+    def _(ctx):
+        raw = ctx.base()
+        raw["task"] = {"name": "classification", "tokens": "words"}
+        return ctx.dry(ctx.write(text=dump(raw)))
+
     @add("file:recipe-is-a-list", (fname("recipe.yaml"), lit("mapping")))
     def _(ctx):
         return ctx.dry(ctx.write(text="- teacher: x\n- student: T3\n"))
