@@ -223,7 +223,9 @@ def sweep(recipe: Path = typer.Argument(..., help="the YAML recipe"),
                                            "--trials)", show_default=False),
           trials: Optional[int] = typer.Option(None, help="search the ranges with Optuna for this many trials"),
           out: Optional[str] = typer.Option(None, help="the sweep's folder (default: train.output_dir + '-sweep')"),
-          resume: bool = typer.Option(False, help="continue an interrupted sweep: finished trials are skipped")):
+          resume: bool = typer.Option(False, help="continue an interrupted sweep: finished trials are skipped"),
+          dry_run: bool = typer.Option(False, "--dry-run", help="check every value and the first trial's plan; "
+                                       "list the trials; train nothing")):
     """Run a recipe over a grid of values, or an Optuna search over ranges; each trial an ordinary run."""
     from brewcli.sweep import sweep as run_sweep
     from brewcli.ui import console, plain_table
@@ -240,7 +242,15 @@ def sweep(recipe: Path = typer.Argument(..., help="the YAML recipe"),
         console.print(plain_table(title, ("trial", *keys_, "status", s.metric or "metric", "kept", "minutes", "best"),
                                   rows))
 
-    s = run_sweep(recipe, keys, trials, out, resume, on_result=table)
+    s = run_sweep(recipe, keys, trials, out, resume, on_result=table, dry_run=dry_run)
+    if dry_run:
+        if s.trials:
+            table(s)
+        space = ", ".join(f"{a.key} in {a.values}" if a.values else f"{a.key} in [{a.low:g}, {a.high:g}]"
+                          + (" (log)" if a.log else "") for a in s.axes)
+        console.print(f"dry run: {len(s.trials) or trials} trials ({space}) into {s.folder}; every value checked, "
+                      "nothing trained", markup=False)
+        return
     best = s.best()
     if best is None:
         console.print(f"no trial finished; results in {s.folder / 'sweep.json'}", markup=False)

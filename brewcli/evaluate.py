@@ -308,6 +308,11 @@ def evaluate_checkpoint(path: str, data_file: str | None = None, split: str | No
     from brewcli.runfolder import open_run, pick_split
 
     run = open_run(path, data_file)
+    if run.export is not None and run.task.headless:
+        raise BrewError(f"{run.folder}: an export of a general (task-agnostic) student has no task metric to score; "
+                        f"its export was checked against PyTorch ({run.export.get('max_difference')} at most, "
+                        f"export.json). Score a task student's export, or the PyTorch folder "
+                        f"{run.export.get('source')}")
     split, ds = pick_split(run, data_file, split)
     task, names, folder = run.task, run.names, run.folder
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -315,11 +320,6 @@ def evaluate_checkpoint(path: str, data_file: str | None = None, split: str | No
     tokenizer = load_tokenizer(str(folder), "checkpoint")
     encoded = task.encode(ds, tokenizer, names)
     if task.headless:
-        if run.export is not None:
-            raise BrewError(f"{folder}: an export of a general (task-agnostic) student has no task metric to score; "
-                            f"its export was checked against PyTorch ({run.export.get('max_difference')} at most, "
-                            f"export.json). Score a task student's export, or the PyTorch folder "
-                            f"{run.export.get('source')}")
         from brewcli.heldout import evaluate_general
 
         student, teacher, ref, timings = evaluate_general(folder, run.recipe, task, run.meta, encoded,

@@ -308,8 +308,9 @@ def _tell(study, optuna, t: Trial, axes: list[Axis], dists) -> None:
 
 
 def sweep(recipe: Path, items: list[str], trials: int | None = None, out: str | None = None,
-          resume: bool = False, on_result=lambda s: None) -> Sweep:
-    """Check every value, then run the grid or the search; returns the sweep (its trials and best)."""
+          resume: bool = False, on_result=lambda s: None, dry_run: bool = False) -> Sweep:
+    """Check every value, then run the grid or the search; returns the sweep (its trials and best). A dry run
+    checks the values and the first trial's plan, and returns the grid's trials without running any."""
     from brewcli.recipe import load_stages
     from brewcli.stages import top_folder
 
@@ -320,6 +321,14 @@ def sweep(recipe: Path, items: list[str], trials: int | None = None, out: str | 
     first = stages[0].recipe
     folder = Path(out) if out else Path(f"{top_folder(stages) if stages[0].name else first.train.output_dir}-sweep")
     s = Sweep(folder, recipe, axes, trials)
+    if dry_run:
+        from brewcli.stages import plan_stages
+
+        first_values = grid(axes)[0] if trials is None else {a.key: _value_text(a, a.low) for a in axes
+                                                              if a.values is None}
+        plan_stages(load_stages(recipe, [f"{k}={v}" for k, v in first_values.items()]), dry_run=True)
+        s.trials = [Trial(i, v) for i, v in enumerate(grid(axes))] if trials is None else []
+        return s
     s.open(resume)
     s.save()
     if trials is None:
