@@ -211,7 +211,8 @@ def export(run: str = typer.Argument(..., help="a brew output folder (a run, its
                   markup=False)
     console.print(f"checked against PyTorch on {m['checked_rows']} rows of the {m['checked_split']} split: largest "
                   f"difference {m['max_difference']:.3g} ({m['relative_difference']:.3%} of the largest output"
-                  f"{agree}); score it with: brew eval {m['folder']}", markup=False)
+                  f"{agree})" + (f"; score it with: brew eval {m['folder']}" if m["head"] != "none" else
+                                  " (a general student has no task metric to score)"), markup=False)
 
 
 @app.command(epilog="Examples:  brew sweep r.yaml distill.temperature=1,2,4,8 train.lr=1e-4,3e-4  |  "
@@ -228,28 +229,13 @@ def sweep(recipe: Path = typer.Argument(..., help="the YAML recipe"),
                                        "list the trials; train nothing")):
     """Run a recipe over a grid of values, or an Optuna search over ranges; each trial an ordinary run."""
     from brewcli.sweep import sweep as run_sweep
-    from brewcli.ui import console, plain_table
+    from brewcli.ui import console
 
-    def table(s, final=False):
-        keys_ = [a.key for a in s.axes]
-        best = s.best()
-        rows = [(str(t.number), *(t.values[k] for k in keys_), t.status,
-                 "-" if t.metric is None else f"{t.metric:.4g}",
-                 "-" if t.retained_pct is None else f"{t.retained_pct:.1f}%",
-                 "-" if t.minutes is None else f"{t.minutes:.1f}", "*" if best is t else "")
-                for t in s.trials]
-        title = f"sweep {s.folder} ({s.metric or 'metric'}, {'lower' if s.lower_is_better else 'higher'} is better)"
-        console.print(plain_table(title, ("trial", *keys_, "status", s.metric or "metric", "kept", "minutes", "best"),
-                                  rows))
-
-    s = run_sweep(recipe, keys, trials, out, resume, on_result=table, dry_run=dry_run)
+    s = run_sweep(recipe, keys, trials, out, resume, on_result=lambda s: console.print(s.table()), dry_run=dry_run)
     if dry_run:
         if s.trials:
-            table(s)
-        space = ", ".join(f"{a.key} in {a.values}" if a.values else f"{a.key} in [{a.low:g}, {a.high:g}]"
-                          + (" (log)" if a.log else "") for a in s.axes)
-        console.print(f"dry run: {len(s.trials) or trials} trials ({space}) into {s.folder}; every value checked, "
-                      "nothing trained", markup=False)
+            console.print(s.table())
+        console.print(f"dry run: {s.describe()}; every value checked, nothing trained", markup=False)
         return
     best = s.best()
     if best is None:

@@ -190,6 +190,23 @@ class Sweep:
             return None
         return (min if self.lower_is_better else max)(done, key=lambda t: t.metric)
 
+    def table(self):
+        """The results so far, as the terminal shows them after each trial."""
+        from brewcli.ui import plain_table
+
+        keys, best, metric = [a.key for a in self.axes], self.best(), self.metric or "metric"
+        rows = [(str(t.number), *(t.values[k] for k in keys), t.status,
+                 "-" if t.metric is None else f"{t.metric:.4g}",
+                 "-" if t.retained_pct is None else f"{t.retained_pct:.1f}%",
+                 "-" if t.minutes is None else f"{t.minutes:.1f}", "*" if best is t else "") for t in self.trials]
+        title = f"sweep {self.folder} ({metric}, {'lower' if self.lower_is_better else 'higher'} is better)"
+        return plain_table(title, ("trial", *keys, "status", metric, "kept", "minutes", "best"), rows)
+
+    def describe(self) -> str:
+        space = ", ".join(f"{a.key} in {a.values}" if a.values else f"{a.key} in [{a.low:g}, {a.high:g}]"
+                          + (" (log)" if a.log else "") for a in self.axes)
+        return f"{len(self.trials) or self.n_trials} trials ({space}) into {self.folder}"
+
     def folder_of(self, trial: Trial) -> Path:
         return self.folder / f"trial-{trial.number:03d}"
 

@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
-.venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pytest -q -n 2 "$@"  # both cores (pytest-xdist); pass -n 0 to run in one process
