@@ -207,6 +207,11 @@ class Sweep:
                           + (" (log)" if a.log else "") for a in self.axes)
         return f"{len(self.trials) or self.n_trials} trials ({space}) into {self.folder}"
 
+    def use_metric(self, task) -> None:
+        """Trials are ranked by the final student's main metric (a general run's: its held-out loss)."""
+        self.metric = task.main_metric if not task.headless else "loss"
+        self.lower_is_better = task.headless or self.metric in task.lower_is_better
+
     def folder_of(self, trial: Trial) -> Path:
         return self.folder / f"trial-{trial.number:03d}"
 
@@ -230,9 +235,7 @@ class Sweep:
             stages = load_stages(self.recipe, overrides)
             plans = plan_stages(stages)
             if self.metric is None:
-                task = plans[-1].task
-                self.metric = task.main_metric if not task.headless else "loss"
-                self.lower_is_better = task.headless or self.metric in task.lower_is_better
+                self.use_metric(plans[-1].task)
             execute(stages, plans, resume=again)
             metrics = json.loads((out / "metrics.json").read_text())
             trial.metric = metrics.get("student", {}).get(self.metric)
@@ -343,7 +346,8 @@ def sweep(recipe: Path, items: list[str], trials: int | None = None, out: str | 
 
         first_values = grid(axes)[0] if trials is None else {a.key: _value_text(a, a.low) for a in axes
                                                               if a.values is None}
-        plan_stages(load_stages(recipe, [f"{k}={v}" for k, v in first_values.items()]), dry_run=True)
+        plans = plan_stages(load_stages(recipe, [f"{k}={v}" for k, v in first_values.items()]), dry_run=True)
+        s.use_metric(plans[-1].task)
         s.trials = [Trial(i, v) for i, v in enumerate(grid(axes))] if trials is None else []
         return s
     s.open(resume)
