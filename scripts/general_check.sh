@@ -2,7 +2,8 @@
 # The README's general-distillation check: general-distil a random T4-tiny from all-MiniLM-L6-v2 on the unlabelled
 # corpus (recipes/general/T4-tiny.yaml), then task-distil it on BBC topics, WNUT-16 NER and BBC QA
 # (recipes/SET/distill-T4-tiny-general.yaml, and TinyBERT's two task stages, recipes/SET/tinybert-T4-tiny.yaml,
-# where a set has one), and the same task recipes from a random T4-tiny (task-only), saving `brew eval --json` for
+# where a set has one; on WNUT-16 also with MiniLM v2's and CKD's relations in place of TinyBERT's in the first
+# task stage), and the same task recipes from a random T4-tiny (task-only), saving `brew eval --json` for
 # each under runs/general-check/. Trains the task teachers first where they are missing.
 # About 2 hours on 2 CPU cores (the general run about 45 minutes). Usage: bash scripts/general_check.sh [SET...]
 # SMOKE=1: the same commands on a few rows, 2 steps each, under a temp folder (see scripts/smoke.sh).
@@ -33,6 +34,15 @@ for s in "${@:-bbc wnut16 bbc-qa}"; do
       at "$set" "$set-tinybert-T4-tiny"
       "$VENV/bin/brew" distill "recipes/$set/tinybert-T4-tiny.yaml" "student.model=$RUNS/general-T4-tiny" "${AT[@]}"
       "$VENV/bin/brew" eval "$RUNS/$set-tinybert-T4-tiny" "${whole[@]}" --json > "$RUNS/general-check/$set-tinybert-T4-tiny.json"
+    fi
+    if [ "$set" = wnut16 ]; then  # the loss families compared (README): MiniLM v2's and CKD's relations in stage 1
+      for fam in minilm-v2 ckd; do
+        rm -rf "$RUNS/$set-$fam-T4-tiny"
+        at "$set" "$set-$fam-T4-tiny"
+        "$VENV/bin/brew" distill "recipes/$set/tinybert-T4-tiny.yaml" "student.model=$RUNS/general-T4-tiny" \
+          "stages.0.distill.matches=[$fam]" "${AT[@]}" "train.output_dir=$RUNS/$set-$fam-T4-tiny"
+        "$VENV/bin/brew" eval "$RUNS/$set-$fam-T4-tiny" --json > "$RUNS/general-check/$set-$fam-T4-tiny.json"
+      done
     fi
     for init in general taskonly; do
       rm -rf "$RUNS/$set-T4-tiny-$init"
