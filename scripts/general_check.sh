@@ -29,12 +29,11 @@ for s in "${@:-bbc wnut16 bbc-qa}"; do
       "$VENV/bin/brew" train "recipes/$set/teacher.yaml" "${AT[@]}"
     fi
     whole=(); [ "$set" = bbc-qa ] && whole=(--data "$DATA/bbc-qa/test.json")  # all 1,926 questions
-    if [ "$set" != bbc ]; then  # TinyBERT's two task stages, the layers then the predictions (bbc's recipe is all three)
-      rm -rf "$RUNS/$set-tinybert-T4-tiny"
-      at "$set" "$set-tinybert-T4-tiny"
-      "$VENV/bin/brew" distill "recipes/$set/tinybert-T4-tiny.yaml" "student.model=$RUNS/general-T4-tiny" "${AT[@]}"
-      "$VENV/bin/brew" eval "$RUNS/$set-tinybert-T4-tiny" "${whole[@]}" --json > "$RUNS/general-check/$set-tinybert-T4-tiny.json"
-    fi
+    # TinyBERT's two task stages, the layers then the predictions
+    rm -rf "$RUNS/$set-tinybert-T4-tiny"
+    at "$set" "$set-tinybert-T4-tiny"
+    "$VENV/bin/brew" distill "recipes/$set/tinybert-T4-tiny.yaml" "student.model=$RUNS/general-T4-tiny" "${AT[@]}"
+    "$VENV/bin/brew" eval "$RUNS/$set-tinybert-T4-tiny" "${whole[@]}" --json > "$RUNS/general-check/$set-tinybert-T4-tiny.json"
     if [ "$set" = wnut16 ]; then  # the loss families compared (README): MiniLM v2's and CKD's relations in stage 1
       for fam in minilm-v2 ckd; do
         rm -rf "$RUNS/$set-$fam-T4-tiny"

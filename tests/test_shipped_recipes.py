@@ -43,8 +43,8 @@ def workdir(tmp_path_factory):
 TASK_SETS = ("wnut16", "bbc-multilabel", "bbc-qa")
 
 
-GENERAL = {"bbc/distill-T4-tiny-general.yaml", "bbc/tinybert-T4-tiny.yaml", "bbc-qa/distill-T4-tiny-general.yaml",
-           "bbc-qa/tinybert-T4-tiny.yaml",
+GENERAL = {"bbc/distill-T4-tiny-general.yaml", "bbc/tinybert-T4-tiny.yaml", "bbc/tinybert-pipeline-T4-tiny.yaml",
+           "bbc-qa/distill-T4-tiny-general.yaml", "bbc-qa/tinybert-T4-tiny.yaml",
            "wnut16/distill-T4-tiny-general.yaml", "wnut16/tinybert-T4-tiny.yaml", "general/T4-tiny.yaml"}
 # ^ these need data/general (and its student)
 
