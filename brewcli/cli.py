@@ -255,7 +255,7 @@ def sweep(recipe: Path = typer.Argument(..., help="the YAML recipe"),
 @_guarded
 def init(task: Optional[str] = typer.Option(None, help="the task (`brew ls tasks`); proposed from the data if left out"),
          teacher: Optional[str] = typer.Option(None, help="Hugging Face id or local folder of the teacher"),
-         student: Optional[str] = typer.Option(None, help="student preset: T6, T3, T3-small, T4-tiny, T12-nano"),
+         student: Optional[str] = typer.Option(None, help="student preset: T6, T3, T3-small, T4-tiny, T12-nano, BiGRU"),
          data: Optional[str] = typer.Option(None, help="the training file, a folder holding train/eval/test files, "
                                             "or a Hugging Face dataset as name[:config]"),
          test: Optional[str] = typer.Option(None, "--test", help="the test file (default: test.* beside the train "

@@ -29,8 +29,10 @@ TOLERANCE = {"fp32": 1e-4, "int8": 0.15}  # the largest difference, relative to 
 CHECK_ROWS = 64
 
 
-def torch_to_onnx(model, path: Path, inputs: dict, outputs: tuple[str, ...], opset: int) -> None:
-    """Export `model` (called with keyword inputs, returning a ModelOutput) to ONNX at `path`."""
+def torch_to_onnx(model, path: Path, inputs: dict, outputs: tuple[str, ...], opset: int, dynamo: bool = True) -> None:
+    """Export `model` (called with keyword inputs, returning a ModelOutput) to ONNX at `path`. `dynamo=False`: the
+    TorchScript exporter, for models torch.export cannot keep dynamic (a GRU unrolls over the sequence there; the
+    TorchScript exporter writes ONNX's own GRU op)."""
     names = list(inputs)
 
     class Positional(torch.nn.Module):  # the exporter passes inputs by position; the model takes them by name
@@ -50,10 +52,13 @@ def torch_to_onnx(model, path: Path, inputs: dict, outputs: tuple[str, ...], ops
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
+            axes = {0: "batch", 1: "sequence"}
+            shapes = dict(dynamic_shapes=(tuple({0: batch, 1: sequence} for _ in names),)) if dynamo else \
+                dict(dynamic_axes={n: axes for n in (*names, *outputs)})  # one *args / every input and output
             torch.onnx.export(wrapper, tuple(inputs[n] for n in names), str(path), input_names=names,
-                              output_names=list(outputs), opset_version=opset, dynamo=True, verbose=False,
+                              output_names=list(outputs), opset_version=opset, dynamo=dynamo, verbose=False,
                               external_data=sum(p.numel() for p in model.parameters()) * 4 > 1.5e9,  # the 2 GB limit
-                              dynamic_shapes=(tuple({0: batch, 1: sequence} for _ in names),))  # one *args
+                              **shapes)
     finally:
         quiet.setLevel(level)
 
@@ -116,7 +121,7 @@ def export_run(run_path: str, out: str | None = None, quantize: str | None = Non
     """Export a brew output folder; returns the manifest (also written as export.json)."""
     from brewcli import data as data_mod
     from brewcli.evaluate import load_model
-    from brewcli.models.arch import ARCHS
+    from brewcli.models.arch import arch_of
     from brewcli.models.hf import load_tokenizer
     from brewcli.runfolder import EXPORT_MANIFEST, open_run, pick_split
     from brewcli.runtime import OnnxModel, require_onnx
@@ -142,7 +147,11 @@ def export_run(run_path: str, out: str | None = None, quantize: str | None = Non
     rows = ds.select(range(min(CHECK_ROWS, len(ds))))
     tokenizer = load_tokenizer(str(run.folder), "checkpoint")
     collate = task.collate(tokenizer)
-    batches = list(data_mod.loader(task.encode(rows, tokenizer, names), collate, 16))
+    encoded = task.encode(rows, tokenizer, names)
+    batches = list(data_mod.loader(encoded, collate, 16))
+    # and the first row alone, unpadded: another batch size and length than the export's example (a shape the
+    # exporter fixed by mistake fails here, not at `brew eval`'s batch-1 timing)
+    checked = list(data_mod.loader(encoded.select([0]), collate, 1)) + batches
     doing(f"loading {run.folder}")
     model = load_model(run.folder, task).eval()
     example = {k: v if v.shape[0] > 1 else v.repeat(2, *[1] * (v.dim() - 1)) for k, v in batches[0].inputs.items()}
@@ -151,7 +160,8 @@ def export_run(run_path: str, out: str | None = None, quantize: str | None = Non
     partial.mkdir(parents=True)
     try:
         doing(f"exporting {run.folder} to ONNX (opset {opset})")
-        ARCHS.get("hf").export(model, partial / "model.onnx", example, task.head, opset)
+        arch = arch_of(model.config)
+        arch.export(model, partial / "model.onnx", example, task.head, opset)
         if quantize:
             doing("quantizing to int8" + (" per tensor" if per_tensor else " per channel"))
             quantize_int8(partial / "model.onnx", partial / "model.int8.onnx", per_channel=not per_tensor)
@@ -159,7 +169,11 @@ def export_run(run_path: str, out: str | None = None, quantize: str | None = Non
             (partial / "model.onnx.data").unlink(missing_ok=True)  # a large fp32 model's weights; int8 holds its own
         params = sum(p.numel() for p in model.parameters())
         doing(f"checking the export against PyTorch on {len(rows)} rows of the {split} split")
-        check = difference(model, OnnxModel(partial, {"file": "model.onnx"}), batches, task)
+        try:
+            check = difference(model, OnnxModel(partial, {"file": "model.onnx"}), checked, task)
+        except Exception as e:  # onnxruntime's own error types: a graph that does not run on some input shape
+            raise BrewError(f"the {precision} export does not run on every batch shape of the {split} split "
+                            f"({str(e).splitlines()[0][:200]}); nothing was written (this is worth reporting)") from None
         if check["relative_difference"] > tolerance:
             raise BrewError(f"the {precision} export differs from PyTorch by up to {check['max_difference']} on "
                             f"{len(rows)} rows of the {split} split ({check['relative_difference']:.2%} of the "
@@ -175,7 +189,7 @@ def export_run(run_path: str, out: str | None = None, quantize: str | None = Non
         manifest = {"format": "onnx", "file": "model.onnx", "precision": precision,
                     "per_channel": (not per_tensor) if quantize else None, "opset": opset, "task": task.name,
                     "head": task.head, "labels": names, "inputs": list(example),
-                    "outputs": list(ARCHS.get("hf").outputs(task.head)), "params": params,
+                    "outputs": list(arch.outputs(task.head)), "params": params,
                     "source": str(run.folder.resolve()), "source_sha256": sha256(weights),
                     "checked_rows": len(rows), "checked_split": split, **check, "tolerance": tolerance,
                     "versions": _versions()}

@@ -271,6 +271,11 @@ def _checked(key: str, spec, p: Planned, depth: dict, widths: dict, tc, sc) -> R
         raise RecipeError(f"{key}.loss", f"'{p.loss}' is a loss on {' or '.join(info.accepts)} features, but feature "
                           f"is '{p.feature}'", _moved(p.loss, p.feature))
     kind = FEATURE_KINDS.get(p.feature)
+    for side, w in widths.items():
+        if w.heads == 0 and (kind.layout == "att" or kind.source == "projections"):
+            raise RecipeError(where("feature"), f"'{p.loss}' reads {p.feature} features, but the {side} is a BiGRU, "
+                              "which has no attention (it offers hidden states only)",
+                              "match hidden states: {preset: uniform, feature: hidden, loss: hidden_mse}, or preset: ckd")
     t = _layer(p.teacher_layer, info, f"{key}.teacher_layer", p.loss)
     s = _layer(p.student_layer, info, f"{key}.student_layer", p.loss)
     for side, layer, name in (("teacher", t, "teacher_layer"), ("student", s, "student_layer")):

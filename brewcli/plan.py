@@ -15,6 +15,8 @@ from pathlib import Path
 from brewcli import data as data_mod
 from brewcli.errors import RecipeError, did_you_mean
 from brewcli.matches import ResolvedMatch, resolve_matches
+from brewcli.models.arch import arch_of
+from brewcli.models.bigru import bigru_config, is_bigru
 from brewcli.models.families import FamilyError, read_widths
 from brewcli.models.features import FEATURE_KINDS
 from brewcli.models.hf import architectures, check_weights, load_config, load_tokenizer, max_positions
@@ -230,6 +232,7 @@ def build_plan(recipe: Recipe, *, previous: Plan | None = None, dry_run: bool = 
     teachers = _teachers(recipe, task)
     tc = teachers[0].config if teachers else None
     s = recipe.student
+    tokenizer = None
     if previous is not None:
         sc = _previous_student(previous, s.config)
     elif s.model:
@@ -237,9 +240,14 @@ def build_plan(recipe: Recipe, *, previous: Plan | None = None, dry_run: bool = 
         if s.init in ("auto", "pretrained"):  # auto means pretrained when a model is named
             check_weights(s.model, "student.model")
         apply_config_overrides(sc, s.config)
+        _check_arch(s, sc)
+    elif s.arch_name == "bigru":  # built from the tokenizer it reads
+        tokenizer = load_tokenizer(*_bigru_tokenizer(s, teachers))
+        sc = bigru_config(tokenizer, tc, s.config, _embeddings(s, teachers))
     else:
         sc = student_config(tc, s.preset, s.config)
-    init = "pretrained" if previous is not None else resolve_init(s, tc, sc)
+    init = "pretrained" if previous is not None else "random" if is_bigru(sc) and not s.model else \
+        resolve_init(s, tc, sc)
     layers = teacher_layers(s.teacher_layers, _layers(tc), _layers(sc)) if init == "teacher-layers" else None
     matches = resolve_matches(recipe.distill.matches, {t.name: t.config for t in teachers}, sc) if teachers else []
     attention = "eager" if any(FEATURE_KINDS.get(m.feature).eager for m in matches) else None
@@ -249,7 +257,12 @@ def build_plan(recipe: Recipe, *, previous: Plan | None = None, dry_run: bool = 
     tok_ref, tok_key = (s.model, "student.model") if own or not teachers or previous else \
         (teachers[0].spec.model, teachers[0].key)
     # the student's (a preset reads its first teacher's; a later stage's is the previous stage's)
-    tokenizer = previous.tokenizer if previous is not None else load_tokenizer(tok_ref, tok_key)
+    if previous is not None:
+        tokenizer = previous.tokenizer
+    elif tokenizer is not None:  # a new BiGRU's, loaded above
+        tok_ref, tok_key = _bigru_tokenizer(s, teachers)
+    else:
+        tokenizer = load_tokenizer(tok_ref, tok_key)
     for t in teachers:
         theirs = tokenizer if t.spec.model == tok_ref else load_tokenizer(t.spec.model, t.key)
         t.own_tokens = theirs.get_vocab() != tokenizer.get_vocab()
@@ -271,7 +284,9 @@ def build_plan(recipe: Recipe, *, previous: Plan | None = None, dry_run: bool = 
     _check_tokenizer_reads_the_text(tokenizer, splits, recipe, task, tok_key)
     task.configure(sc, splits.label_names)
     student = Side("student", "student", sc, task.head, s.model if init == "pretrained" else None, s.revision,
-                   s.trust_remote_code, tokenizer=tokenizer)  # a later stage's s.model: the previous stage's output
+                   s.trust_remote_code, arch_of(sc).name, tokenizer=tokenizer,
+                   embeddings=_embeddings(s, teachers) if is_bigru(sc) and init == "random" else None)
+    # ^ a later stage's s.model: the previous stage's output
     meta = _meta_student(student, s.config)
     params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     student.params = params(meta)
@@ -305,6 +320,27 @@ def build_plan(recipe: Recipe, *, previous: Plan | None = None, dry_run: bool = 
             t.cache, note = plan_cache(plan, t, needs.get(t.name), inputs)
             plan.cache_note = plan.cache_note or note
     return plan
+
+
+def _check_arch(s, config) -> None:
+    if s.arch == "bigru" and not is_bigru(config):
+        raise RecipeError("student.arch", f"is bigru, but student.model '{s.model}' is a {config.model_type} model",
+                          "drop student.arch (a saved model's arch is read from its config)")
+
+
+def _embeddings(s, teachers) -> str:
+    """Where a new BiGRU's embeddings come from: student.embeddings, else the first teacher's."""
+    return s.embeddings or ("teacher" if teachers else "random")
+
+
+def _bigru_tokenizer(s, teachers) -> tuple[str, str]:
+    """(ref, recipe key) of the tokenizer a new BiGRU reads: student.tokenizer, the model its embeddings come
+    from, else the first teacher's."""
+    if s.tokenizer:
+        return s.tokenizer, "student.tokenizer"
+    if s.embeddings and (Path(s.embeddings).expanduser() / "config.json").is_file():
+        return s.embeddings, "student.embeddings"
+    return teachers[0].spec.model, teachers[0].key
 
 
 def _after(recipe: Recipe, previous: Plan) -> Recipe:

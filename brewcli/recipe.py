@@ -55,7 +55,10 @@ Teachers = Annotated[Union[Annotated[TeacherSpec, Tag("one")], Annotated[list[Te
 class StudentSpec(Strict):
     preset: str | None = None
     model: str | None = None
+    arch: str | None = None  # `brew ls archs`: hf (default) or bigru; a preset names its own
     config: dict[str, Any] = Field(default_factory=dict)
+    embeddings: str | None = None  # bigru: teacher (the default with a teacher), random, a GloVe path or a model
+    tokenizer: str | None = None  # bigru: whose tokenizer it reads (default: the embeddings' model, else the teacher's)
     init: Literal["auto", "random", "teacher-layers", "pretrained"] = "auto"
     teacher_layers: Literal["uniform", "first", "last"] | list[int] = "uniform"
     revision: str | None = None
@@ -80,13 +83,47 @@ class StudentSpec(Strict):
 
         return None if v is None else known(PRESETS, v)
 
+    @field_validator("arch")
+    @classmethod
+    def _arch(cls, v: str | None) -> str | None:
+        from brewcli.models.arch import ARCHS
+
+        return None if v is None else known(ARCHS, v)
+
+    @property
+    def arch_name(self) -> str:
+        """The student's arch: its own `arch:`, its preset's, else hf (a saved model's is read from its config)."""
+        from brewcli.models.students import PRESETS
+
+        return self.arch or (PRESETS.get(self.preset).arch if self.preset else "hf")
+
     @model_validator(mode="after")
     def _check(self):
         if self.preset and self.model:
             raise ValueError("give either a preset (built from the teacher) or a model to start from, not both")
+        from brewcli.models.students import PRESETS
+
+        theirs = PRESETS.get(self.preset).arch if self.preset else None
+        if self.arch and theirs and self.arch != theirs:
+            raise ValueError(f"preset {self.preset} is a {theirs} student, but arch is {self.arch}; drop one of them")
+        if self.arch_name != "bigru":
+            for key in ("embeddings", "tokenizer"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key} is an option of the BiGRU student (preset: BiGRU or arch: bigru); a "
+                                     "transformer student reads its teacher's tokenizer and embeddings")
+        elif self.model and (self.embeddings or self.tokenizer):
+            raise ValueError("a saved BiGRU (student.model) keeps its own embeddings and tokenizer; drop "
+                             "embeddings and tokenizer")
+        elif self.init == "teacher-layers":
+            raise ValueError("a BiGRU shares no layers with a transformer teacher, so it cannot start from them; "
+                             "its embeddings come from student.embeddings (teacher, random, or GloVe)")
         if self.init == "pretrained" and not self.model:
             raise ValueError("init 'pretrained' needs student.model (a Hugging Face id or local path)")
         return self
+
+
+def _is_model_folder(ref: str | None) -> bool:
+    return ref is not None and (Path(ref).expanduser() / "config.json").is_file()
 
 
 class DataSpec(Strict):
@@ -331,7 +368,14 @@ class Recipe(Strict):
         if self.teacher is None:
             if "distill" in self.model_fields_set:
                 raise ValueError("the distill section needs a teacher; add `teacher:` or drop `distill:`")
-            if self.student.model is None:
+            if self.student.arch_name == "bigru" and self.student.model is None:
+                if self.student.embeddings in (None, "teacher"):
+                    raise ValueError("student.embeddings: without a teacher, a BiGRU's embeddings are random, GloVe "
+                                     "vectors or a model's (a path); 'teacher' needs a teacher")
+                if self.student.tokenizer is None and not _is_model_folder(self.student.embeddings):
+                    raise ValueError("student.tokenizer: without a teacher, name the tokenizer the BiGRU reads (a "
+                                     "model folder or Hub id)")
+            elif self.student.model is None:
                 raise ValueError("without a teacher, student.model names the model to fine-tune (presets need one)")
             if self.student.init == "teacher-layers":
                 raise ValueError("student.init 'teacher-layers' needs a teacher")

@@ -300,7 +300,7 @@ def data_block(data: str, task, columns: dict, max_length: int, files: dict[str,
 
 STUDENT = """\
 student:
-  preset: {student}                      # `brew ls students`: T6, T3, T3-small, T4-tiny, T12-nano
+  preset: {student}                      # `brew ls students`: T6, T3, T3-small, T4-tiny, T12-nano, BiGRU
   init: auto                      # auto | teacher-layers | random | pretrained; auto copies teacher layers when widths match
   teacher_layers: uniform         # which teacher layers to copy: uniform | first | last | a list like [0, 2, 4]
 """

@@ -126,6 +126,11 @@ def build_models(plan, device: str | None = None):
     student = plan.student.load(student_attention(plan, device))  # built from its config where it has no weights
     if plan.init == "teacher-layers":
         copy_teacher_layers(student, next(iter(teachers.values())), plan.init_layers)
+    if plan.student.embeddings not in (None, "random"):
+        from brewcli.models.bigru import fill_embeddings
+
+        line = fill_embeddings(student, plan.student.embeddings, plan.tokenizer, next(iter(teachers.values()), None))
+        console.print(f"student {line}")
     return teachers, student
 
 

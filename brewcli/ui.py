@@ -108,6 +108,9 @@ def _arch(cfg) -> str:
         w = read_widths(cfg)
     except FamilyError:
         return f"{cfg.model_type}, vocab {cfg.vocab_size}"
+    if not w.heads:  # a BiGRU
+        return (f"{cfg.model_type}, {w.layers} bidirectional GRU layer{'s' if w.layers > 1 else ''} x {w.hidden} "
+                f"({w.hidden // 2} per direction), embeddings {w.embedding}, vocab {w.vocab}")
     return f"{cfg.model_type}, {w.layers} layers x {w.hidden}, FFN {w.ffn}, {w.heads} heads, vocab {w.vocab}"
 
 
@@ -127,6 +130,10 @@ def render_plan(plan, stage: str | None = None) -> None:
         t.add_row(label, f"{pt.spec.model}\n{_arch(pt.config)}, {human(pt.params)} params{extra}")
     src = r.student.model or (f"preset {r.student.preset}" if r.student.preset else "teacher's config")
     init = plan.init + (f" (teacher layers {plan.init_layers})" if plan.init_layers else "")
+    if plan.student.embeddings:
+        e = plan.student.embeddings
+        init += ", embeddings " + (f"from {e}" if e not in ("teacher", "random") else
+                                   "the teacher's" if e == "teacher" else "random")
     ratio = f" ({plan.student_params / plan.teacher_params:.0%} of teacher)" if plan.teacher_params else ""
     t.add_row("student", f"{src}, init {init}\n{_arch(plan.student_config)}, {human(plan.student_params)} params{ratio}")
     raw = {k: v for k, v in (("train", plan.splits.train), ("eval", plan.splits.eval), ("test", plan.splits.test))

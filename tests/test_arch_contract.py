@@ -36,8 +36,17 @@ def _llama():
                        intermediate_size=31, max_position_embeddings=32, num_labels=3, pad_token_id=0)
 
 
-CASES = [("hf", _bert), ("hf", _distilbert), ("hf", _llama)]  # (arch, a tiny config of a family it serves)
-IDS = ["hf-bert", "hf-distilbert", "hf-llama"]
+def _bigru():
+    from brewcli.models.bigru import register
+    from brewcli.models.bigru_modeling import BrewBiGRUConfig
+
+    register()
+    return BrewBiGRUConfig(vocab_size=40, embedding_size=16, hidden_size=24, num_hidden_layers=2, num_labels=3)
+
+
+CASES = [("hf", _bert), ("hf", _distilbert), ("hf", _llama), ("bigru", _bigru)]  # (arch, a tiny config it serves)
+IDS = ["hf-bert", "hf-distilbert", "hf-llama", "bigru"]
+HEADS_OF = {"bigru": 0}  # attention heads of each case (4 unless named): a BiGRU has none
 TASK_OF_HEAD = {t.head: t for t in (TASKS.get(n) for n in TASKS.names())}
 
 
@@ -53,10 +62,11 @@ def _inputs():
     return {"input_ids": ids, "attention_mask": (ids != 0).long()}
 
 
-def _offered(config, layers: int) -> Needs:
-    """Every layer of every kind this family can give (hooked kinds where the seam can hook them)."""
-    kinds = [k for k in FEATURE_KINDS.names()
-             if FEATURE_KINDS.get(k).source == "outputs" or hook_problem(config, k) is None]
+def _offered(config, layers: int, heads: int) -> Needs:
+    """Every layer of every kind this family can give (hooked kinds where the seam can hook them; hidden states only
+    without attention)."""
+    kinds = [k for k in FEATURE_KINDS.names() if (heads or FEATURE_KINDS.get(k).layout == "tok")
+             and (FEATURE_KINDS.get(k).source == "outputs" or hook_problem(config, k) is None)]
     return Needs(logits=True, layers={k: range(FEATURE_KINDS.get(k).first_layer, layers + 1) for k in kinds})
 
 
@@ -75,7 +85,7 @@ def test_build_meta_widths_and_has_head(arch_name, make, head):
     assert all(p.device.type == "meta" for p in meta.parameters())
     assert {k: p.shape for k, p in meta.named_parameters()} == {k: p.shape for k, p in model.named_parameters()}
     w = arch.widths(config)
-    assert (w.layers, w.hidden, w.heads) == (2, 24, 4)
+    assert (w.layers, w.hidden, w.heads) == (2, 24, HEADS_OF.get(arch_name, 4))
     assert arch.has_head(config, "none")  # any model serves a head-less task
     assert not arch.has_head(config, head) or head == "none"  # a bare config names no trained head
     assert arch.head_name(head)
@@ -89,7 +99,7 @@ def test_run_gives_every_offered_kind_and_save_load_keeps_outputs(arch_name, mak
     torch.manual_seed(0)
     model = arch.build(config, head, attention="eager").eval()
     w = arch.widths(config)
-    needs = _offered(config, w.layers)
+    needs = _offered(config, w.layers, w.heads)
     with torch.no_grad():
         f = arch.run(model, _inputs(), needs, task)
     b, n = _inputs()["input_ids"].shape

@@ -120,3 +120,11 @@ class HFArch:
 ARCHS: Registry[Arch] = Registry("arch", "archs")
 ARCHS.add("hf", HFArch(), "Hugging Face transformers models (BERT, RoBERTa, DistilBERT, ELECTRA, DeBERTa, Llama-style "
                           "and others); saved as safetensors folders that plain from_pretrained loads")
+
+
+def arch_of(config) -> Arch:
+    """The arch a config's model belongs to: bigru for brew's own BiGRU, else hf."""
+    return ARCHS.get("bigru" if getattr(config, "model_type", None) == "brew-bigru" else "hf")
+
+
+import brewcli.models.bigru  # noqa: E402,F401 - registers "bigru"

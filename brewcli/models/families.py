@@ -119,6 +119,10 @@ class Widths:
 def read_widths(config) -> Widths:
     """The widths of a config (or a model's config), read through its family's field names."""
     config = getattr(config, "config", config)
+    if getattr(config, "model_type", None) == "brew-bigru":
+        from brewcli.models.bigru import widths
+
+        return widths(config)
     fam = family(config)
     hidden = getattr(config, fam.hidden)
     ffn = getattr(config, fam.ffn)

@@ -12,8 +12,12 @@ from brewcli.errors import RecipeError, read_text
 
 
 def quiet_transformers() -> None:
+    """Before transformers reads or builds a model: its logging quiet, brew's own model types registered."""
     from transformers.utils import logging
 
+    from brewcli.models.bigru import register
+
+    register()
     logging.set_verbosity_error()
     logging.disable_progress_bar()
 

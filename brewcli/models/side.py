@@ -25,6 +25,7 @@ class Side:
     params: int | None = None
     tokenizer: object | None = None  # the tokenizer it reads
     own_tokens: bool = False  # a teacher that reads other tokens than the student: it gets its own batches
+    embeddings: str | None = None  # a new BiGRU student: where its embedding table comes from (models/bigru.py)
 
     def encode(self, task, ds, names):
         """A split tokenised for this model, as the task encodes it."""

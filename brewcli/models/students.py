@@ -25,6 +25,7 @@ class StudentPreset:
     ffn: int | None = None  # None: the teacher's FFN/hidden ratio times the width
     heads: int | None = None  # None: the teacher's head count
     matches: tuple[str, ...] = ()  # TextBrewer's published pairing for a 12-layer teacher
+    arch: str = "hf"  # models/arch.py ARCHS: hf resizes the teacher's config; bigru builds models/bigru.py's
 
 
 PRESETS: Registry[StudentPreset] = Registry("student", "students")
@@ -38,6 +39,9 @@ PRESETS.add("T4-tiny", StudentPreset(4, hidden=312, ffn=1200, heads=12, matches=
             "4 layers x 312, FFN 1200, 12 heads; TinyBERT4 shape")
 PRESETS.add("T12-nano", StudentPreset(12, hidden=256, ffn=1024, heads=4, matches=("small_hidden_mse", "small_hidden_smmd")),
             "12 layers x 256, FFN 1024, 4 heads; ELECTRA-small shape")
+PRESETS.add("BiGRU", StudentPreset(1, arch="bigru"),
+            "1 bidirectional GRU layer as wide as the teacher (half per direction), the teacher's word embeddings; "
+            "TextBrewer's BiGRU student (student.config: hidden_size, num_hidden_layers, embedding_size)")
 
 
 def student_config(teacher_config, preset_name: str | None, overrides: dict):
