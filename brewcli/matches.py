@@ -237,17 +237,18 @@ def _planned(spec, key: str, depth: dict, teacher_widths, student_widths) -> lis
 def resolve_matches(specs, teachers: dict, student_config) -> list[ResolvedMatch]:
     """Expand presets and check every match against the configs of its teacher (by name; default the first) and of
     the student (no weights needed)."""
-    out: list[ResolvedMatch] = []
-    first = next(iter(teachers))
-    for i, spec in enumerate(specs):
-        teacher = spec.teacher or first
-        teacher_config = teachers[teacher]
-        widths = {"teacher": _widths(teacher_config), "student": _widths(student_config)}
-        depth = {side: w.layers for side, w in widths.items()}
-        key = f"distill.matches[{i}]"
-        for p in _planned(spec, key, depth, widths["teacher"], widths["student"]):
-            out.append(replace(_checked(key, spec, p, depth, widths, teacher_config, student_config), teacher=teacher))
-    return out
+    return [m for i, spec in enumerate(specs) for m in resolve_match(spec, f"distill.matches[{i}]", teachers,
+                                                                     student_config)]
+
+
+def resolve_match(spec, key: str, teachers: dict, student_config) -> list[ResolvedMatch]:
+    """One entry (a preset may give several matches), checked; `key` names it in messages."""
+    teacher = spec.teacher or next(iter(teachers))
+    teacher_config = teachers[teacher]
+    widths = {"teacher": _widths(teacher_config), "student": _widths(student_config)}
+    depth = {side: w.layers for side, w in widths.items()}
+    return [replace(_checked(key, spec, p, depth, widths, teacher_config, student_config), teacher=teacher)
+            for p in _planned(spec, key, depth, widths["teacher"], widths["student"])]
 
 
 def _widths(config):

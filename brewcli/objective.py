@@ -169,6 +169,37 @@ class Match(Term):
                        **self.options)
 
 
+class EMD(Term):
+    """BERT-EMD (brewcli/emd.py): every student layer against every teacher layer, weighted by the optimal flow."""
+
+    def __init__(self, e, state, projection: nn.Module | None):
+        super().__init__(e.weight)
+        self.e, self.name, self.key, self.state, self.projection = e, e.name, f"{e.key}.weight", state, projection
+        info = MATCH_LOSSES.get(e.loss)
+        self.fn, self.unit = info.fn, info.unit
+        self.student = Needs.of(e.feature, e.student_layers)
+        self.teacher = {e.teacher: Needs.of(e.feature, e.teacher_layers)}
+        self.last_flow: torch.Tensor | None = None
+
+    def describe(self) -> str:
+        e = self.e
+        return (f"{e.loss} of every student layer {e.student_layers[0]}..{e.student_layers[-1]} against every "
+                f"teacher layer {e.teacher_layers[0]}..{e.teacher_layers[-1]}, weighted by the optimal flow; "
+                + (f"adaptive layer weights (T={e.temperature:g})" if e.adaptive else "uniform layer weights"))
+
+    def __call__(self, batch, s, t):
+        from brewcli.emd import emd_loss
+
+        mine = [s.at(self.e.feature, i) for i in self.e.student_layers]
+        if self.projection is not None:
+            mine = [self.projection(x) for x in mine]
+        theirs = [t[self.e.teacher].at(self.e.feature, j) for j in self.e.teacher_layers]
+        cost = torch.stack([torch.stack([self.fn(x, y, s.mask) for y in theirs]) for x in mine])
+        loss, self.last_flow = emd_loss(cost, self.state, self.e.adaptive, self.e.temperature,
+                                        update=torch.is_grad_enabled())
+        return loss
+
+
 class Objective(nn.Module):
     """The terms of a run. Holds the projections (trained with the student, saved beside it)."""
 
@@ -231,4 +262,15 @@ def build_objective(plan) -> Objective:
                 projections[slot[i]] = make_projection(m.proj, m.student_width, m.teacher_width)
     names = unique_names([m.name for m in plan.matches])
     terms += [Match(m, name, projections.get(slot.get(i))) for i, (m, name) in enumerate(zip(plan.matches, names))]
+    for e in getattr(plan, "emd", []):
+        from brewcli.emd import EMDWeights
+
+        weights = projections[e.name] = EMDWeights(len(e.student_layers), len(e.teacher_layers))
+        # the embedding match 0 -> 0 (a plain match, above) and the EMD term share one projection, as TinyBERT's
+        shared = next((projections[slot[i]] for i, m in enumerate(plan.matches)
+                       if m.key == e.key and m.feature == e.feature and i in slot), None)
+        proj = shared or (make_projection(e.proj, e.student_width, e.teacher_width) if e.proj else None)
+        if proj is not None and shared is None:
+            projections[e.name + "_proj"] = proj
+        terms.append(EMD(e, weights, proj))
     return Objective(terms, projections)

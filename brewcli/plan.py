@@ -9,11 +9,12 @@ from __future__ import annotations
 import copy
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from brewcli import data as data_mod
 from brewcli.errors import RecipeError, did_you_mean
+from brewcli.emd import resolve_emd
 from brewcli.matches import ResolvedMatch, resolve_matches
 from brewcli.models.arch import arch_of
 from brewcli.models.bigru import bigru_config, is_bigru
@@ -53,6 +54,7 @@ class Plan:
     total_steps: int
     attention: str | None  # "eager" when a match reads attention maps (SDPA returns none); else the default
     cache_note: str | None = None  # why `teacher_cache: auto` runs the teacher live
+    emd: list = field(default_factory=list)  # BERT-EMD terms (emd.ResolvedEMD), from distill.emd
 
     @property
     def tokenizer(self):  # the student's
@@ -250,7 +252,9 @@ def build_plan(recipe: Recipe, *, previous: Plan | None = None, dry_run: bool = 
         resolve_init(s, tc, sc)
     layers = teacher_layers(s.teacher_layers, _layers(tc), _layers(sc)) if init == "teacher-layers" else None
     matches = resolve_matches(recipe.distill.matches, {t.name: t.config for t in teachers}, sc) if teachers else []
-    attention = "eager" if any(FEATURE_KINDS.get(m.feature).eager for m in matches) else None
+    emd, emd_matches = resolve_emd(recipe.distill.emd, {t.name: t.config for t in teachers}, sc) if teachers else ([], [])
+    matches += emd_matches
+    attention = "eager" if any(FEATURE_KINDS.get(m.feature).eager for m in [*matches, *emd]) else None
     if attention and hasattr(sc, "attention_probs_dropout_prob"):
         sc.attention_probs_dropout_prob = 0.0  # HF returns maps after dropout; keep them true distributions
     own = s.model and (not Path(s.model).expanduser().is_dir() or _has_tokenizer(Path(s.model).expanduser()))
@@ -308,7 +312,7 @@ def build_plan(recipe: Recipe, *, previous: Plan | None = None, dry_run: bool = 
     per_epoch = math.ceil(batches / t.grad_accum)
     total = t.max_steps or max(1, math.ceil(t.epochs * per_epoch))
     plan = Plan(recipe, task, teachers, student, init, layers, matches, splits, encoded, processes, per_epoch, total,
-                attention)
+                attention, emd=emd)
     if teachers:
         from brewcli.cache import plan_cache
         from brewcli.objective import build_objective

@@ -244,6 +244,25 @@ class MatchSpec(Strict):
         return self
 
 
+class EMDSpec(Strict):
+    """BERT-EMD's many-to-many layer matching (brewcli/emd.py)."""
+
+    feature: Literal["hidden", "attention", "both"] = "hidden"
+    loss: str | None = None  # the cost of a pair of hidden layers (default hidden_mse)
+    attention_loss: str | None = None  # of a pair of attention layers (default attention_score_mse)
+    proj: Literal["auto", "none", "linear", "relu", "tanh"] = "auto"
+    adaptive: bool = True  # the paper's layer-weight update after every step
+    temperature: float = Field(1.0, gt=0)  # of that update's softmax
+    weight: float = Field(1.0, ge=0)
+    embeddings: bool = True  # hidden: the embedding outputs matched directly, 0 -> 0
+    teacher: str | None = None
+
+    @field_validator("loss", "attention_loss")
+    @classmethod
+    def _loss(cls, v: str | None) -> str | None:
+        return None if v is None else known(MATCH_LOSSES, v)
+
+
 class DistillSpec(Strict):
     temperature: float = Field(4.0, gt=0)
     temperature_scheduler: TemperatureSchedule = Field(default_factory=TemperatureSchedule)
@@ -255,6 +274,7 @@ class DistillSpec(Strict):
     hard_label_weight_schedule: str = "none"
     probability_shift: bool = False
     matches: list[MatchSpec] = Field(default_factory=list)
+    emd: EMDSpec | None = None  # BERT-EMD: every student layer against every teacher layer
     ensemble: Literal["probabilities", "logits"] = "probabilities"  # several teachers: mix what, by weight
     teacher_cache: Literal["auto", "disk", "memory", "off"] = "auto"
     cache_dir: str | None = Field(None, min_length=1)

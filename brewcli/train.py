@@ -267,6 +267,11 @@ class Job:
                               self.recipe_text, _meta(plan, state.step, metrics))
             line += "  [green]new best[/green]"
         console.print(f"step {state.step}: eval {line}")
+        for term in self.objective.terms:
+            if getattr(term, "last_flow", None) is not None:  # BERT-EMD: where the layers' weight flows now
+                from brewcli.ui import flow_table
+
+                flow_table(term).print_to(console)
 
     def save(self, rng: dict) -> Path:
         step = self.state.step

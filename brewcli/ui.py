@@ -193,9 +193,33 @@ def render_plan(plan, stage: str | None = None) -> None:
             m.add_row(str(i), f"{fmt(x.teacher_layer)} -> {fmt(x.student_layer)}", x.feature, x.loss, f"{x.weight:g}",
                       dims, proj, *([x.teacher] if several else []))
         m.print_to(console)
+    for term in build_objective(plan).terms:
+        if hasattr(term, "last_flow"):  # BERT-EMD: the layer weights it starts from (or resumes with)
+            flow_table(term).print_to(console)
     if plan.needs_attention:
         console.print("[dim]attention matches: both models run eager attention (SDPA returns no maps); the student's "
                       "attention dropout is 0 so its maps stay distributions[/dim]")
+
+
+def flow_table(term) -> FitTable:
+    """A BERT-EMD term's layer weights and (once a step has run) its last flow: student layers down, teacher
+    layers across."""
+    e, flow = term.e, term.last_flow
+    title = f"{term.name}: flow from student layers (rows) to teacher layers (columns), {e.loss} cost" if flow is \
+        not None else f"{term.name}: layer weights (the flow follows from them and the cost, {e.loss}, every step)"
+    table = FitTable(title=title)
+    table.add_column("S \\ T")
+    for j in e.teacher_layers:
+        table.add_column(str(j))
+    table.add_column("weight")
+    # with a flow: the weights it moved (its sums); the adaptive update has moved them on since
+    ws = flow.sum(1) if flow is not None else term.state.student
+    wt = flow.sum(0) if flow is not None else term.state.teacher
+    for r, i in enumerate(e.student_layers):
+        cells = [f"{float(flow[r, c]):.3f}" if flow is not None else "" for c in range(len(e.teacher_layers))]
+        table.add_row(str(i), *cells, f"{float(ws[r]):.3f}")
+    table.add_row("weight", *(f"{float(w):.3f}" for w in wt), "")
+    return table
 
 
 def _count(split) -> str:
