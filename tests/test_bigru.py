@@ -166,6 +166,23 @@ def test_a_glove_bigru_plans_and_trains(tmp_path):
     assert json.loads((tmp_path / "out" / "config.json").read_text())["hidden_size"] == 10
 
 
+def test_damaged_glove_files_are_named_with_the_row(tmp_path):
+    from brewcli.errors import RecipeError
+    from brewcli.models.bigru import glove_vectors, glove_width
+
+    bad = tmp_path / "glove.txt"
+    bad.write_text("good 0.1 0.2 0.3\nmovie 0.1 0.2\n")
+    with pytest.raises(RecipeError, match=r"glove.txt:2 has 2 numbers after the word; the lines before have 3"):
+        glove_vectors(str(bad), {"movie"})
+    (tmp_path / "words.txt").write_text("not glove at all\n")
+    with pytest.raises(RecipeError, match=r"words.txt:1 is not a GloVe line"):
+        glove_width(str(tmp_path / "words.txt"))
+    folder = _glove_folder(tmp_path / "g")
+    np.save(folder / "glove_emb.npy", np.zeros((5, 6), dtype=np.float32))  # 12 words listed, 5 rows
+    with pytest.raises(RecipeError, match=r"has shape \(5, 6\), but glove_index.parquet lists 12 words"):
+        glove_width(str(folder))
+
+
 def test_brew_train_fine_tunes_a_bigru_without_a_teacher(tmp_path, teacher_dir):
     path = bigru_recipe("classification", tmp_path, {"preset": "BiGRU", "embeddings": str(teacher_dir)})
     recipe = yaml.safe_load(path.read_text())

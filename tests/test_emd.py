@@ -24,6 +24,12 @@ def test_the_flow_of_a_hand_computed_case():
     cost = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
     f = flow(torch.tensor([0.5, 0.5]), torch.tensor([0.5, 0.5]), cost)
     assert torch.allclose(f, torch.tensor([[0.5, 0.0], [0.0, 0.5]]))
+    # 2 x 3 by hand: student 1 (0.5) fills teacher 1 (0.2, free) and teacher 2 (0.3, cost 1); student 2 (0.5)
+    # fills teacher 3 (free); any other plan moves weight at cost 1.5 or 2. Total 0.3.
+    cost = torch.tensor([[0.0, 1.0, 2.0], [2.0, 1.5, 0.0]])
+    f = flow(torch.tensor([0.5, 0.5]), torch.tensor([0.2, 0.3, 0.5]), cost)
+    assert torch.allclose(f, torch.tensor([[0.2, 0.3, 0.0], [0.0, 0.0, 0.5]]))
+    assert (f * cost).sum().item() == pytest.approx(0.3)
     # one student layer, three teacher layers: everything flows, in the teacher's proportions
     f = flow(torch.tensor([1.0]), torch.tensor([0.2, 0.3, 0.5]), torch.tensor([[3.0, 1.0, 2.0]]))
     assert torch.allclose(f, torch.tensor([[0.2, 0.3, 0.5]]))

@@ -139,16 +139,36 @@ def glove_files(path: str) -> tuple[Path, Path | None]:
 
 
 def glove_width(path: str) -> int:
+    """The vectors' width, with the files' shapes checked (a .npy matrix against its word index; a text file's
+    first line). Plan time: headers and metadata only."""
     vectors, index = glove_files(path)
     if index is not None:
         import numpy as np
+        import pyarrow.parquet as pq
 
-        return int(np.load(vectors, mmap_mode="r").shape[1])
+        try:
+            shape = np.load(vectors, mmap_mode="r").shape
+        except (ValueError, OSError) as e:
+            raise RecipeError("student.embeddings", f"{vectors} is not a readable .npy matrix ({e})") from None
+        rows = pq.ParquetFile(index).metadata.num_rows
+        if len(shape) != 2 or shape[0] != rows:
+            raise RecipeError("student.embeddings", f"{vectors} has shape {shape}, but {index.name} lists {rows} "
+                              f"words: expected a ({rows}, width) matrix, one row per word")
+        return int(shape[1])
     with open(vectors, encoding="utf-8", errors="replace") as f:
         first = f.readline().rstrip().split(" ")
-    if len(first) < 3:
-        raise RecipeError("student.embeddings", f"{vectors}:1 is not a GloVe line ('word v1 v2 ...')")
+    if len(first) < 3 or not all(_number(v) for v in first[1:]):
+        raise RecipeError("student.embeddings", f"{vectors}:1 is not a GloVe line: expected 'word v1 v2 ...' with "
+                          "numbers after the word")
     return len(first) - 1
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
 
 def glove_vectors(path: str, wanted: set[str]) -> dict:
@@ -162,12 +182,21 @@ def glove_vectors(path: str, wanted: set[str]) -> dict:
         words = pq.read_table(index).column(0).to_pylist()
         matrix = np.load(vectors, mmap_mode="r")
         return {w: np.asarray(matrix[i]) for i, w in enumerate(words) if w in wanted}
-    out = {}
+    out, width = {}, None
     with open(vectors, encoding="utf-8", errors="replace") as f:
-        for line in f:
+        for n, line in enumerate(f, 1):
             word, _, rest = line.rstrip().partition(" ")
+            values = rest.split(" ")
+            width = width or len(values)
+            if len(values) != width:
+                raise RecipeError("student.embeddings", f"{vectors}:{n} has {len(values)} numbers after the word; "
+                                  f"the lines before have {width}")
             if word in wanted:
-                out[word] = np.array(rest.split(" "), dtype=np.float32)
+                try:
+                    out[word] = np.array(values, dtype=np.float32)
+                except ValueError:
+                    raise RecipeError("student.embeddings", f"{vectors}:{n} holds a value that is not a number "
+                                      f"(for '{word}')") from None
     return out
 
 
