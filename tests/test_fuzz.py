@@ -255,6 +255,8 @@ def section_base(ctx: Ctx, path: tuple, field_name: str | None = None) -> Any:
         return {"model": str(ctx.teacher)}
     if path == ("student",):
         return {"preset": "T3-small", "init": "random"}
+    if path == ("distill", "emd"):
+        return {"feature": "hidden"}
     if path == ("distill", "temperature_scheduler"):
         return {"name": "flsw", "beta": 1.0, "gamma": 2.0}
     if path == ("distill", "matches", 0):
@@ -296,6 +298,9 @@ REGISTRY_TYPOS = {
     "distill.matches[0].preset": ("unifrom", "uniform"),
     "distill.matches[0].loss": ("pkdd", "pkd"),
     "train.lr_schedule": ("cosin", "cosine"),
+    "student.arch": ("bigur", "bigru"),
+    "distill.emd.loss": ("hiden_mse", "hidden_mse"),
+    "distill.emd.attention_loss": ("attention_score_mes", "attention_score_mse"),
 }
 LITERAL_TYPOS = {"train.eval_every": ("epochs", "epoch"), "train.save_every": ("epochs", "epoch")}
 
