@@ -60,6 +60,7 @@ def resolve_emd(spec, teachers: dict, student_config) -> tuple[list[ResolvedEMD]
     """(EMD terms, plain matches): one EMD term per feature, and for hidden states the embedding outputs matched
     0 -> 0 as an ordinary match. Checked like a match of the same loss (widths, heads, projections, attention)."""
     from brewcli.matches import resolve_match
+    from brewcli.models.families import loose_widths
     from brewcli.recipe import MatchSpec
 
     if spec is None:
@@ -74,9 +75,7 @@ def resolve_emd(spec, teachers: dict, student_config) -> tuple[list[ResolvedEMD]
         loss = (spec.loss if feature == "hidden" else spec.attention_loss) or default
         probe = MatchSpec(feature=kind, loss=loss, proj=spec.proj, teacher=teacher, teacher_layer=1, student_layer=1)
         m = resolve_match(probe, "distill.emd", teachers, student_config)[0]  # one pair stands for all
-        from brewcli.matches import _widths
-
-        n_teacher, n_student = _widths(teachers[teacher]).layers, _widths(student_config).layers
+        n_teacher, n_student = loose_widths(teachers[teacher]).layers, loose_widths(student_config).layers
         out.append(ResolvedEMD("distill.emd", kind, loss, tuple(range(1, n_student + 1)),
                                tuple(range(1, n_teacher + 1)), m.proj, m.student_width, m.teacher_width, teacher,
                                spec.adaptive, spec.temperature, spec.weight))

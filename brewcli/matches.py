@@ -245,21 +245,12 @@ def resolve_match(spec, key: str, teachers: dict, student_config) -> list[Resolv
     """One entry (a preset may give several matches), checked; `key` names it in messages."""
     teacher = spec.teacher or next(iter(teachers))
     teacher_config = teachers[teacher]
-    widths = {"teacher": _widths(teacher_config), "student": _widths(student_config)}
+    from brewcli.models.families import loose_widths
+
+    widths = {"teacher": loose_widths(teacher_config), "student": loose_widths(student_config)}
     depth = {side: w.layers for side, w in widths.items()}
     return [replace(_checked(key, spec, p, depth, widths, teacher_config, student_config), teacher=teacher)
             for p in _planned(spec, key, depth, widths["teacher"], widths["student"])]
-
-
-def _widths(config):
-    """The widths of a family brew knows; of another, the usual Hugging Face attribute names."""
-    from brewcli.models.families import FamilyError, Widths, read_widths
-
-    try:
-        return read_widths(config)
-    except FamilyError:
-        return Widths(config.num_hidden_layers, config.hidden_size, getattr(config, "intermediate_size", 0),
-                      config.num_attention_heads, None, None, config.vocab_size, config.hidden_size)
 
 
 def _checked(key: str, spec, p: Planned, depth: dict, widths: dict, tc, sc) -> ResolvedMatch:

@@ -17,7 +17,7 @@ from brewcli.errors import RecipeError, did_you_mean
 from brewcli.emd import resolve_emd
 from brewcli.matches import ResolvedMatch, resolve_matches
 from brewcli.models.arch import arch_of
-from brewcli.models.bigru import bigru_config, is_bigru
+from brewcli.models.bigru import bigru_config, is_bigru, source
 from brewcli.models.families import FamilyError, read_widths
 from brewcli.models.features import FEATURE_KINDS
 from brewcli.models.hf import architectures, check_weights, load_config, load_tokenizer, max_positions
@@ -342,7 +342,7 @@ def _bigru_tokenizer(s, teachers) -> tuple[str, str]:
     from, else the first teacher's."""
     if s.tokenizer:
         return s.tokenizer, "student.tokenizer"
-    if s.embeddings and (Path(s.embeddings).expanduser() / "config.json").is_file():
+    if s.embeddings and source(s.embeddings) == "model":
         return s.embeddings, "student.embeddings"
     return teachers[0].spec.model, teachers[0].key
 

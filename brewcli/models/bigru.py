@@ -54,13 +54,15 @@ def bigru_config(tokenizer, teacher_config, overrides: dict, embeddings: str):
     from brewcli.models.bigru_modeling import BrewBiGRUConfig
     from brewcli.models.students import _check_config_value
 
+    from brewcli.models.families import loose_widths
+
     register()
-    base = _teacher_width(teacher_config) if teacher_config is not None else 384
     kind = source(embeddings)
-    emb = {"teacher": lambda: _teacher_embedding(teacher_config), "random": lambda: base,
-           "model": lambda: _teacher_embedding(_model_config(embeddings)), "glove": lambda: glove_width(embeddings)}[kind]()
-    if kind == "model" and teacher_config is None:
-        base = _teacher_width(_model_config(embeddings))
+    model = _model_config(embeddings) if kind == "model" else None
+    reference = teacher_config if teacher_config is not None else model  # what the widths follow
+    base = loose_widths(reference).hidden if reference is not None else 384
+    emb = {"teacher": lambda: loose_widths(teacher_config).embedding, "random": lambda: base,
+           "model": lambda: loose_widths(model).embedding, "glove": lambda: glove_width(embeddings)}[kind]()
     cfg = BrewBiGRUConfig(vocab_size=len(tokenizer), embedding_size=emb, hidden_size=base,
                           pad_token_id=tokenizer.pad_token_id)
     for key, value in overrides.items():
@@ -79,24 +81,6 @@ def bigru_config(tokenizer, teacher_config, overrides: dict, embeddings: str):
         raise RecipeError("student.config.hidden_size", f"is {cfg.hidden_size}; it must be even: half of it runs "
                           "each direction", f"use {cfg.hidden_size + 1}")
     return cfg
-
-
-def _teacher_width(config) -> int:
-    from brewcli.models.families import FamilyError, read_widths
-
-    try:
-        return read_widths(config).hidden
-    except FamilyError:
-        return config.hidden_size
-
-
-def _teacher_embedding(config) -> int:
-    from brewcli.models.families import FamilyError, read_widths
-
-    try:
-        return read_widths(config).embedding
-    except FamilyError:
-        return config.hidden_size
 
 
 def source(embeddings: str) -> str:

@@ -141,6 +141,15 @@ def read_widths(config) -> Widths:
     )
 
 
+def loose_widths(config) -> Widths:
+    """The widths of a family brew knows; of another, read through the usual Hugging Face attribute names."""
+    try:
+        return read_widths(config)
+    except FamilyError:
+        return Widths(config.num_hidden_layers, config.hidden_size, getattr(config, "intermediate_size", 0),
+                      config.num_attention_heads, None, None, config.vocab_size, config.hidden_size)
+
+
 def _max_positions(config, fam: Family) -> int | None:
     if fam.name == "deberta-v2" and not getattr(config, "position_biased_input", True):
         return None  # no absolute position embeddings: relative attention only, any length fits
