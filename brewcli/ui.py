@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
+from pathlib import Path
 
 from rich.console import Console
 from rich.measure import Measurement
@@ -194,19 +195,38 @@ def render_plan(plan, stage: str | None = None) -> None:
                       dims, proj, *([x.teacher] if several else []))
         m.print_to(console)
     for term in build_objective(plan).terms:
-        if hasattr(term, "last_flow"):  # BERT-EMD: the layer weights it starts from (or resumes with)
-            flow_table(term).print_to(console)
+        if hasattr(term, "last_flow"):  # BERT-EMD: the layer weights it starts from, or --resume continues
+            flow_table(term, _resumed_weights(term, plan.recipe.train.output_dir)).print_to(console)
     if plan.needs_attention:
         console.print("[dim]attention matches: both models run eager attention (SDPA returns no maps); the student's "
                       "attention dropout is 0 so its maps stay distributions[/dim]")
 
 
-def flow_table(term) -> FitTable:
+def _resumed_weights(term, output_dir: str) -> str | None:
+    """Load the layer weights of the newest checkpoint in output_dir into the term (what --resume continues with);
+    the checkpoint's name, or None where there is none."""
+    from brewcli.checkpoint import PROJECTIONS, checkpoints
+
+    found = checkpoints(Path(output_dir))
+    if not found or not (found[-1] / PROJECTIONS).is_file():
+        return None
+    from safetensors.torch import load_file
+
+    saved = load_file(str(found[-1] / PROJECTIONS))
+    mine = {k: v for k, v in saved.items() if k.startswith(term.name + ".")}
+    if {k.split(".", 1)[1] for k in mine} != {"student", "teacher"}:
+        return None
+    term.state.load_state_dict({k.split(".", 1)[1]: v for k, v in mine.items()})
+    return found[-1].name
+
+
+def flow_table(term, resumed: str | None = None) -> FitTable:
     """A BERT-EMD term's layer weights and (once a step has run) its last flow: student layers down, teacher
-    layers across."""
+    layers across. `resumed`: the checkpoint the weights were read from."""
     e, flow = term.e, term.last_flow
     title = f"{term.name}: flow from student layers (rows) to teacher layers (columns), {e.loss} cost" if flow is \
-        not None else f"{term.name}: layer weights (the flow follows from them and the cost, {e.loss}, every step)"
+        not None else (f"{term.name}: layer weights " + (f"in {resumed} (what --resume continues)" if resumed else
+                       f"(uniform at the start; the flow follows from them and the cost, {e.loss}, every step)"))
     table = FitTable(title=title)
     table.add_column("S \\ T")
     for j in e.teacher_layers:

@@ -105,6 +105,11 @@ def test_a_run_shows_its_flow_and_resumes_its_layer_weights_exactly(recipe_file,
     assert not torch.allclose(full["emd_hidden.student"], torch.full((3,), 1 / 3, dtype=torch.float64))  # adapted
     model = load_file(str(out / "checkpoint-4" / "model.safetensors"))
     shutil.rmtree(out / "checkpoint-4")
+    r = runner.invoke(app, ["distill", str(path), "--dry-run"])
+    shown = " ".join(r.output.split())
+    assert "emd_hidden: layer weights in checkpoint-2 (what --resume continues)" in shown
+    saved = load_file(str(out / "checkpoint-2" / "projections.safetensors"))["emd_hidden.student"]
+    assert all(f"{w:.3f}" in shown for w in saved.tolist())
     run(plan_for(path), resume=True)
     again = load_file(str(out / "checkpoint-4" / "projections.safetensors"))
     assert full.keys() == again.keys()
