@@ -344,6 +344,9 @@ def _bigru_tokenizer(s, teachers) -> tuple[str, str]:
         return s.tokenizer, "student.tokenizer"
     if s.embeddings and source(s.embeddings) == "model":
         return s.embeddings, "student.embeddings"
+    if not teachers:
+        raise RecipeError("student.tokenizer", "without a teacher, a BiGRU whose embeddings are not a model's needs "
+                          "the tokenizer it reads", "name a model folder or Hub id (student.tokenizer: DIR)")
     return teachers[0].spec.model, teachers[0].key
 
 

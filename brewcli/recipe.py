@@ -122,10 +122,6 @@ class StudentSpec(Strict):
         return self
 
 
-def _is_model_folder(ref: str | None) -> bool:
-    return ref is not None and (Path(ref).expanduser() / "config.json").is_file()
-
-
 class DataSpec(Strict):
     dataset: str | None = None
     config: str | None = None
@@ -389,12 +385,9 @@ class Recipe(Strict):
             if "distill" in self.model_fields_set:
                 raise ValueError("the distill section needs a teacher; add `teacher:` or drop `distill:`")
             if self.student.arch_name == "bigru" and self.student.model is None:
-                if self.student.embeddings in (None, "teacher"):
+                if self.student.embeddings in (None, "teacher"):  # (its tokenizer is checked at plan time)
                     raise ValueError("student.embeddings: without a teacher, a BiGRU's embeddings are random, GloVe "
                                      "vectors or a model's (a path); 'teacher' needs a teacher")
-                if self.student.tokenizer is None and not _is_model_folder(self.student.embeddings):
-                    raise ValueError("student.tokenizer: without a teacher, name the tokenizer the BiGRU reads (a "
-                                     "model folder or Hub id)")
             elif self.student.model is None:
                 raise ValueError("without a teacher, student.model names the model to fine-tune (presets need one)")
             if self.student.init == "teacher-layers":

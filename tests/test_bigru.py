@@ -36,6 +36,8 @@ def bigru_recipe(name, tmp, student=None, **changes):
     for key, value in changes.items():
         section, _, field = key.partition("__")
         recipe[section] = value if not field else {**recipe[section], field: value}
+        if value is None:
+            recipe.pop(section)
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     return path
 
@@ -209,12 +211,15 @@ BAD = [
     ({"preset": "BiGRU", "init": "teacher-layers"}, {}, ["student", "shares no layers"]),
     ({"preset": "BiGRU", "arch": "hf"}, {}, ["student", "preset BiGRU is a bigru student"]),
     ({"arch": "bigrus"}, {}, ["student.arch", "bigru"]),
+    ({"preset": "BiGRU", "embeddings": "random"}, {"teacher": None, "distill": None},
+     ["student.tokenizer", "without a teacher"]),
 ]
 
 
 @pytest.mark.parametrize("student,changes,needles", BAD, ids=[n[0] for _, _, n in BAD])
 def test_what_a_bigru_cannot_do_is_refused_at_plan_time(student, changes, needles, tmp_path):
-    r = brew("distill", bigru_recipe("classification", tmp_path, student, **changes), "--dry-run")
+    command = "distill" if changes.get("teacher", "") is not None else "train"
+    r = brew(command, bigru_recipe("classification", tmp_path, student, **changes), "--dry-run")
     assert r.exit_code == 2, r.output
     for needle in needles:
         assert needle in r.output, (needle, r.output)

@@ -165,7 +165,7 @@ def glove_vectors(path: str, wanted: set[str]) -> dict:
 
         words = pq.read_table(index).column(0).to_pylist()
         matrix = np.load(vectors, mmap_mode="r")
-        return {w: np.asarray(matrix[i]) for i, w in enumerate(words) if w in wanted}
+        return {w: np.array(matrix[i]) for i, w in enumerate(words) if w in wanted}  # copies: the map is read-only
     out, width = {}, None
     with open(vectors, encoding="utf-8", errors="replace") as f:
         for n, line in enumerate(f, 1):
