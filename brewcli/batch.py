@@ -24,6 +24,7 @@ class Batch:
     aux: dict[str, Tensor] = field(default_factory=dict)  # task tensors the views need (e.g. QA's context mask)
     meta: dict[str, list] = field(default_factory=dict)  # kept on the CPU for metrics (e.g. QA's offsets)
     rows: Tensor | None = None  # (B,) each row's index in its encoded split (what the teacher cache is keyed by)
+    gold: Tensor | None = None  # (B,) bool: the row has a gold label (False: augmented, the teacher's only); None: all
 
     @property
     def size(self) -> int:
@@ -40,7 +41,7 @@ class Batch:
     def to(self, device) -> Batch:
         move = lambda d: {k: v.to(device, non_blocking=True) for k, v in d.items()}  # noqa: E731
         return Batch(move(self.inputs), move(self.labels), self.ids, {k: b.to(device) for k, b in self.teachers.items()},
-                     move(self.aux), self.meta, self.rows)
+                     move(self.aux), self.meta, self.rows, None if self.gold is None else self.gold.to(device))
 
 
 @dataclass

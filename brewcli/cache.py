@@ -368,6 +368,16 @@ def _filling(root: Path, key: str) -> bool:
     return False
 
 
+AUGMENT_DIR = "augment"  # data.augment's stored sets (augment.py), beside the entries
+
+
+def augmented_sets(root: Path) -> tuple[int, int]:
+    """How many augmented sets are stored under root, and their bytes."""
+    folder = root / AUGMENT_DIR
+    sets = [p for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
+    return len(sets), sum(f.stat().st_size for p in sets for f in p.rglob("*") if f.is_file())
+
+
 def entries(root: Path) -> list[dict]:
     """Every entry under root. state: complete, damaged (no sound manifest: `problem` says why; rebuilt by the next
     run that needs it, or removed by brew cache rm), filling (a run writes it now) or interrupted (a fill that was
@@ -375,7 +385,7 @@ def entries(root: Path) -> list[dict]:
     out = []
     if not root.is_dir():
         return out
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name != AUGMENT_DIR):
         key, partial = folder.name.removesuffix(".tmp"), folder.name.endswith(".tmp")
         m, problem = ({}, None) if partial else read_manifest(folder)
         ident = m.get("identity", {})
@@ -407,4 +417,6 @@ def remove(root: Path, keys: list[str], everything: bool) -> list[str]:
             chosen += match
     for e in chosen:
         shutil.rmtree(e["path"], ignore_errors=True)
+    if everything:
+        shutil.rmtree(root / AUGMENT_DIR, ignore_errors=True)
     return [e["key"] for e in chosen]

@@ -18,6 +18,8 @@ app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False, add
 
 OVERRIDES = typer.Argument(None, help="key=value overrides, e.g. train.lr=3e-5 distill.temperature=8",
                            show_default=False)
+AUGMENT_OVERRIDES = typer.Argument(None, help="key=value overrides, e.g. data.augment.method=simple data.augment.n=5",
+                                   show_default=False)
 TRAIN_OVERRIDES = typer.Argument(None, help="key=value overrides, e.g. train.lr=3e-5 train.epochs=3",
                                  show_default=False)
 
@@ -215,6 +217,40 @@ def export(run: str = typer.Argument(..., help="a brew output folder (a run, its
                                   " (a general student has no task metric to score)"), markup=False)
 
 
+@app.command(epilog="Examples:  brew augment recipes/bbc-titles/distill-T4-tiny-augment.yaml --dry-run  |  "
+             "brew augment r.yaml data.augment.method=simple --out variants.jsonl")
+@_guarded
+def augment(recipe: Path = typer.Argument(..., help="the YAML recipe (with data.augment)"),
+            overrides: Optional[list[str]] = AUGMENT_OVERRIDES,
+            out: Optional[Path] = typer.Option(None, "--out", help="write the training rows with their variants as "
+                                                                 "JSON lines (gold: false for a variant)"),
+            dry_run: bool = typer.Option(False, "--dry-run", help="vary the first rows only, show the counts and a "
+                                                                  "few examples, store nothing")):
+    """Build (or read back) the recipe's augmented training set (data.augment), as `brew distill` will use it."""
+    from brewcli.augment import write_rows
+    from brewcli.errors import RecipeError, doing
+    from brewcli.recipe import load_stages
+    from brewcli.stages import plan_stages
+    from brewcli.ui import augmented_text, console
+
+    doing(f"reading the recipe {recipe}")
+    stages = load_stages(recipe, overrides or [])
+    if not any(st.recipe.data.augment for st in stages):
+        raise RecipeError("data.augment", "this recipe does not augment its data",
+                          "add e.g. data.augment: {method: glove} (brew ls augment lists the methods)")
+    if out is not None and out.exists():
+        raise BrewError(f"--out: {out} exists; brew augment does not overwrite a file, name another")
+    doing("checking the recipe against the model configs, tokenizer and data")
+    plans = plan_stages(stages, augment_sample=dry_run)
+    chosen = [(st, p) for st, p in zip(stages, plans) if p.augmented is not None]
+    for st, plan in chosen:
+        console.print(f"{st.title + ': ' if st.name else ''}{augmented_text(plan.augmented, examples=5)}")
+        if out is not None and not dry_run:
+            path = out if len(chosen) == 1 else out.with_name(f"{out.stem}-{st.name}{out.suffix}")
+            write_rows(plan, path)
+            console.print(f"wrote {len(plan.splits.train):,} rows to {path}", markup=False)
+
+
 @app.command(epilog="Examples:  brew sweep r.yaml distill.temperature=1,2,4,8 train.lr=1e-4,3e-4  |  "
                      "brew sweep r.yaml train.lr=1e-5:1e-3:log distill.temperature=1:8 --trials 12  |  "
                      "brew sweep r.yaml distill.temperature=1,2,4,8 --resume")
@@ -363,8 +399,9 @@ def _interactive() -> bool:
 
 @app.command("ls")
 @_guarded
-def ls(what: Optional[str] = typer.Argument(None, help="students, archs, matches, losses, features, schedulers or tasks")):
-    """List what recipes can name: student presets, match presets, losses, feature kinds, schedulers, tasks."""
+def ls(what: Optional[str] = typer.Argument(None, help="students, archs, matches, losses, features, schedulers, tasks or augment")):
+    """List what recipes can name: student presets, match presets, losses, feature kinds, schedulers, tasks,
+    augmentation methods."""
     from brewcli.listing import SECTIONS, render_listing
 
     if what is not None and what not in SECTIONS:
@@ -437,14 +474,19 @@ def cache_ls(cache_dir: Optional[str] = CACHE_DIR,
     """List cache entries: teacher, data, features, rows, size, last used."""
     import time
 
-    from brewcli.cache import entries
+    from brewcli.cache import AUGMENT_DIR, augmented_sets, entries
     from brewcli.ui import console, human, plain_table
 
     root = _cache_root(cache_dir)
     found = entries(root)
+    sets, size = augmented_sets(root)
     if as_json:
-        print(json.dumps({"root": str(root), "entries": found}, indent=2))
+        print(json.dumps({"root": str(root), "entries": found, "augmented_sets": sets, "augmented_bytes": size},
+                         indent=2))
         return
+    if sets:
+        console.print(f"augmented training sets (data.augment): {sets}, {human(size, 'B')} in {root / AUGMENT_DIR}; "
+                      "brew cache rm --all removes them too", markup=False)
     if not found:
         console.print(f"no teacher cache entries in {root}")
         return
@@ -465,7 +507,7 @@ def cache_ls(cache_dir: Optional[str] = CACHE_DIR,
 def cache_rm(keys: Optional[list[str]] = typer.Argument(None, help="entry keys (or their first characters)"),
              everything: bool = typer.Option(False, "--all", help="remove every entry"),
              cache_dir: Optional[str] = CACHE_DIR):
-    """Remove cache entries by key (see brew cache ls), or all of them."""
+    """Remove cache entries by key (see brew cache ls), or all of them (with the augmented training sets)."""
     from brewcli.cache import remove
     from brewcli.ui import console
 

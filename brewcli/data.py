@@ -302,6 +302,7 @@ def _as_eval(ds):
 
 
 ROW = "__row__"
+GOLD = "gold"  # an encoded split's column where data.augment added rows: 1 for a row with a gold label, 0 for a variant
 
 
 class _Indexed:
@@ -334,8 +335,10 @@ def loader(ds, collate, batch_size: int, sampler=None, teachers: dict | None = N
     teachers = teachers or {}
 
     def with_rows(rows: list[dict]):
+        gold = [r["row"].pop(GOLD) for r in rows if GOLD in r["row"]]
         batch = collate([r["row"] for r in rows])
         batch.rows = torch.tensor([r[ROW] for r in rows])
+        batch.gold = torch.tensor(gold, dtype=torch.bool) if gold else None
         batch.teachers = {name: own([r[name] for r in rows]) for name, (_, own) in teachers.items()}
         return batch
 

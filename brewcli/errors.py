@@ -51,6 +51,11 @@ class RecipeErrors(BrewError):
 def nearest(name: str, choices: Iterable[str]) -> str | None:
     choices = list(choices)
     lowered = {c.lower(): c for c in choices}
+    low = str(name).lower()
+    undoubled = [low[:i] + low[i + 1:] for i in range(1, len(low)) if low[i] == low[i - 1]]
+    for u in undoubled:  # a key pressed twice ('mm' for 'm') before what merely looks alike ('mlm')
+        if u in lowered:
+            return lowered[u]
     match = difflib.get_close_matches(str(name).lower(), list(lowered), n=1, cutoff=0.5)
     return lowered[match[0]] if match else None
 

@@ -14,6 +14,7 @@ import torch
 
 from brewcli import data as data_mod
 from brewcli.batch import run_model
+from brewcli.objective import unit_counts
 
 
 @torch.no_grad()
@@ -33,7 +34,7 @@ def term_metrics(student, teachers: dict, objective, task, encoded, collate, bat
             s = run_model(student, batch.inputs, objective.student_needs, task)
             t = {name: run_model(teachers[name], batch.for_teacher(name), needs, task)
                  for name, needs in objective.teacher_needs.items()}
-            units = {"rows": batch.size, "labels": task.units(batch), "tokens": int(batch.mask.sum())}
+            units = unit_counts(batch, task)
             for term in objective.terms:
                 n = units[term.unit]
                 sums[term.name] += float(term(batch, s, t)) * n

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from brewcli.augment import METHODS as AUGMENT_METHODS
 from brewcli.losses import KD_LOSSES, MATCH_LOSSES
 from brewcli.matches import MATCH_PRESETS
 from brewcli.models.arch import ARCHS
@@ -22,6 +23,7 @@ SECTIONS = {
     "schedulers": [("distill.temperature_scheduler", TEMPERATURE), ("distill.*_weight_schedule", WEIGHT),
                    ("train.lr_schedule", LR)],
     "tasks": [("task", TASKS)],
+    "augment": [("data.augment.method", AUGMENT_METHODS)],
 }
 
 

@@ -52,12 +52,19 @@ def ensemble_target(logits: list[torch.Tensor], weights: list[float], tau, kind:
     return t * torch.logit(p)  # sigmoid(this / t) == p
 
 
+def unit_counts(batch: Batch, task) -> dict[str, int]:
+    """What a term's mean can run over, counted in a batch: rows, the task's labelled items, real tokens, and the
+    labelled items of the rows with gold labels (`gold`: all of them unless data.augment added teacher-only rows)."""
+    return {"rows": batch.size, "labels": task.units(batch), "tokens": int(batch.mask.sum()),
+            "gold": task.units(batch, batch.gold)}
+
+
 class Term:
     """One loss term: its value on a micro-batch (a mean over `unit`), its weight and what it reads."""
 
     name: str
     key: str  # the recipe key of its weight (for messages)
-    unit: str = "rows"  # rows | labels (the task's labelled items) | tokens (real tokens of the student)
+    unit: str = "rows"  # a key of unit_counts: rows | labels | tokens | gold
     student = Needs()
     teacher: dict[str, Needs] = {}  # teacher name -> what it reads from that teacher
 
@@ -76,20 +83,22 @@ class Term:
 
 
 class HardLabel(Term):
-    """The head's own loss on the gold labels (cross-entropy, MSE, BCE or span CE, as the model computes it)."""
+    """The head's own loss on the gold labels (cross-entropy, MSE, BCE or span CE, as the model computes it), over
+    the rows that have them: augmented rows are left to the teacher's terms (Task.gold_labels)."""
 
     name, key = "hard_label", "distill.hard_label_weight"
+    unit = "gold"
     student = Needs(loss=True)
 
-    def __init__(self, weight, schedule, unit, alone: bool = False):
+    def __init__(self, weight, schedule, alone: bool = False):
         super().__init__(weight, schedule)
-        self.unit, self.alone = unit, alone
+        self.alone = alone
 
     def describe(self) -> str:
         return "task loss on gold labels" + (" (plain fine-tuning)" if self.alone else "")
 
     def __call__(self, batch, s, t):
-        return s.loss
+        return s.loss if s.loss is not None else batch.mask.new_zeros((), dtype=torch.float32)  # no gold row here
 
 
 class LogitKD(Term):
@@ -247,13 +256,13 @@ def build_objective(plan) -> Objective:
     r, task = plan.recipe, plan.task
     d = r.distill
     if r.teacher is None:
-        return Objective([HardLabel(1.0, "none", task.label_unit, alone=True)], {})
+        return Objective([HardLabel(1.0, "none", alone=True)], {})
     terms: list[Term] = []
     if d.kd_weight > 0:
         names = plan.splits.label_names if getattr(plan, "splits", None) is not None else None
         terms.append(LogitKD(task, d, r.kd_loss, d.kd_weight, d.kd_weight_schedule, plan.teachers, names))
     if d.hard_label_weight > 0:
-        terms.append(HardLabel(d.hard_label_weight, d.hard_label_weight_schedule, task.label_unit))
+        terms.append(HardLabel(d.hard_label_weight, d.hard_label_weight_schedule))
     projections, slot = {}, {}  # a group's matches share one projection (named for the group)
     for i, m in enumerate(plan.matches):
         if m.proj:

@@ -1,6 +1,6 @@
 """Paths in a recipe. A path in a recipe file is relative to the recipe's folder; on the command line (overrides),
-to the current folder. Data files, train.output_dir and distill.cache_dir are always paths. A model (teacher,
-student.model, student.tokenizer, student.embeddings) or data.dataset is a local path when it starts with ./ ../ / or ~, or exists relative to that
+to the current folder. Data files, data.augment.glove, train.output_dir and distill.cache_dir are always paths. A model (teacher,
+student.model, student.tokenizer, student.embeddings, data.augment.mlm) or data.dataset is a local path when it starts with ./ ../ / or ~, or exists relative to that
 folder; otherwise it is a Hugging Face id (bert-base-uncased, org/name) and stays as written. Resolved paths are
 absolute. These work on the raw mapping, before the schema checks it."""
 
@@ -18,7 +18,8 @@ def _path_slots(raw: dict) -> list[tuple[tuple, bool]]:
                    else [(("teacher",), teacher)]):
         slots.append((loc + ("model",), False) if isinstance(t, dict) else (loc, False))
     slots += [(("student", "model"), False), (("student", "tokenizer"), False), (("student", "embeddings"), False),
-              (("data", "dataset"), False), (("train", "output_dir"), True),
+              (("data", "dataset"), False), (("data", "augment", "mlm"), False), (("data", "augment", "glove"), True),
+              (("train", "output_dir"), True),
               (("distill", "cache_dir"), True)]
     files = _at(raw, ("data", "files"))
     for split, paths in files.items() if isinstance(files, dict) else ():

@@ -12,6 +12,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from brewcli import augment
 from brewcli import data as data_mod
 from brewcli.errors import RecipeError, did_you_mean
 from brewcli.emd import resolve_emd
@@ -54,6 +57,7 @@ class Plan:
     total_steps: int
     attention: str | None  # "eager" when a match reads attention maps (SDPA returns none); else the default
     cache_note: str | None = None  # why `teacher_cache: auto` runs the teacher live
+    augmented: object | None = None  # what data.augment added to the train split (augment.Augmented)
     emd: list = field(default_factory=list)  # BERT-EMD terms (emd.ResolvedEMD), from distill.emd
 
     @property
@@ -221,17 +225,22 @@ def _check_own_tokenizer(recipe: Recipe, task, t: PlannedTeacher, matches) -> No
     _check_lengths(recipe, t.tokenizer, {t.key: t.config})
 
 
-def build_plan(recipe: Recipe, *, previous: Plan | None = None, dry_run: bool = False) -> Plan:
+def build_plan(recipe: Recipe, *, previous: Plan | None = None, dry_run: bool = False,
+               augment_sample: bool = False) -> Plan:
     """`previous`: the plan of the stage before (stages:); this stage's student is the one that stage saves in its
     output folder, planned from that plan's config and tokenizer, since the folder is not there yet. `dry_run`: the
     plan is only printed, so a task that can (task: general) reads a sample of a large corpus and estimates its size
-    (the encoded splits are data.Sample objects: `estimated`, `estimate_note`)."""
+    (the encoded splits are data.Sample objects: `estimated`, `estimate_note`). `augment_sample` (brew augment
+    --dry-run): data.augment varies a sample of the rows, stores nothing and estimates what it would add; the train
+    split stays the original."""
     if previous is not None:
         recipe = _after(recipe, previous)
     task = task_of(recipe)
     _check_device(recipe)
     _check_output_dir(recipe)
     teachers = _teachers(recipe, task)
+    if recipe.data.augment:
+        augment.check(recipe.data.augment, task)
     tc = teachers[0].config if teachers else None
     s = recipe.student
     tokenizer = None
@@ -286,6 +295,10 @@ def build_plan(recipe: Recipe, *, previous: Plan | None = None, dry_run: bool = 
     if len(teachers) > 1 and all(_label_teacher(recipe, t) for t in teachers):
         _check_teachers_agree(teachers, task, splits.label_names)
     _check_tokenizer_reads_the_text(tokenizer, splits, recipe, task, tok_key)
+    augmented = None
+    if recipe.data.augment:
+        splits.train, augmented = augment.augment_train(recipe, task, splits.train, tokenizer,
+                                                               sample=augment_sample)
     task.configure(sc, splits.label_names)
     student = Side("student", "student", sc, task.head, s.model if init == "pretrained" else None, s.revision,
                    s.trust_remote_code, arch_of(sc).name, tokenizer=tokenizer,
@@ -302,6 +315,9 @@ def build_plan(recipe: Recipe, *, previous: Plan | None = None, dry_run: bool = 
                for k, v in (("train", splits.train), ("eval", splits.eval), ("test", splits.test)) if v is not None}
     if len(encoded["train"]) == 0:
         raise RecipeError("data", "the train split is empty")
+    if augmented is not None:  # the original rows come first: theirs are the gold labels
+        gold = np.asarray(encoded["train"]["example"]) < augmented.original
+        encoded["train"] = encoded["train"].add_column(data_mod.GOLD, gold.astype(np.int8))
     for t in teachers:
         if t.own_tokens:
             _check_tokenizer_reads_the_text(t.tokenizer, splits, recipe, task, t.key)
@@ -312,7 +328,7 @@ def build_plan(recipe: Recipe, *, previous: Plan | None = None, dry_run: bool = 
     per_epoch = math.ceil(batches / t.grad_accum)
     total = t.max_steps or max(1, math.ceil(t.epochs * per_epoch))
     plan = Plan(recipe, task, teachers, student, init, layers, matches, splits, encoded, processes, per_epoch, total,
-                attention, emd=emd)
+                attention, emd=emd, augmented=augmented)
     if teachers:
         from brewcli.cache import plan_cache
         from brewcli.objective import build_objective

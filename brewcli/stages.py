@@ -15,7 +15,7 @@ from brewcli.errors import BrewError, RecipeError, RecipeErrors, doing
 from brewcli.recipe import Stage
 
 
-def plan_stages(stages: list[Stage], dry_run: bool = False) -> list:
+def plan_stages(stages: list[Stage], dry_run: bool = False, augment_sample: bool = False) -> list:
     """Every stage's plan, each from the one before (plan.build_plan(recipe, previous=...)); an error names the
     stage's key (stages[i].key) or the stage."""
     from brewcli import plan as plan_mod
@@ -25,7 +25,8 @@ def plan_stages(stages: list[Stage], dry_run: bool = False) -> list:
         if st.name is not None:
             doing(f"checking {st.title} against the model configs, tokenizer and data")
         try:
-            plans.append(plan_mod.build_plan(st.recipe, previous=plans[-1] if plans else None, dry_run=dry_run))
+            plans.append(plan_mod.build_plan(st.recipe, previous=plans[-1] if plans else None, dry_run=dry_run,
+                                             augment_sample=augment_sample))
         except RecipeErrors as e:
             raise RecipeErrors([st.error(x) for x in e.errors], e.source) from None
         except RecipeError as e:

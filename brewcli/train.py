@@ -29,7 +29,7 @@ from brewcli.evaluate import (Scored, Timed, ensemble_mix, evaluate_model, load_
                               score_against, teacher_rows, time_against)
 from brewcli.heldout import term_metrics
 from brewcli.models.students import copy_teacher_layers
-from brewcli.objective import Objective, build_objective
+from brewcli.objective import Objective, build_objective, unit_counts
 from brewcli.schedulers import LR
 from brewcli.stopping import Stopped, StopRequests
 from brewcli.teachers import LiveTeacher, Teachers
@@ -194,7 +194,7 @@ class Job:
         for i, (batch, scale) in enumerate(zip(window, window_shares(window, task))):
             batch = batch.to(acc.device)
             with nullcontext() if i == len(window) - 1 else acc.no_sync(self.student), acc.autocast():
-                s = run_model(self.student, batch.inputs, objective.student_needs, task, batch.labels)
+                s = run_model(self.student, batch.inputs, objective.student_needs, task, task.gold_labels(batch))
                 t = self.teacher(batch) if self.teacher is not None else None
                 loss, terms, scalars = objective(batch, s, t, progress, scale)
                 values = {name: value.item() for name, (value, _) in terms.items()}
@@ -470,9 +470,9 @@ def run(plan, resume: bool = False) -> dict:
 
 
 def window_shares(window, task) -> list[dict[str, float]]:
-    """Each micro-batch's share of its accumulation window, per unit a loss averages over (rows, labelled items,
-    real tokens): a term's mean times this share, summed over the window, is the mean over the whole window."""
-    units = [{"rows": b.size, "labels": task.units(b), "tokens": int(b.mask.sum())} for b in window]
+    """Each micro-batch's share of its accumulation window, per unit a loss averages over (objective.unit_counts):
+    a term's mean times this share, summed over the window, is the mean over the whole window."""
+    units = [unit_counts(b, task) for b in window]
     totals = {k: max(sum(u[k] for u in units), 1) for k in units[0]}
     return [{k: u[k] / totals[k] for k in u} for u in units]
 

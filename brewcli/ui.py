@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
@@ -115,6 +116,12 @@ def _arch(cfg) -> str:
     return f"{cfg.model_type}, {w.layers} layers x {w.hidden}, FFN {w.ffn}, {w.heads} heads, vocab {w.vocab}"
 
 
+def augmented_text(a, examples: int = 2) -> str:
+    """data.augment's row of the plan: what it added, and a few of its variants beside their originals."""
+    shown = [f"  {escape(o)}\n  -> {escape(v)}" for o, v in a.examples[:examples]]
+    return "\n".join([a.describe(), *shown])
+
+
 def render_plan(plan, stage: str | None = None) -> None:
     """The plan as tables; `stage` (`stage 1/2: intermediate`) titles one stage's plan of several."""
     from brewcli.memory import plan_lines
@@ -149,6 +156,8 @@ def render_plan(plan, stage: str | None = None) -> None:
     notes = list(dict.fromkeys(v.estimate_note for v in plan.encoded.values() if getattr(v, "estimated", False)))
     shown += f" ({'; '.join(notes)})" if notes else ""
     t.add_row("data", f"{sizes} rows{shown}; columns: {columns}; max_length {r.data.max_length}")
+    if plan.augmented is not None:
+        t.add_row("augment", augmented_text(plan.augmented))
     tr = r.train
     procs = f" x {plan.processes} processes" if plan.processes > 1 else ""
     t.add_row("training", f"{plan.total_steps} steps ({plan.steps_per_epoch}/epoch), batch {tr.batch_size}{procs} x "

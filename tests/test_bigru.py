@@ -138,11 +138,12 @@ def _glove_folder(folder, dim=6):
 
 @pytest.mark.parametrize("layout", ["txt", "npy+parquet"])
 def test_glove_embeddings_fill_the_words_glove_knows(layout, tmp_path):
-    from brewcli.models.bigru import fill_embeddings, glove_vectors, glove_width
+    from brewcli.glove import vectors as glove_vectors, width as glove_width
+    from brewcli.models.bigru import KEY, fill_embeddings
     from brewcli.models.bigru_modeling import BrewBiGRUConfig, BrewBiGRUModel
 
     glove = _glove_txt(tmp_path / "glove.6d.txt") if layout == "txt" else _glove_folder(tmp_path / "glove")
-    assert glove_width(str(glove)) == 6
+    assert glove_width(str(glove), KEY) == 6
     tok = make_tokenizer()
     torch.manual_seed(0)
     model = BrewBiGRUModel(BrewBiGRUConfig(vocab_size=len(tok), embedding_size=6, hidden_size=8))
@@ -150,7 +151,7 @@ def test_glove_embeddings_fill_the_words_glove_knows(layout, tmp_path):
     known = 10 if layout == "txt" else 12
     line = fill_embeddings(model, str(glove), tok)
     assert f"GloVe vectors for {known} of {len(tok)}" in line
-    vectors = glove_vectors(str(glove), set(WORDS))
+    vectors = glove_vectors(str(glove), set(WORDS), KEY)
     table = model.get_input_embeddings().weight
     vocab = tok.get_vocab()
     for w in WORDS[:known]:
@@ -170,19 +171,20 @@ def test_a_glove_bigru_plans_and_trains(tmp_path):
 
 def test_damaged_glove_files_are_named_with_the_row(tmp_path):
     from brewcli.errors import RecipeError
-    from brewcli.models.bigru import glove_vectors, glove_width
+    from brewcli.glove import vectors as glove_vectors, width as glove_width
+    from brewcli.models.bigru import KEY
 
     bad = tmp_path / "glove.txt"
     bad.write_text("good 0.1 0.2 0.3\nmovie 0.1 0.2\n")
     with pytest.raises(RecipeError, match=r"glove.txt:2 has 2 numbers after the word; the lines before have 3"):
-        glove_vectors(str(bad), {"movie"})
+        glove_vectors(str(bad), {"movie"}, KEY)
     (tmp_path / "words.txt").write_text("not glove at all\n")
     with pytest.raises(RecipeError, match=r"words.txt:1 is not a GloVe line"):
-        glove_width(str(tmp_path / "words.txt"))
+        glove_width(str(tmp_path / "words.txt"), KEY)
     folder = _glove_folder(tmp_path / "g")
     np.save(folder / "glove_emb.npy", np.zeros((5, 6), dtype=np.float32))  # 12 words listed, 5 rows
     with pytest.raises(RecipeError, match=r"has shape \(5, 6\), but glove_index.parquet lists 12 words"):
-        glove_width(str(folder))
+        glove_width(str(folder), KEY)
 
 
 def test_brew_train_fine_tunes_a_bigru_without_a_teacher(tmp_path, teacher_dir):

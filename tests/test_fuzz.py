@@ -257,6 +257,8 @@ def section_base(ctx: Ctx, path: tuple, field_name: str | None = None) -> Any:
         return {"preset": "T3-small", "init": "random"}
     if path == ("distill", "emd"):
         return {"feature": "hidden"}
+    if path == ("data", "augment"):
+        return {"method": "simple"}
     if path == ("distill", "temperature_scheduler"):
         return {"name": "flsw", "beta": 1.0, "gamma": 2.0}
     if path == ("distill", "matches", 0):
@@ -315,6 +317,11 @@ RANGES: dict[str, list] = {
     "data.seed": [-1],
     "data.max_length": [0, -16],
     "data.max_train_samples": [0, -5],
+    "data.augment.n": [0, 1001],
+    "data.augment.p": [0, 1.5],
+    "data.augment.m": [0, 201],
+    "data.augment.glove_rows": [5],
+    "data.augment.ngram": [-0.1, 1.5],
     "data.max_eval_samples": [0, -5],
     "distill.temperature": [0, -1.0],
     "distill.kd_weight": [-1.0],

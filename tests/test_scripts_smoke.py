@@ -107,3 +107,17 @@ def test_quickstart_and_bench_smoke(tmp_path):
     assert set(summary["datasets"]) == {"short"}
     assert {"brew-live", "brew-cold", "brew-warm"} <= set(summary["datasets"]["short"])
     assert user_folders() == before
+
+
+@needs_venv
+def test_augment_check_smoke(tmp_path):
+    """augment_check.sh in smoke mode: the headline teacher, `brew augment --dry-run`, then T4-tiny with and without
+    augmentation (two steps each) and their `brew eval --json`; the augmented set is stored in the smoke cache."""
+    before = user_folders()
+    out = script("augment_check.sh", smoke_dir=tmp_path)
+    assert "variants, labelled by the teacher only" in out
+    assert user_folders() == before
+    runs = tmp_path / "runs"
+    for name in ("bbc-titles-T4-tiny", "bbc-titles-T4-tiny-augment", "bbc-titles-T4-tiny-long"):
+        assert json.loads((runs / f"augment-check/{name}.json").read_text())["student"]["params"] > 0
+    assert any((tmp_path / "cache/augment").iterdir())

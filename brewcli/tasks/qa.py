@@ -164,6 +164,7 @@ class QuestionAnswering(Task):
     distribution_dim = 1
     cross_tokenizer = False
     text_keys = ("question", "context")
+    augments, skips_rows = "qa", True
     file_formats = {".json": "SQuAD's nested JSON (data/paragraphs/qas)"}
 
     def _cols(self) -> tuple[str, str, str]:
@@ -266,6 +267,10 @@ class QuestionAnswering(Task):
                          meta={"offsets": [r["offsets"] for r in rows]})
 
         return collate
+
+    def drop_rows(self, batch, drop) -> dict:
+        ignored = batch.inputs["input_ids"].size(1)  # the QA loss ignores a position past the window
+        return {k: v.masked_fill(drop, ignored) for k, v in batch.labels.items()}
 
     def logit_width(self, config) -> int:
         return 2  # start and end

@@ -57,6 +57,7 @@ def name_labels(config, names: list[str], problem_type: str | None = None) -> No
 
 class SequenceTask(Task):
     head = "sequence"
+    augments = "text"
     columns = (Column("text", "text", "text (a pair: a list of two columns)"), Column("label", "label", "a label"))
 
     def text_columns(self) -> list[str]:
@@ -142,6 +143,10 @@ class Classification(SequenceTask):
     doc = "label one text or a text pair (sentiment, topic, NLI, paraphrase); accuracy and macro-F1"
     metrics = ("accuracy", "macro_f1")
     kd_losses = ("ce", "kl", "mse")
+    skips_rows = True  # cross-entropy ignores label -100
+
+    def drop_rows(self, batch, drop) -> dict:
+        return {LABELS: batch.labels[LABELS].masked_fill(drop, -100)}
 
     def label_names(self, train, teacher_config, where=None) -> list[str]:
         """Label names in id order, checked against task.num_labels and the teacher's labels."""

@@ -101,6 +101,7 @@ class TokenClassification(Task):
     needs_fast_tokenizer = True
     per_token = True
     text_keys = ("tokens",)
+    augments, skips_rows = "words", True
     file_formats = {".conll": "CoNLL-2003 text", ".txt": "CoNLL-2003 text"}
 
     def read_file(self, path, key):
@@ -229,8 +230,12 @@ class TokenClassification(Task):
         labels = batch.labels[LABELS]
         return labels[labels != IGNORE]
 
-    def units(self, batch) -> int:
-        return int((batch.labels[LABELS] != IGNORE).sum())
+    def units(self, batch, keep=None) -> int:
+        labelled = batch.labels[LABELS] != IGNORE
+        return int((labelled if keep is None else labelled & keep.unsqueeze(-1)).sum())
+
+    def drop_rows(self, batch, drop) -> dict:
+        return {LABELS: batch.labels[LABELS].masked_fill(drop.unsqueeze(-1), IGNORE)}
 
     def metric(self, names, examples) -> Metric:
         return TagMetric(names, self.options.scheme)
