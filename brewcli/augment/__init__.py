@@ -178,7 +178,7 @@ def build(spec, task, rows: list[dict], mask: str, seed: int, where=None) -> tup
     """The variants of `rows`, in row order; row i's come from its own generator (seed, i), so a row's variants
     do not depend on the rows around it."""
     words = _sources(spec, task, rows)
-    options = Options(spec.n, spec.probability, spec.ngram, mask,
+    options = Options(spec.n, spec.probability, spec.ngram_chance, mask,
                       _vocabulary(task, rows) if spec.method == "simple" else [])
     out = []
     for i, row in enumerate(rows):
@@ -189,22 +189,34 @@ def build(spec, task, rows: list[dict], mask: str, seed: int, where=None) -> tup
 
 
 def _examples(task, rows: list[dict], variants: list[dict], k: int = 3) -> list[tuple[str, str]]:
-    """A few (original, variant) pairs of the text that changed, for the plan and `brew augment --dry-run`."""
+    """A few (original, variant) pairs of the text that changed, one per original row, for the plan and `brew
+    augment --dry-run`."""
     cols = columns(task)
     cols = [cols] if isinstance(cols, str) else list(cols)
     shown = lambda v: " ".join(v) if isinstance(v, list) else str(v)  # noqa: E731
-    out = []
+    same_rest = lambda r, v: all(r[c] == v[c] for c in r if c not in cols and not isinstance(r[c], (list, dict)))  # noqa: E731
+    out, used = [], set()
     for v in variants:
-        original = next((r for r in rows if any(r[c] != v[c] for c in cols) and
-                         all(r[k_] == v[k_] for k_ in r if k_ not in cols and not isinstance(r[k_], (list, dict)))),
-                        None)
-        if original is None:
+        i = next((i for i, r in enumerate(rows) if i not in used and any(r[c] != v[c] for c in cols)
+                  and same_rest(r, v) and _differs_in_one(r, v, cols)), None)
+        if i is None:
             continue
-        changed = next(c for c in cols if original[c] != v[c])
-        out.append((shown(original[changed])[:200], shown(v[changed])[:200]))
+        used.add(i)
+        changed = next(c for c in cols if rows[i][c] != v[c])
+        out.append((shown(rows[i][changed])[:200], shown(v[changed])[:200]))
         if len(out) == k:
             break
     return out
+
+
+def _differs_in_one(row: dict, variant: dict, cols: list[str]) -> bool:
+    """The variant comes from this row: it keeps every text column but the one that changed, and in that one at
+    least half of the row's words."""
+    changed = [c for c in cols if row[c] != variant[c]]
+    if len(changed) != 1:
+        return False
+    a, b = (v if isinstance(v, list) else str(v).split() for v in (row[changed[0]], variant[changed[0]]))
+    return len(set(a) & set(b)) * 2 >= min(len(a), len(b))
 
 
 def mask_token(tokenizer) -> str:
