@@ -119,7 +119,7 @@ def _arch(cfg) -> str:
 def augmented_text(a, examples: int = 2) -> str:
     """data.augment's row of the plan: what it added, and a few of its variants beside their originals."""
     shown = [f"'{escape(o)}' -> '{escape(v)}'" for o, v in a.examples[:examples]]
-    return a.describe() + ("\ne.g. " + "\n".join(shown) if shown else "")
+    return "\n".join([a.describe(), *(f"  e.g. {x}" for x in shown)])
 
 
 def render_plan(plan, stage: str | None = None) -> None:
