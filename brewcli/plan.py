@@ -298,7 +298,7 @@ def build_plan(recipe: Recipe, *, previous: Plan | None = None, dry_run: bool = 
     augmented = None
     if recipe.data.augment:
         splits.train, augmented = augment.augment_train(recipe, task, splits.train, tokenizer,
-                                                               sample=augment_sample)
+                                                    sample=augment_sample)
     task.configure(sc, splits.label_names)
     student = Side("student", "student", sc, task.head, s.model if init == "pretrained" else None, s.revision,
                    s.trust_remote_code, arch_of(sc).name, tokenizer=tokenizer,

