@@ -22,8 +22,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from brewcli.augment.rows import Options, Words, row_jobs, row_variants, word_slots
-from brewcli.augment.words import GloveNeighbours, MaskedLM, pieces
+from brewcli.augment.rows import Options, Words, row_jobs, row_variants
+from brewcli.augment.words import GloveNeighbours, MaskedLM
 from brewcli.cache import AUGMENT_DIR
 from brewcli.errors import RecipeError
 from brewcli.registry import Registry
@@ -174,7 +174,7 @@ def _vocabulary(task, rows: list[dict]) -> list[str]:
     return sorted(seen)
 
 
-def build(spec, task, rows: list[dict], mask: str, seed: int, where=None) -> tuple[list[dict], Words]:
+def build(spec, task, rows: list[dict], mask: str, seed: int, where=None) -> list[dict]:
     """The variants of `rows`, in row order; row i's come from its own generator (seed, i), so a row's variants
     do not depend on the rows around it."""
     words = _sources(spec, task, rows)
@@ -185,7 +185,7 @@ def build(spec, task, rows: list[dict], mask: str, seed: int, where=None) -> tup
         rng = random.Random(f"{seed}:{i}")
         out += row_variants(task.augments, row, columns(task), words, options, rng,
                             (lambda i=i: where(i)) if where else (lambda i=i: f"train row {i + 1}"))
-    return out, words
+    return out
 
 
 def _examples(task, rows: list[dict], variants: list[dict], k: int = 3) -> list[tuple[str, str]]:
@@ -235,7 +235,7 @@ def augment_train(recipe, task, train, tokenizer, where=None, sample: bool = Fal
     if sample:
         head = train.select(range(min(SAMPLE_ROWS, len(train))))
         rows = head.to_list()
-        variants, _ = build(spec, task, rows, mask, seed, where)
+        variants = build(spec, task, rows, mask, seed, where)
         added = round(len(variants) * len(train) / max(len(rows), 1))
         return train, Augmented(spec, len(train), added, estimated=len(rows) < len(train),
                                 examples=_examples(task, rows, variants), source=source)
@@ -247,7 +247,7 @@ def augment_train(recipe, task, train, tokenizer, where=None, sample: bool = Fal
     hit = stored is not None
     if stored is None:
         rows = train.to_list()
-        built, _ = build(spec, task, rows, mask, seed, where)
+        built = build(spec, task, rows, mask, seed, where)
         stored = datasets.Dataset.from_list(built, features=train.features) if built else train.select([])
         if folder:
             _write(folder, stored, ident)
@@ -310,4 +310,4 @@ def _write(folder: Path, ds, ident: dict) -> None:
         shutil.rmtree(tmp, ignore_errors=True)  # another run wrote it first, or the disk is full: built for this run
 
 
-__all__ = ["Augmented", "augment_train", "check", "pieces", "word_slots", "write_rows"]
+__all__ = ["METHODS", "Augmented", "augment_train", "check", "write_rows"]
