@@ -173,17 +173,17 @@ def eval_(checkpoint: str = typer.Argument(..., help="a brew output folder, best
     for _, r in rows:
         r["params_h"] = human(r["params"])
         r["size_h"] = human(r["size_bytes"], "B")
-    cols = [(m, m) for m in task.metrics] + [("params_h", "params"), ("size_h", "size"),
+    cols = [(m, m) for m in task.metrics if m in report["student"]] + [("params_h", "params"), ("size_h", "size"),
                                                ("latency_ms", "ms/example"), ("throughput", "examples/s")]
     console.print(results_table(f"{report['checkpoint']} on {report['split']} ({report['rows']} rows, "
                                 f"{report['device']})", rows, cols))
     if "retained_pct" in report:
         faster = f", {report['speedup']}x faster at batch 1" if "speedup" in report else ""
-        console.print(f"student keeps [bold]{report['retained_pct']}%[/bold] of the teacher's {task.main_metric} "
+        console.print(f"student keeps [bold]{report['retained_pct']}%[/bold] of the teacher's {task.main_of(report['student'])} "
                       f"with {report['size_ratio']:.0%} of its parameters{faster}")
     if "pytorch" in report:
         faster = f", {report['speedup_vs_pytorch']}x as fast at batch 1" if report.get("speedup_vs_pytorch") else ""
-        console.print(f"the {exported['precision']} export against its PyTorch student: {task.main_metric} "
+        console.print(f"the {exported['precision']} export against its PyTorch student: {task.main_of(report['student'])} "
                       f"{report['pytorch_delta']:+.4f}{faster}")
     console.print(speed_note(report))
     if report.get("stages"):

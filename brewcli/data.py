@@ -217,12 +217,7 @@ def load_splits(task, teacher_config=None, names: list[str] | None = None, dry_r
             continue
         split = names_of[role]
         where_file = ", ".join(f.path.name for f in rows.get(split, [])) or f"the {split} split"
-        for column in task.columns:
-            wanted = task.column(column.key)
-            for col in [wanted] if isinstance(wanted, str) else wanted:
-                if col not in ds.column_names:
-                    raise RecipeError(task.column_key(column.key), f"no column '{col}' ({column.what}) in {where_file} "
-                                      f"(columns: {', '.join(ds.column_names)})", _column_hint(col, ds.column_names))
+        task.check_columns(ds, where_file)
         wheres[role] = lambda i, s=split: locate(rows.get(s), i, s)
         task.check_rows(ds, wheres[role])
     if names is None:

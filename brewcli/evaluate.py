@@ -45,7 +45,7 @@ def evaluate_model(model, task, encoded, collate, batch_size: int, metric, acc=N
     for batch in data_mod.loader(_shard(encoded, acc), collate, batch_size):
         with acc.autocast() if acc is not None else nullcontext():
             out = model(**batch.to(device).inputs)
-        metric.update(task.logits(out).float().cpu(), batch)
+        metric.update(task.logits(out, batch.mask.to(device)).float().cpu(), batch)
     seconds = time.perf_counter() - start
     model.train(was_training)
     if acc is not None and acc.num_processes > 1:
@@ -262,7 +262,7 @@ def report(task, split: str, rows: int, student: dict, teacher: dict | None = No
         out["teacher_path"] = teacher_path
         if teachers:
             out["teachers"] = teachers
-        main = task.main_metric
+        main = task.main_of(student)
         kept = retained_pct(main, student[main], teacher[main], task.lower_is_better)
         if kept is not None:
             out["retained_pct"] = kept
@@ -271,7 +271,7 @@ def report(task, split: str, rows: int, student: dict, teacher: dict | None = No
             out.update(speedup(timings["student"], timings["teacher"]))
             spreads.append(out.get("speedup_spread_pct", 0.0))
     if pytorch is not None:
-        main = task.main_metric
+        main = task.main_of(student)
         out["pytorch"] = pytorch
         out["pytorch_delta"] = round(student[main] - pytorch[main], 4)
         if "student" in timings and "pytorch" in timings:

@@ -92,8 +92,8 @@ def difference(model, exported, batches, task) -> dict:
     worst, scale, agree, total = 0.0, 0.0, 0, 0
     with torch.no_grad():
         for batch in batches:
-            ref = task.logits(model(**batch.inputs)).float()
-            got = task.logits(exported(**batch.inputs)).float()
+            ref = task.logits(model(**batch.inputs), batch.mask).float()
+            got = task.logits(exported(**batch.inputs), batch.mask).float()
             worst = max(worst, (ref - got).abs().max().item())
             scale = max(scale, ref.abs().max().item())
             if task.has_classes:

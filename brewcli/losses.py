@@ -92,6 +92,11 @@ def kd_mse(s: Tensor, t: Tensor, temperature: Tensor | float) -> Tensor:
     return ((s / tau - t / tau) ** 2).mean(-1)
 
 
+@_kd("cosine", "1 - cos(zS, zT) per row, no temperature (sentence embeddings)", None)
+def kd_cosine(s: Tensor, t: Tensor, temperature: Tensor | float) -> Tensor:
+    return 1 - F.cosine_similarity(s, t, dim=-1)
+
+
 def _pair_mask(mask: Tensor) -> Tensor:
     m = mask.to(torch.float32)
     return m.unsqueeze(2) * m.unsqueeze(1)  # (B, L, L)

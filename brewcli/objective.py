@@ -108,8 +108,10 @@ class LogitKD(Term):
     name, key = "kd", "distill.kd_weight"
     student = Needs(logits=True)
 
-    def __init__(self, task, distill, kd_loss: str, weight: float, schedule: str, teachers: list, label_names=None):
+    def __init__(self, task, distill, kd_loss: str, weight: float, schedule: str, teachers: list, label_names=None,
+                 projection: nn.Module | None = None):
         super().__init__(weight, schedule)
+        self.projection = projection  # a narrower student's vectors to the teachers' width (sentence embeddings)
         self.task, self.unit, self.distill, self.label_names = task, task.label_unit, distill, label_names
         self.teachers = [(t.name, t.spec.weight, t.label_order) for t in teachers if t.spec.weight > 0]
         self.several = len(teachers) > 1
@@ -129,14 +131,19 @@ class LogitKD(Term):
         kw = ", ".join(f"{k}={v}" for k, v in sched.kwargs().items())
         mixed = f"; target: the teachers' weighted mean {d.ensemble}" if self.several else ""
         compared = self.task.describe(self.label_names)[1]
+        if self.projection is not None:
+            compared += f", the student's through a learned projection to {self.projection.out_features}"
+        if not self.task.tempered:
+            return f"{self.loss_name} on {compared}{mixed}"
         return (f"{self.loss_name} on {compared}{mixed}, T={d.temperature:g} ({sched.name}{', ' + kw if kw else ''})"
                 + (", x T^2" if d.scale_by_t2 else "") + (", probability shift" if d.probability_shift else ""))
 
     def __call__(self, batch, s, t):
         zts, weights = [], []
+        mine = s.logits.float() if self.projection is None else self.projection(s.logits.float())
         for name, weight, order in self.teachers:
             z = t[name].logits.float()
-            zs, zt = self.task.views(s.logits.float(), z[..., order] if order else z, batch, batch.teachers.get(name))
+            zs, zt = self.task.views(mine, z[..., order] if order else z, batch, batch.teachers.get(name))
             zts.append(zt)
             weights.append(weight)
         labels = self.task.view_labels(batch) if self.shift else None
@@ -251,6 +258,26 @@ def unique_names(names: list[str]) -> list[str]:
     return out
 
 
+def _kd_projection(plan) -> nn.Linear | None:
+    """A linear map from the student's vectors to the teachers' for a task that projects its logits (sentence
+    embeddings) when the widths differ; the teachers must agree on theirs."""
+    task = plan.task
+    if not task.projects_logits:
+        return None
+    mine = task.logit_width(plan.student.config)
+    theirs = {t.key: task.logit_width(t.config) for t in plan.teachers if t.spec.weight > 0}
+    widths = set(theirs.values())
+    if len(widths) > 1:
+        from brewcli.errors import RecipeError
+
+        said = ", ".join(f"{k}: {w}" for k, w in theirs.items())
+        raise RecipeError("teacher", f"the teachers' vectors differ in width ({said}), so one student vector cannot "
+                          "be compared with them all", "use teachers of one width")
+    if not widths or widths == {mine}:
+        return None
+    return make_projection("linear", mine, widths.pop())
+
+
 def build_objective(plan) -> Objective:
     """The terms a plan asks for: plain training is the hard-label term; distillation adds KD and the matches."""
     r, task = plan.recipe, plan.task
@@ -258,12 +285,15 @@ def build_objective(plan) -> Objective:
     if r.teacher is None:
         return Objective([HardLabel(1.0, "none", alone=True)], {})
     terms: list[Term] = []
+    projections, slot = {}, {}  # a group's matches share one projection (named for the group)
     if d.kd_weight > 0:
         names = plan.splits.label_names if getattr(plan, "splits", None) is not None else None
-        terms.append(LogitKD(task, d, r.kd_loss, d.kd_weight, d.kd_weight_schedule, plan.teachers, names))
+        proj = _kd_projection(plan)
+        if proj is not None:
+            projections["kd"] = proj
+        terms.append(LogitKD(task, d, r.kd_loss, d.kd_weight, d.kd_weight_schedule, plan.teachers, names, proj))
     if d.hard_label_weight > 0:
         terms.append(HardLabel(d.hard_label_weight, d.hard_label_weight_schedule))
-    projections, slot = {}, {}  # a group's matches share one projection (named for the group)
     for i, m in enumerate(plan.matches):
         if m.proj:
             slot[i] = m.group or str(i)

@@ -239,6 +239,9 @@ def build_plan(recipe: Recipe, *, previous: Plan | None = None, dry_run: bool = 
     _check_device(recipe)
     _check_output_dir(recipe)
     teachers = _teachers(recipe, task)
+    task = task.resolve(teachers[0].spec.model if teachers else recipe.student.model)
+    if task.options is not recipe.task:  # what the run used, in its saved recipe
+        recipe = recipe.model_copy(update={"task": task.options})
     if recipe.data.augment:
         augment.check(recipe.data.augment, task)
     tc = teachers[0].config if teachers else None

@@ -386,6 +386,10 @@ class Recipe(Strict):
             if isinstance(task, dict) and _headless(TASKS.get(task["name"])) and v.get("teacher") is not None and \
                     (distill is None or isinstance(distill, dict)) and "kd_weight" not in (distill or {}):
                 v = {**v, "distill": {**(distill or {}), "kd_weight": 0}}  # no logits: KD is off unless asked for
+            distill = v.get("distill")
+            if isinstance(task, dict) and not TASKS.get(task["name"]).tempered and \
+                    isinstance(distill, (dict, type(None))) and "temperature" not in (distill or {}):
+                v = {**v, "distill": {**(distill or {}), "temperature": 1}}  # vectors, not distributions
         return v
 
     @model_validator(mode="after")
@@ -442,6 +446,8 @@ class Recipe(Strict):
                 raise ValueError(f"distill.matches: task '{task.name}' trains on layer matches only, and none is given "
                                  "(or every weight is 0); add one, e.g. distill.matches: [{preset: uniform, "
                                  "feature: hidden, loss: hidden_mse}]")
+        if not task.has_labels:
+            _check_unlabelled(self, task)
         if self.data.augment is not None:
             _check_augment(self, task)
         if self.distill.kd_loss not in (*task.kd_losses, "auto"):
@@ -509,6 +515,20 @@ def _whole_numbers(model: BaseModel, raw: dict) -> None:
 def _headless(task) -> bool:
     """A task whose model has no head (task: general): no logits for KD, no labels for the hard-label loss."""
     return task.headless
+
+
+def _check_unlabelled(recipe: Recipe, task) -> None:
+    """A task whose only target is the teacher's output (sentence embeddings)."""
+    d = recipe.distill
+    if recipe.teacher is None:
+        raise ValueError(f"teacher: task '{task.name}' learns the teacher's vectors and has no labels to fine-tune "
+                         "on; name a teacher (a sentence-transformers folder, or any encoder with task.pooling)")
+    if d.hard_label_weight > 0:
+        raise ValueError(f"distill.hard_label_weight: task '{task.name}' has no gold labels; the teacher's vectors "
+                         "are the target (distill.kd_weight), set distill.hard_label_weight: 0")
+    if not task.tempered and d.temperature != 1:
+        raise ValueError(f"distill.temperature: task '{task.name}' compares vectors, not distributions, so a "
+                         f"temperature does not apply; drop distill.temperature (it is {d.temperature:g})")
 
 
 def _check_augment(recipe: Recipe, task) -> None:

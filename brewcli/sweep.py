@@ -238,7 +238,10 @@ class Sweep:
                 self.use_metric(plans[-1].task)
             execute(stages, plans, resume=again)
             metrics = json.loads((out / "metrics.json").read_text())
-            trial.metric = metrics.get("student", {}).get(self.metric)
+            student = metrics.get("student", {})
+            if self.metric not in student:  # a task whose splits decide its metric (sentence embeddings)
+                self.metric = plans[-1].task.main_of(student)
+            trial.metric = student.get(self.metric)
             trial.retained_pct = metrics.get("retained_pct")
             trial.status = "done"
         except BrewError as e:  # a diverged or refused trial is a result of the sweep, not its end

@@ -38,7 +38,7 @@ class Ensemble(torch.nn.Module):
 
         zs = []
         for model, order in zip(self.models, self.orders):
-            z = self.task.logits(model(**inputs)).float()
+            z = self.task.logits(model(**inputs), inputs["attention_mask"]).float()
             zs.append(z[..., order] if order else z)
         z = ensemble_target(zs, self.weights, 1.0, self.mix, self.task.distribution_dim)
         return SimpleNamespace(logits=z, start_logits=z[..., 0], end_logits=z[..., -1])  # QA's task.logits reads these

@@ -260,8 +260,8 @@ class Job:
         for k, v in metrics.items():
             self.writer.add_scalar(f"eval/{k}", v, state.step)
         line = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-        best = r.best_metric
-        if best and _better(best, metrics[best], state.best_metric, plan.task.lower_is_better):
+        best = plan.task.main_of(metrics) if r.train.keep_best == "auto" else r.best_metric
+        if best and best in metrics and _better(best, metrics[best], state.best_metric, plan.task.lower_is_better):
             state.best_metric, state.best_step = metrics[best], state.step
             save_model_folder(self.out / "best", self.plain_student, plan.tokenizer, self.objective.projections,
                               self.recipe_text, _meta(plan, state.step, metrics))
@@ -587,6 +587,7 @@ def finish(job: Job) -> dict:
     r, task = plan.recipe, plan.task
     if job.main:
         _publish(out / "best" if (out / "best").exists() else checkpoints(out)[-1], out)
+        task.publish(out, plan.student_config)
     acc.wait_for_everyone()  # scoring is shared by all processes
     split = "test" if "test" in plan.encoded else "eval" if "eval" in plan.encoded else None
     result = {"recipe": r.name, "steps": state.step, "train_seconds": round(state.train_seconds, 1),
@@ -608,9 +609,9 @@ def finish(job: Job) -> dict:
         if not job.main:
             return {}
         rows = teacher_rows(teacher, each) + [("student" if teacher else "model", student)]
-        console.print(results_table(f"{split} split ({len(raw)} rows)", rows, [(m, m) for m in task.metrics]))
+        console.print(results_table(f"{split} split ({len(raw)} rows)", rows, [(m, m) for m in task.metrics if m in student]))
         if "retained_pct" in result:
-            console.print(f"student keeps [bold]{result['retained_pct']}%[/bold] of the teacher's {task.main_metric}")
+            console.print(f"student keeps [bold]{result['retained_pct']}%[/bold] of the teacher's {task.main_of(student)}")
     if not job.main:
         return {}
     if result["loss_terms"]:

@@ -93,8 +93,10 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def gensim_sources(folder: Path) -> dict[str, Path]:
+def gensim_sources(folder: Path, files: dict[str, str] = GENSIM_FILES,
+                   hashes: dict[str, str] = GENSIM_SHA256) -> dict[str, Path]:
     """The gensim test-data files under `folder`, taken out of the gensim wheel (pip download) when missing."""
+    GENSIM_FILES, GENSIM_SHA256 = files, hashes  # noqa: N806 (the files asked for)
     paths = {name: folder / name for name in GENSIM_FILES}
     if not all(p.exists() and sha256(p) == GENSIM_SHA256[name] for name, p in paths.items()):
         folder.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
+from brewcli.errors import RecipeError
 from brewcli.registry import Registry
 from brewcli.schema import Strict
 
@@ -60,6 +61,9 @@ class Task:
     text_keys: tuple[str, ...] = ("text",)  # the columns holding text the tokenizer reads
     augments: str | None = None  # what data.augment changes in a row (augment.py): text | words | qa; None: refused
     skips_rows: bool = False  # the head's loss can leave rows out (teacher-only rows: `drop_rows`)
+    has_labels: bool = True  # gold labels for the hard-label loss (sentence embeddings: none)
+    tempered: bool = True  # KD at a temperature (sentence vectors are no distribution: no temperature)
+    projects_logits: bool = False  # KD through a learned projection when student and teacher widths differ
 
     @property
     def option_fields(self) -> dict:
@@ -78,6 +82,22 @@ class Task:
         return bound
 
     # ---- plan time (no weights)
+    def resolve(self, ref: str | None) -> Task:
+        """This task with any option that depends on the teacher (`ref`: the first teacher's folder or Hub id) made
+        concrete, so the saved recipe holds what the run used (sentence embeddings: the pooling)."""
+        return self
+
+    def check_columns(self, ds, where_file: str) -> None:
+        """The split has every column the task reads (`where_file` names it for messages)."""
+        from brewcli.data import _column_hint
+
+        for column in self.columns:
+            wanted = self.column(column.key)
+            for col in [wanted] if isinstance(wanted, str) else wanted:
+                if col not in ds.column_names:
+                    raise RecipeError(self.column_key(column.key), f"no column '{col}' ({column.what}) in {where_file} "
+                                      f"(columns: {', '.join(ds.column_names)})", _column_hint(col, ds.column_names))
+
     def column(self, key: str):
         """The column named `key` reads: from the task's block (`task: {text: body}`), else from `data:` (the older
         spelling, still accepted), else the task's default."""
@@ -135,8 +155,9 @@ class Task:
         raise NotImplementedError
 
     # ---- step time
-    def logits(self, output):
-        """The tensor KD and the metric read from a Hugging Face output: (B, C), (B, L, C) or (B, L, 2)."""
+    def logits(self, output, mask=None):
+        """The tensor KD and the metric read from a Hugging Face output: (B, C), (B, L, C) or (B, L, 2); `mask`: the
+        inputs' attention mask (B, L), for a task that pools over tokens."""
         return output.logits
 
     def logit_width(self, config) -> int:
@@ -169,6 +190,13 @@ class Task:
 
     def metric(self, names: list[str] | None, examples) -> Metric:
         raise NotImplementedError
+
+    def main_of(self, scores: dict) -> str:
+        """The metric a report compares on (a task whose splits hold different things picks from what was scored)."""
+        return self.main_metric
+
+    def publish(self, folder, config) -> None:
+        """Write the task's own files beside the final student's (sentence embeddings: sentence-transformers')."""
 
     @property
     def headless(self) -> bool:
@@ -203,4 +231,4 @@ def retained_pct(metric: str, student: float, teacher: float, lower_is_better=fr
     return round(100 * (teacher / student if metric in lower_is_better else student / teacher), 2)
 
 
-from brewcli.tasks import sequence, tokens, qa, general  # noqa: E402,F401,I001  (each registers its tasks, in this order)
+from brewcli.tasks import sequence, tokens, qa, general, embedding  # noqa: E402,F401,I001  (each registers its tasks, in this order)

@@ -207,7 +207,7 @@ class General(Task):
         return collate
 
     # ---- step time (the loss and evaluation side replaces these)
-    def logits(self, output):
+    def logits(self, output, mask=None):
         return output.last_hidden_state
 
     def logit_width(self, config) -> int:

@@ -275,7 +275,7 @@ class QuestionAnswering(Task):
     def logit_width(self, config) -> int:
         return 2  # start and end
 
-    def logits(self, output):
+    def logits(self, output, mask=None):
         return torch.stack([output.start_logits, output.end_logits], dim=-1)  # (B, L, 2)
 
     def views(self, s_logits, t_logits, batch, teacher_batch=None):
