@@ -238,7 +238,7 @@ class Objective(nn.Module):
         total = sum(self.weighted(values, scale).values())
         scalars = {}
         for term in self.terms:
-            if isinstance(term, LogitKD):
+            if isinstance(term, LogitKD) and term.task.tempered:
                 scalars["temperature"] = term.last_temperature
                 if term.last_entropy is not None:
                     scalars["teacher_entropy"] = term.last_entropy[0]

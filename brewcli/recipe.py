@@ -387,7 +387,7 @@ class Recipe(Strict):
                     (distill is None or isinstance(distill, dict)) and "kd_weight" not in (distill or {}):
                 v = {**v, "distill": {**(distill or {}), "kd_weight": 0}}  # no logits: KD is off unless asked for
             distill = v.get("distill")
-            if isinstance(task, dict) and not TASKS.get(task["name"]).tempered and \
+            if isinstance(task, dict) and not TASKS.get(task["name"]).tempered and v.get("teacher") is not None and \
                     isinstance(distill, (dict, type(None))) and "temperature" not in (distill or {}):
                 v = {**v, "distill": {**(distill or {}), "temperature": 1}}  # vectors, not distributions
         return v

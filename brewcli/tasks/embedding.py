@@ -189,7 +189,13 @@ class SentenceEmbedding(Task):
         return list(dict.fromkeys([*pair, *(c for c in self._texts() if c in columns)]))
 
     def check_columns(self, ds, where_file: str) -> None:
+        """Every column task.text names, unless the split is a scored pair file (STS: read by its pairs); without
+        task.text, the `text` column or a pair."""
         cols = ds.column_names
+        missing = [c for c in self._texts() if c not in cols]
+        if self.options.text is not None and missing and not self._scored(cols):
+            raise RecipeError("task.text", f"no column '{missing[0]}' in {where_file} (columns: {', '.join(cols)})",
+                              did_you_mean(missing[0], cols))
         if not self.embedded(cols):
             wanted = self._texts() + (self.options.pairs or list(STS))
             key = "task.text" if ds.split is None or str(ds.split) == self.data.train_split else "task.pairs"
@@ -199,6 +205,10 @@ class SentenceEmbedding(Task):
             missing = next(c for c in self.options.pairs if c not in cols)
             raise RecipeError("task.pairs", f"no column '{missing}' in {where_file} (columns: {', '.join(cols)})",
                               did_you_mean(missing, cols))
+
+    def sample_texts(self, ds, n: int = 200) -> list[str]:
+        rows = ds.select(range(min(n, len(ds))))
+        return [str(t) for c in self.embedded(ds.column_names) for t in rows[c] if t is not None]
 
     def check_rows(self, ds, where) -> None:
         for col in self.embedded(ds.column_names):
