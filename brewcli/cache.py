@@ -231,6 +231,12 @@ def plan_cache(plan, teacher, needs, teacher_inputs: list[str]) -> tuple[CachePl
     mode = d.teacher_cache
     if mode == "off" or needs is None or needs == type(needs)():
         return None, None
+    if needs.logits and not plan.task.cacheable:
+        why = (f"task '{plan.task.name}''s KD reads vocabulary-wide logits, which the teacher cache does not store yet "
+               "(a top-k cache is planned)")
+        if mode == "auto":
+            return None, f"teacher cache off: {why}; the teacher runs live"
+        raise RecipeError("distill.teacher_cache", f"is {mode}, but {why}", "set distill.teacher_cache: auto or off")
     root = Path(d.cache_dir).expanduser() if d.cache_dir else default_root()
     setting = root_key(r)
     if mode == "memory":

@@ -43,9 +43,10 @@ def evaluate_model(model, task, encoded, collate, batch_size: int, metric, acc=N
     device = _device(acc)
     start = time.perf_counter()
     for batch in data_mod.loader(_shard(encoded, acc), collate, batch_size):
+        moved = batch.to(device)
         with acc.autocast() if acc is not None else nullcontext():
-            out = model(**batch.to(device).inputs)
-        metric.update(task.logits(out, batch.mask.to(device)).float().cpu(), batch)
+            out = model(**moved.inputs)
+        metric.update(task.reduce(task.logits(out, moved.mask), moved).float().cpu(), batch)
     seconds = time.perf_counter() - start
     model.train(was_training)
     if acc is not None and acc.num_processes > 1:

@@ -11,6 +11,7 @@ pair of layers per side and compare a similarity matrix built from the two.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -45,19 +46,20 @@ class KDLoss:
     `ensemble: probabilities` averages, and whose entropy guidance reads) and whether its value includes the target's
     entropy (soft cross-entropies: their value never reaches 0, so guidance does not compare it by value)."""
 
-    fn: Callable[[Tensor, Tensor, Tensor], Tensor]
+    fn: Callable[..., Tensor]
     target: str | None  # softmax | sigmoid | None (KD on the logits themselves)
     floored: bool = False
+    args: tuple[str, ...] = ()  # distill.* settings it also takes (jsd_beta, skew_alpha)
 
-    def __call__(self, s: Tensor, t: Tensor, temperature) -> Tensor:
-        return self.fn(s, t, temperature)
+    def __call__(self, s: Tensor, t: Tensor, temperature, **kwargs) -> Tensor:
+        return self.fn(s, t, temperature, **kwargs)
 
 
 KD_LOSSES: Registry[KDLoss] = Registry("kd loss", "losses")
 
 
-def _kd(name: str, doc: str, target: str | None, floored: bool = False):
-    return lambda fn: (KD_LOSSES.add(name, KDLoss(fn, target, floored), doc), fn)[1]
+def _kd(name: str, doc: str, target: str | None, floored: bool = False, args: tuple[str, ...] = ()):
+    return lambda fn: (KD_LOSSES.add(name, KDLoss(fn, target, floored, args), doc), fn)[1]
 MATCH_LOSSES: Registry[MatchLoss] = Registry("loss", "losses")
 
 
@@ -90,6 +92,53 @@ def kd_bce(s: Tensor, t: Tensor, temperature: Tensor | float) -> Tensor:
 def kd_mse(s: Tensor, t: Tensor, temperature: Tensor | float) -> Tensor:
     tau = _t(temperature, s)
     return ((s / tau - t / tau) ** 2).mean(-1)
+
+
+@_kd("reverse_kl", "KL(student || teacher) of the softened distributions (mode-seeking; MiniLLM, GKD)", "softmax")
+def kd_reverse_kl(s: Tensor, t: Tensor, temperature: Tensor | float) -> Tensor:
+    tau = _t(temperature, s)
+    log_ps = F.log_softmax(s / tau, dim=-1)
+    return (log_ps.exp() * (log_ps - F.log_softmax(t / tau, dim=-1))).sum(-1)
+
+
+def _kl(log_p: Tensor, log_q: Tensor) -> Tensor:
+    return (log_p.exp() * (log_p - log_q)).sum(-1)
+
+
+@_kd("jsd", "generalized JSD at distill.jsd_beta, scaled by 1/(b(1-b)): forward KL at b=0, reverse KL at b=1, "
+     "continuous between (GKD)", "softmax", args=("jsd_beta",))
+def kd_jsd(s: Tensor, t: Tensor, temperature: Tensor | float, jsd_beta: float = 0.5) -> Tensor:
+    """With M = b P_T + (1-b) P_S: [b KL(T || M) + (1-b) KL(S || M)] / (b (1-b)). The unscaled form (TRL's) tends to
+    0 at both ends; scaled, it tends to KL(T || S) as b -> 0 and KL(S || T) as b -> 1, which are its values there."""
+    tau = _t(temperature, s)
+    log_pt, log_ps = F.log_softmax(t / tau, dim=-1), F.log_softmax(s / tau, dim=-1)
+    b = float(jsd_beta)
+    if b <= 0:
+        return _kl(log_pt, log_ps)
+    if b >= 1:
+        return _kl(log_ps, log_pt)
+    log_m = torch.logsumexp(torch.stack([log_pt + math.log(b), log_ps + math.log(1 - b)]), dim=0)
+    return (b * _kl(log_pt, log_m) + (1 - b) * _kl(log_ps, log_m)) / (b * (1 - b))
+
+
+@_kd("tvd", "total variation 1/2 sum |P_T - P_S| of the softened distributions", "softmax")
+def kd_tvd(s: Tensor, t: Tensor, temperature: Tensor | float) -> Tensor:
+    tau = _t(temperature, s)
+    return 0.5 * (F.softmax(t / tau, dim=-1) - F.softmax(s / tau, dim=-1)).abs().sum(-1)
+
+
+@_kd("skew_kl", "skew KL(T || a P_T + (1-a) P_S) at a = distill.skew_alpha (DistiLLM); a=0: forward KL", "softmax",
+     args=("skew_alpha",))
+def kd_skew_kl(s: Tensor, t: Tensor, temperature: Tensor | float, skew_alpha: float = 0.1) -> Tensor:
+    tau = _t(temperature, s)
+    log_pt, log_ps = F.log_softmax(t / tau, dim=-1), F.log_softmax(s / tau, dim=-1)
+    a = float(skew_alpha)
+    if a <= 0:
+        return _kl(log_pt, log_ps)
+    if a >= 1:
+        return log_pt.new_zeros(log_pt.shape[:-1])
+    log_mix = torch.logsumexp(torch.stack([log_pt + math.log(a), log_ps + math.log(1 - a)]), dim=0)
+    return _kl(log_pt, log_mix)
 
 
 @_kd("cosine", "1 - cos(zS, zT) per row, no temperature (sentence embeddings)", None)

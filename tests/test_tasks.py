@@ -120,6 +120,13 @@ def task_setup(name: str, tmp: Path) -> dict:
         files = {"train": write_jsonl(tmp / "train.jsonl", qa_rows(32, 1)),
                  "test": write_jsonl(tmp / "test.jsonl", qa_rows(12, 2))}
         labels = ()
+    elif name == "causal-lm":
+        from tests.test_causal import make_lm_teacher, text_rows
+
+        files = {"train": write_jsonl(tmp / "train.jsonl", text_rows(40, 1)),
+                 "test": write_jsonl(tmp / "test.jsonl", text_rows(12, 2))}
+        return {"teacher": str(make_lm_teacher(tmp / "teacher")), "data": {"files": files}, "task": name,
+                "student": {"init": "teacher-layers", "config": {"num_hidden_layers": 2}}}
     elif name == "sentence-embedding":
         from tests.test_embedding import make_sentence_teacher, pair_rows
 
@@ -140,7 +147,7 @@ def task_setup(name: str, tmp: Path) -> dict:
 def recipe_for(name: str, tmp: Path, **train) -> Path:
     setup = task_setup(name, tmp)
     recipe = {"task": setup.get("task", name), "teacher": setup["teacher"],
-              "student": {"preset": "T3-small", "init": "random"},
+              "student": setup.get("student", {"preset": "T3-small", "init": "random"}),
               "data": {**setup["data"], "eval_fraction": 0.25, "max_length": 32},
               "distill": {"temperature": 2, "matches": [{"preset": "uniform", "feature": "hidden", "loss": "hidden_mse"}],
                           **setup.get("distill", {})},
@@ -156,6 +163,8 @@ def expected_rows(name: str, batch) -> int:
     """How many rows KD compares in a batch: a row per example, a labelled token, or a start and an end."""
     if name == "token-classification":
         return int((batch.labels["labels"] != -100).sum())
+    if name == "causal-lm":  # every target token, the logits shifted by one
+        return int((batch.labels["labels"][:, 1:] != -100).sum())
     return 2 * batch.size if name == "question-answering" else batch.size
 
 
@@ -183,7 +192,9 @@ def test_task_contract(name, tmp_path):
 
     batch = window[0]
     s = run_model(job.plain_student, batch.inputs, Needs(logits=True), task)
-    zs, zt = task.views(s.logits, job.teacher(batch)["teacher"].logits, batch)
+    projections = job.objective.projections  # a narrower student's sentence vectors: through KD's projection
+    mine = projections["kd"](s.logits) if "kd" in projections else s.logits
+    zs, zt = task.views(mine, job.teacher(batch)["teacher"].logits, batch)
     assert zs.shape == zt.shape and zs.shape[0] == expected_rows(name, batch)  # no padding rows
     if name == "question-answering":  # masked positions: exactly the padding and the question tokens
         keep = batch.aux["context_mask"].clone()

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from brewcli.registry import Registry
 
-HEADS = ("sequence", "token", "span", "none")
+HEADS = ("sequence", "token", "span", "lm", "none")
 
 
 class Arch(Protocol):
@@ -59,7 +59,8 @@ class HFArch:
 
     name = "hf"
     classes = {"sequence": "AutoModelForSequenceClassification", "token": "AutoModelForTokenClassification",
-               "span": "AutoModelForQuestionAnswering", "none": "AutoModel"}
+               "span": "AutoModelForQuestionAnswering", "lm": "AutoModelForCausalLM",
+               "none": "AutoModel"}
 
     def head_class(self, head: str):
         import transformers
@@ -105,7 +106,7 @@ class HFArch:
     def save(self, model, folder) -> None:
         model.save_pretrained(folder, safe_serialization=True)
 
-    fields = {"sequence": ("logits",), "token": ("logits",), "span": ("start_logits", "end_logits"),
+    fields = {"sequence": ("logits",), "token": ("logits",), "span": ("start_logits", "end_logits"), "lm": ("logits",),
               "none": ("last_hidden_state",)}
 
     def outputs(self, head: str) -> tuple[str, ...]:

@@ -64,6 +64,7 @@ class Task:
     has_labels: bool = True  # gold labels for the hard-label loss (sentence embeddings: none)
     tempered: bool = True  # KD at a temperature (sentence vectors are no distribution: no temperature)
     projects_logits: bool = False  # KD through a learned projection when student and teacher widths differ
+    cacheable: bool = True  # the teacher cache can hold what KD reads (vocabulary-wide logits: not yet)
 
     @property
     def option_fields(self) -> dict:
@@ -160,6 +161,11 @@ class Task:
         inputs' attention mask (B, L), for a task that pools over tokens."""
         return output.logits
 
+    def reduce(self, logits, batch):
+        """What scoring keeps of a batch's logits, computed on their device before they go to the CPU for the metric
+        (a causal LM: two numbers a token instead of the vocabulary)."""
+        return logits
+
     def logit_width(self, config) -> int:
         """W in the logits' shape: the head's outputs per row (or per token)."""
         return config.num_labels
@@ -231,4 +237,4 @@ def retained_pct(metric: str, student: float, teacher: float, lower_is_better=fr
     return round(100 * (teacher / student if metric in lower_is_better else student / teacher), 2)
 
 
-from brewcli.tasks import sequence, tokens, qa, general, embedding  # noqa: E402,F401,I001  (each registers its tasks, in this order)
+from brewcli.tasks import sequence, tokens, qa, general, embedding, causal  # noqa: E402,F401,I001  (each registers its tasks, in this order)

@@ -1,0 +1,199 @@
+"""Causal language modelling: a decoder student learns the teacher's next-token distributions.
+
+Text is packed into windows of `data.max_length` as for general distillation (task: general), every token a
+target; or each row is a `prompt` and a `completion`, and only the completion's tokens are targets. KD compares
+the student's and the teacher's distributions at every target position (the logits shifted by one, padding and
+prompt left out), with the divergences of `distill.kd_loss` (forward or reverse KL, a generalized JSD, total
+variation, skew KL); the hard-label term is next-token cross-entropy. Each averages over the target tokens of the
+accumulation window. Scoring reduces on the model's device: per-token negative log-likelihood and top-1 hits
+leave it, never the vocabulary-wide logits.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from brewcli.batch import Batch
+from brewcli.errors import RecipeError, did_you_mean
+from brewcli.lazy import np, torch
+from brewcli.schema import column
+from brewcli.tasks import Metric, register
+from brewcli.tasks.general import General, GeneralSpec, special_tokens
+from brewcli.tasks.sequence import LABELS, pad_inputs
+
+IGNORE = -100
+
+
+class CausalSpec(GeneralSpec):
+    name: Literal["causal-lm"] = "causal-lm"
+    text: str | None = column("the text packed into windows (CSV, JSON, Parquet, .txt or a Hugging Face dataset)",
+                              "text")
+    prompt: str | None = Field(None, description="a column of prompts: each row is its prompt then its completion, "
+                               "and only the completion's tokens are targets (name task.completion too)")
+    completion: str | None = Field(None, description="the column of completions that go with task.prompt")
+
+
+class LMMetric(Metric):
+    """Perplexity, mean negative log-likelihood and next-token accuracy over the target tokens."""
+
+    def __init__(self):
+        self.nll, self.hits, self.tokens = 0.0, 0, 0
+
+    def update(self, logits, batch) -> None:  # logits: task.reduce's (B, L-1, 2) of nll and top-1 hit
+        keep = batch.labels[LABELS][:, 1:] != IGNORE
+        self.nll += float(logits[..., 0][keep].double().sum())
+        self.hits += int(logits[..., 1][keep].sum())
+        self.tokens += int(keep.sum())
+
+    def compute(self) -> dict[str, float]:
+        nll = self.nll / max(self.tokens, 1)
+        return {"perplexity": float(np.exp(min(nll, 50.0))), "nll": nll, "accuracy": self.hits / max(self.tokens, 1)}
+
+    def state(self) -> dict:
+        return {"nll": self.nll, "hits": self.hits, "tokens": self.tokens}
+
+    def merge(self, state: dict) -> None:
+        self.nll += state["nll"]
+        self.hits += state["hits"]
+        self.tokens += state["tokens"]
+
+
+class CausalLM(General):
+    name, spec = "causal-lm", CausalSpec
+    doc = ("next-token prediction with a decoder (GPT-2, Llama, Mistral, Qwen): text packed into windows, or prompt and "
+           "completion columns with the loss on the completion; perplexity, NLL, next-token accuracy")
+    head = "lm"
+    headless = False
+    metrics = ("perplexity", "nll", "accuracy")
+    lower_is_better = frozenset({"perplexity", "nll"})
+    kd_losses = ("kl", "reverse_kl", "jsd", "tvd", "skew_kl", "ce")
+    label_unit = "labels"  # target tokens
+    skips_rows = True
+    cross_tokenizer = False
+    cacheable = False  # vocabulary-wide logits: the teacher runs live (no top-k cache yet)
+    feature_unit = "windows"
+
+    @property
+    def estimates(self) -> bool:  # a dry run samples a large text corpus; prompt rows are read whole
+        return self.options is None or self.options.prompt is None
+
+    @property
+    def paired(self) -> bool:
+        return self.options.prompt is not None or self.options.completion is not None
+
+    # ---- plan time
+    def check_columns(self, ds, where_file: str) -> None:
+        o = self.options
+        if not self.paired:
+            return super().check_columns(ds, where_file)
+        for key in ("prompt", "completion"):
+            col = getattr(o, key)
+            if col is None:
+                other = "completion" if key == "completion" else "prompt"
+                raise RecipeError(f"task.{key}", f"is not set, but task.{'prompt' if key == 'completion' else 'completion'}"
+                                  f" is: a row is a prompt and its completion", f"name the {other} column in task.{key}")
+            if col not in ds.column_names:
+                raise RecipeError(f"task.{key}", f"no column '{col}' in {where_file} (columns: "
+                                  f"{', '.join(ds.column_names)})", did_you_mean(col, ds.column_names))
+
+    def check_rows(self, ds, where) -> None:
+        if not self.paired:
+            return super().check_rows(ds, where)
+        for key in ("prompt", "completion"):
+            col = getattr(self.options, key)
+            for i, v in enumerate(ds[col]):
+                if not isinstance(v, str) or (key == "completion" and not v.strip()):
+                    what = "no text" if not isinstance(v, str) or not v.strip() else "no text"
+                    raise RecipeError(f"task.{key}", f"{where(i)} has {what} in column '{col}'", "fill in or drop the row")
+
+    def check_teacher(self, teacher_config, names) -> None:
+        pass
+
+    def sample_texts(self, ds, n: int = 200) -> list[str]:
+        if not self.paired:
+            return super().sample_texts(ds, n)
+        rows = ds.select(range(min(n, len(ds))))
+        return [str(t) for key in ("prompt", "completion") for t in rows[getattr(self.options, key)]]
+
+    def describe(self, names) -> tuple[str, str]:
+        what = "completions after their prompts" if self.paired else "every token of the windows"
+        return f"language-model head: next token, targets {what}", "next-token distributions per target token (N, vocab)"
+
+    def logit_width(self, config) -> int:
+        return config.vocab_size
+
+    # ---- data
+    def encode(self, ds, tokenizer, names):
+        if not self.paired:
+            return super().encode(ds, tokenizer, names)
+        o, n = self.options, self.data.max_length
+        before, _ = special_tokens(tokenizer)
+        eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+
+        def fn(batch, idx):
+            prompts = tokenizer([str(p) for p in batch[o.prompt]], add_special_tokens=False)["input_ids"]
+            answers = tokenizer([str(c) for c in batch[o.completion]], add_special_tokens=False)["input_ids"]
+            ids, labels = [], []
+            for p, c in zip(prompts, answers):
+                p = before + p
+                row = (p + c + eos)[:n]
+                ids.append(row)
+                labels.append(([IGNORE] * len(p) + c + eos)[:n])
+            return {"input_ids": ids, "attention_mask": [[1] * len(x) for x in ids], LABELS: labels, "example": idx}
+
+        return ds.map(fn, batched=True, with_indices=True, remove_columns=ds.column_names)
+
+    def collate(self, tokenizer, multiple: int | None = None):
+        def collate(rows: list[dict]) -> Batch:
+            inputs = pad_inputs(tokenizer, rows, multiple)
+            inputs.pop("token_type_ids", None)
+            length = inputs["input_ids"].size(1)
+            labels = torch.full((len(rows), length), IGNORE, dtype=torch.long)
+            for i, r in enumerate(rows):
+                target = r[LABELS] if LABELS in r else r["input_ids"]  # windows: every token is a target
+                seq = torch.tensor(target, dtype=torch.long)
+                if tokenizer.padding_side == "right":
+                    labels[i, :len(seq)] = seq
+                else:
+                    labels[i, length - len(seq):] = seq
+            return Batch(inputs, {LABELS: labels}, torch.tensor([r["example"] for r in rows]))
+
+        return collate
+
+    # ---- step time
+    def logits(self, output, mask=None):
+        return output.logits
+
+    def _targets(self, batch):
+        return batch.labels[LABELS][:, 1:] != IGNORE  # position t predicts token t+1
+
+    def views(self, s_logits, t_logits, batch, teacher_batch=None):
+        keep = self._targets(batch)
+        return s_logits[:, :-1][keep], t_logits[:, :-1][keep]
+
+    def view_labels(self, batch):
+        labels = batch.labels[LABELS][:, 1:]
+        return labels[labels != IGNORE]
+
+    def units(self, batch, keep=None) -> int:
+        targets = self._targets(batch)
+        return int((targets if keep is None else targets & keep.unsqueeze(-1)).sum())
+
+    def drop_rows(self, batch, drop) -> dict:
+        return {LABELS: batch.labels[LABELS].masked_fill(drop.unsqueeze(-1), IGNORE)}
+
+    def reduce(self, logits, batch):
+        """(B, L-1, 2): each position's negative log-likelihood of the next token and whether it is the top-1, on
+        the logits' device (what leaves it is two numbers a token, not the vocabulary)."""
+        labels = batch.labels[LABELS][:, 1:]
+        z = logits[:, :-1].float()
+        nll = -z.log_softmax(-1).gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+        return torch.stack([nll, (z.argmax(-1) == labels).float()], dim=-1)
+
+    def metric(self, names, examples) -> Metric:
+        return LMMetric()
+
+
+register(CausalLM())

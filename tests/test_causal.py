@@ -1,0 +1,234 @@
+"""Causal LMs: every divergence against hand-computed values (and the JSD's continuity in beta), prompt masking, the
+metric reduced on the device, runs of both data forms on a tiny Llama through the command line, and the bad inputs
+(GGUF files included)."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from brewcli.cli import app
+from brewcli.losses import KD_LOSSES
+from tests.conftest import WORDS, make_tokenizer
+
+runner = CliRunner()
+
+
+def make_lm_teacher(path: Path, layers: int = 4) -> Path:
+    import transformers
+
+    tok = make_tokenizer()
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=48,
+                                      num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                                      max_position_embeddings=64, pad_token_id=0, tie_word_embeddings=False)
+    transformers.LlamaForCausalLM(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def text_rows(n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    return [{"text": " ".join(rng.choice(WORDS) for _ in range(rng.randint(6, 14)))} for _ in range(n)]
+
+
+def prompt_rows(n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    return [{"prompt": " ".join(rng.sample(WORDS, 4)), "completion": " ".join(rng.sample(WORDS, 3))} for _ in range(n)]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def brew(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+# ---- divergences
+
+P_T, P_S = torch.tensor([[0.7, 0.2, 0.1]]), torch.tensor([[0.2, 0.5, 0.3]])
+
+
+def kl(p, q):
+    return float((p * (p / q).log()).sum())
+
+
+def loss(name, p_s=P_S, p_t=P_T, **kw):
+    return float(KD_LOSSES.get(name)(p_s.log(), p_t.log(), 1.0, **kw))
+
+
+def test_divergences_by_hand():
+    assert loss("kl") == pytest.approx(kl(P_T, P_S), rel=1e-5)
+    assert loss("reverse_kl") == pytest.approx(kl(P_S, P_T), rel=1e-5)
+    assert loss("tvd") == pytest.approx(0.5 * (0.5 + 0.3 + 0.2), rel=1e-5)
+    m = 0.25 * P_T + 0.75 * P_S
+    assert loss("jsd", jsd_beta=0.25) == pytest.approx((0.25 * kl(P_T, m) + 0.75 * kl(P_S, m)) / (0.25 * 0.75),
+                                                       rel=1e-5)
+    skew = 0.1 * P_T + 0.9 * P_S
+    assert loss("skew_kl", skew_alpha=0.1) == pytest.approx(kl(P_T, skew), rel=1e-5)
+
+
+@pytest.mark.parametrize("name, kw", [("kl", {}), ("reverse_kl", {}), ("tvd", {}), ("jsd", {"jsd_beta": 0.0}),
+                                      ("jsd", {"jsd_beta": 0.5}), ("jsd", {"jsd_beta": 1.0}),
+                                      ("skew_kl", {"skew_alpha": 0.1})])
+def test_divergences_vanish_on_identical_distributions(name, kw):
+    z = torch.randn(5, 11)
+    assert float(KD_LOSSES.get(name)(z, z.clone(), 2.0, **kw).abs().max()) < 1e-5
+
+
+def test_jsd_is_continuous_in_beta_and_meets_both_kls():
+    at = lambda b: loss("jsd", jsd_beta=b)  # noqa: E731
+    assert at(0.0) == pytest.approx(kl(P_T, P_S), rel=1e-5) and at(1.0) == pytest.approx(kl(P_S, P_T), rel=1e-5)
+    assert at(1e-4) == pytest.approx(at(0.0), rel=1e-3) and at(1 - 1e-4) == pytest.approx(at(1.0), rel=1e-3)
+    values = [at(b / 100) for b in range(101)]
+    assert max(abs(a - b) for a, b in zip(values, values[1:])) < 0.05  # no jump anywhere
+
+
+def test_jsd_gradient_is_finite_at_the_ends():
+    z = torch.randn(3, 7, requires_grad=True)
+    for b in (0.0, 1e-6, 0.5, 1 - 1e-6, 1.0):
+        z.grad = None
+        KD_LOSSES.get("jsd")(z, torch.randn(3, 7), 1.0, jsd_beta=b).sum().backward()
+        assert torch.isfinite(z.grad).all()
+
+
+# ---- data and metric
+
+def _recipe(tmp_path, **changes) -> Path:
+    files = {"train": write_jsonl(tmp_path / "train.jsonl", text_rows(40, 1)),
+             "test": write_jsonl(tmp_path / "test.jsonl", text_rows(10, 2))}
+    recipe = {"task": {"name": "causal-lm"}, "teacher": str(make_lm_teacher(tmp_path / "teacher")),
+              "student": {"init": "teacher-layers", "config": {"num_hidden_layers": 2}},
+              "data": {"files": files, "eval_fraction": 0.2, "max_length": 16},
+              "distill": {"kd_loss": "kl", "temperature": 1, "hard_label_weight": 0.5},
+              "train": {"output_dir": str(tmp_path / "out"), "epochs": 2, "batch_size": 4, "lr": 1e-3}}
+    for key, value in changes.items():
+        section, _, field = key.partition("__")
+        if field:
+            recipe[section][field] = value
+        else:
+            recipe[section] = value
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def test_prompt_tokens_are_not_targets(tmp_path):
+    from brewcli.data import loader
+    from brewcli.plan import build_plan
+    from brewcli.recipe import load_recipe
+
+    rows = prompt_rows(12, 1)
+    files = {"train": write_jsonl(tmp_path / "pc.jsonl", rows)}
+    path = _recipe(tmp_path, task={"name": "causal-lm", "prompt": "prompt", "completion": "completion"},
+                   data={"files": files, "max_length": 32})
+    plan = build_plan(load_recipe(path))
+    tok, task = plan.tokenizer, plan.task
+    batch = next(iter(loader(plan.encoded["train"], task.collate(tok), 4)))
+    for i, row in enumerate(rows[:4]):
+        prompt = len(tok(row["prompt"])["input_ids"]) - 1  # [CLS] + words (the [SEP] closes no prompt here)
+        labels = batch.labels["labels"][i]
+        answer = tok(row["completion"], add_special_tokens=False)["input_ids"]
+        assert (labels[:prompt] == -100).all()
+        assert labels[prompt:prompt + len(answer)].tolist() == answer
+    # what KD and the hard-label loss average over: the completion tokens (and the end token), nothing else
+    assert task.units(batch) == int((batch.labels["labels"][:, 1:] != -100).sum())
+    s = torch.randn(*batch.labels["labels"].shape, 7)
+    zs, zt = task.views(s, s, batch)
+    assert zs.shape == (task.units(batch), 7)
+
+
+def test_lm_metric_reduces_on_the_device_to_two_numbers_a_token():
+    from brewcli.batch import Batch
+    from brewcli.tasks import TASKS
+
+    task = TASKS.get("causal-lm")
+    logits = torch.log(torch.tensor([[[0.5, 0.25, 0.25], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]]]))
+    batch = Batch({"attention_mask": torch.ones(1, 3)}, {"labels": torch.tensor([[0, 0, 1]])}, torch.tensor([0]))
+    reduced = task.reduce(logits, batch)
+    assert reduced.shape == (1, 2, 2)
+    metric = task.metric(None, None)
+    metric.update(reduced, batch)
+    got = metric.compute()
+    nll = -(math.log(0.5) + math.log(0.8)) / 2  # position t predicts token t+1: 0 from row 0, 1 from row 1
+    assert got["nll"] == pytest.approx(nll, rel=1e-5) and got["perplexity"] == pytest.approx(math.exp(nll), rel=1e-5)
+    assert got["accuracy"] == 1.0
+
+
+@pytest.mark.parametrize("form", ["windows", "prompts"])
+def test_distill_and_eval_a_decoder(form, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    changes = {}
+    if form == "prompts":
+        files = {"train": write_jsonl(tmp_path / "pc-train.jsonl", prompt_rows(40, 1)),
+                 "test": write_jsonl(tmp_path / "pc-test.jsonl", prompt_rows(8, 2))}
+        changes = {"task": {"name": "causal-lm", "prompt": "prompt", "completion": "completion"},
+                   "data": {"files": files, "eval_fraction": 0.2, "max_length": 24}}
+    path = _recipe(tmp_path, **changes)
+    r = brew("distill", path, "--dry-run")
+    assert r.exit_code == 0, r.output
+    flat = " ".join(r.output.split())
+    assert "teacher cache off" in flat or "teacher runs live" in flat or "kl on next-token" in flat, r.output
+    r = brew("distill", path, "distill.kd_loss=jsd", "distill.jsd_beta=0.3")
+    assert r.exit_code == 0, r.output
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert set(metrics["student"]) >= {"perplexity", "nll", "accuracy"} and metrics["student"]["perplexity"] > 1
+    assert "retained_pct" in metrics and metrics["teacher"]["perplexity"] > 1
+    r = brew("eval", "out", "--json")
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert report["student"]["perplexity"] == pytest.approx(metrics["student"]["perplexity"], rel=1e-4)
+    from transformers import AutoModelForCausalLM
+
+    assert type(AutoModelForCausalLM.from_pretrained(tmp_path / "out")).__name__ == "LlamaForCausalLM"
+
+
+def _gguf(path: Path, arch: str) -> Path:
+    import gguf
+
+    w = gguf.GGUFWriter(str(path), arch)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+@pytest.mark.parametrize("changes, needles", [
+    ({"distill__jsd_beta": 1.5}, ["distill.jsd_beta", "1"]),
+    ({"distill__kd_loss": "mse"}, ["distill.kd_loss", "kl, reverse_kl, jsd"]),
+    ({"task": {"name": "causal-lm", "prompt": "prompt"}}, ["task.completion", "is not set"]),
+    ({"task": {"name": "causal-lm", "prompt": "prompt", "completion": "answer"}}, ["task.completion", "'answer'"]),
+    ({"distill__teacher_cache": "disk"}, ["distill.teacher_cache", "vocabulary-wide"]),
+    ({"teacher": {"model": "GGUF", "gguf_file": "missing.gguf"}}, ["teacher.gguf_file", "missing.gguf",
+                                                                    "model.gguf"]),
+    ({"teacher": {"model": "GGUF", "gguf_file": "notes.gguf"}}, ["teacher.gguf_file", "not a GGUF model file"]),
+    ({"teacher": {"model": "GGUF", "gguf_file": "bert.gguf"}}, ["teacher.gguf_file", "'bert' model, not a decoder"]),
+])
+def test_bad_causal_recipes_fail_before_weights_load(changes, needles, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "gguf"
+    folder.mkdir()
+    _gguf(folder / "model.gguf", "llama")
+    _gguf(folder / "bert.gguf", "bert")
+    (folder / "notes.gguf").write_text("not a model")
+    if "teacher" in changes:
+        changes = {"teacher": {**changes["teacher"], "model": str(folder)}}
+    if "task" in changes:
+        files = {"train": write_jsonl(tmp_path / "pc.jsonl", [{"prompt": "alice", "completion": "bob"}] * 8)}
+        changes = {**changes, "data": {"files": files, "max_length": 16}}
+    path = _recipe(tmp_path, **changes)
+    r = brew("distill", path, "--dry-run")
+    flat = " ".join(r.output.split())
+    assert r.exit_code == 2 and all(n in flat for n in needles), r.output
