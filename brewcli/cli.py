@@ -186,6 +186,11 @@ def eval_(checkpoint: str = typer.Argument(..., help="a brew output folder, best
         console.print(f"the {exported['precision']} export against its PyTorch student: {task.main_of(report['student'])} "
                       f"{report['pytorch_delta']:+.4f}{faster}")
     console.print(speed_note(report))
+    for sample in report.get("samples", []):
+        console.print(f"{sample['prompt']} ...", soft_wrap=True, markup=False)
+        for who in ("teacher", "student"):
+            if who in sample:
+                console.print(f"  {who}: ...{sample[who]}", soft_wrap=True, markup=False)
     if report.get("stages"):
         from brewcli.stages import stages_line
 

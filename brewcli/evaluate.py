@@ -344,6 +344,11 @@ def evaluate_checkpoint(path: str, data_file: str | None = None, split: str | No
     student, teacher, each, timings, scored = score_against(task, ds, names, me, teachers, ensemble_mix(run.recipe),
                                                             batch_size, acc, also)
     out = report(task, split, len(ds), student, teacher, run.teacher_ref, device, each, timings, scored.get("pytorch"))
+    if run.export is None:
+        shown = {"teacher": teachers[0].model} if teachers else {}
+        samples = task.samples({**shown, "student": me.model}, tokenizer, ds)
+        if samples:
+            out["samples"] = samples
     stages = run.stages()
     extra = {"export": {k: run.export.get(k) for k in ("precision", "per_channel", "opset", "max_difference")}} \
         if run.export is not None else {}

@@ -189,6 +189,8 @@ def test_distill_and_eval_a_decoder(form, tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     report = json.loads(r.stdout)
     assert report["student"]["perplexity"] == pytest.approx(metrics["student"]["perplexity"], rel=1e-4)
+    assert len(report["samples"]) == 3 and all(isinstance(x["teacher"], str) and isinstance(x["student"], str)
+                                                for x in report["samples"])  # continuations of the first texts
     from transformers import AutoModelForCausalLM
 
     assert type(AutoModelForCausalLM.from_pretrained(tmp_path / "out")).__name__ == "LlamaForCausalLM"

@@ -241,9 +241,11 @@ def test_shipped_recipes_resolve_to_the_repository_root():
     assert teacher.student.model == str(ROOT / "data/all-MiniLM-L6-v2")
     for recipe in sorted((ROOT / "recipes").rglob("distill-*.yaml")):
         r = load_recipe(recipe)
-        assert r.teacher.model == str(ROOT / "runs" / f"{recipe.parent.name}-teacher"), recipe
+        teacher = {"bbc-embed": "data/all-MiniLM-L6-v2", "lm": "data/smollm2"}.get(recipe.parent.name,  # pretrained
+                                                                                   f"runs/{recipe.parent.name}-teacher")
+        assert r.teacher.model == str(ROOT / teacher), recipe
         assert r.train.output_dir == str(ROOT / "runs" / f"{recipe.parent.name}-{recipe.stem[len('distill-'):]}")
-        data = {"bbc-titles": "bbc"}.get(recipe.parent.name, recipe.parent.name)  # the headlines of the BBC set
+        data = {"bbc-titles": "bbc", "lm": "bbc"}.get(recipe.parent.name, recipe.parent.name)  # the BBC set's text
         assert all(Path(f).parent == ROOT / "data" / data for f in r.data.files.values())
 
 

@@ -55,12 +55,54 @@ TITLES = ("distill-T4-tiny", "distill-T4-tiny-augment", "teacher")  # recipes/bb
 def test_every_recipe_is_covered():
     found = [p.relative_to(ROOT / "recipes").as_posix() for p in RECIPES]
     bigru = ("distill-BiGRU", "train-BiGRU")
-    assert [p for p in found if p not in GENERAL] == [
+    assert [p for p in found if p not in GENERAL | set(PRETRAINED)] == [
         f"{s}/{r}.yaml" for s in ("bbc", "bbc-multilabel", "bbc-qa", "bbc-titles", "wnut16")
         for r in sorted(TITLES if s == "bbc-titles" else
                         ("distill-T3", "distill-T4-tiny", "teacher") + (bigru if s in ("bbc", "wnut16") else ()),
                         key=lambda r: f"{r}.yaml")]
-    assert GENERAL <= set(found)
+    assert GENERAL <= set(found) and set(PRETRAINED) <= set(found)
+
+
+PRETRAINED = ("bbc-embed/distill-T3.yaml", "lm/distill-smollm2-L15.yaml")  # teachers used as they come
+
+
+def test_sentence_embedding_recipe_dry_run(workdir, monkeypatch):
+    """The BBC headline/article recipe on prepare_embedding.py's rows (the Lee pairs, which need gensim's wheel, are
+    brew eval's, not the recipe's); the teacher's sentence-transformers pooling read from its folder."""
+    from tests.test_tasks import write_jsonl
+
+    title_body = runpy.run_path(str(ROOT / "scripts" / "prepare_embedding.py"))["title_body"]
+    for split in ("train", "test"):
+        rows = [title_body(json.loads(line)) for line in (workdir / f"data/bbc/{split}.jsonl").read_text().splitlines()]
+        assert all(r["body"] and not r["body"].startswith(r["title"]) for r in rows)
+        (workdir / "data/bbc-embed").mkdir(exist_ok=True)
+        write_jsonl(workdir / f"data/bbc-embed/{split}.jsonl", rows)
+    monkeypatch.chdir(workdir)
+    r = runner.invoke(app, ["distill", "recipes/bbc-embed/distill-T3.yaml", "--dry-run"])
+    assert r.exit_code == 0, r.output
+    flat = " ".join(r.output.split())
+    assert "train 1602, eval 179, test 444 rows -> train 3204, eval 358, test 888" in flat
+    assert "mean pooling, normalised" in flat and "cosine on pooled sentence vectors" in flat
+
+
+def test_causal_lm_recipe_dry_run(workdir, monkeypatch, tmp_path):
+    """The SmolLM2 recipe with a tiny 30-layer Llama (MiniLM's tokenizer) in place of the GGUF teacher (the real one is a 93 MB package
+    that lm_check.sh installs): its layer list, windows and terms plan."""
+    import transformers
+
+    tok = transformers.AutoTokenizer.from_pretrained(workdir / "data/all-MiniLM-L6-v2")  # reads English
+    config = transformers.LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=24, num_hidden_layers=30,
+                                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
+                                      pad_token_id=0)
+    transformers.LlamaForCausalLM(config).save_pretrained(tmp_path / "tiny")
+    tok.save_pretrained(tmp_path / "tiny")
+    monkeypatch.chdir(workdir)
+    r = runner.invoke(app, ["distill", "recipes/lm/distill-smollm2-L15.yaml", "--dry-run",
+                            f"teacher.model={tmp_path / 'tiny'}", "teacher.gguf_file=null"])
+    assert r.exit_code == 0, r.output
+    flat = " ".join(r.output.split())
+    assert "teacher layers [0, 1, 2, 3, 4, 5, 21, 22, 23, 24, 25, 26, 27, 28, 29]" in flat and "15 layers" in flat
+    assert "train 300, eval 90, test 120 rows" in flat and "teacher runs live" in flat
 
 
 @pytest.mark.parametrize("name", TITLES)

@@ -201,6 +201,10 @@ class Task:
         """The metric a report compares on (a task whose splits hold different things picks from what was scored)."""
         return self.main_metric
 
+    def samples(self, models: dict, tokenizer, ds) -> list[dict]:
+        """Examples of what the models produce, for `brew eval` to show (a causal LM: continuations of prompts)."""
+        return []
+
     def publish(self, folder, config) -> None:
         """Write the task's own files beside the final student's (sentence embeddings: sentence-transformers')."""
 

