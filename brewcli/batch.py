@@ -75,7 +75,8 @@ def run_model(model, inputs: dict[str, Tensor], needs: Needs, task, labels: dict
     with projections(model, needs) as hooked:
         out = model(**inputs, **(labels if needs.loss and labels else {}), output_hidden_states=bool(needs.hidden),
                     output_attentions=bool(needs.attention))
-    f = Features(mask=inputs["attention_mask"], logits=task.logits(out, inputs["attention_mask"]) if needs.logits else None,
+    mask = inputs["attention_mask"]
+    f = Features(mask=mask, logits=task.logits(out, mask) if needs.logits else None,
                  loss=out.loss if needs.loss else None)
     for i in needs.hidden:
         f.put("hidden", i, out.hidden_states[i])

@@ -177,15 +177,19 @@ def eval_(checkpoint: str = typer.Argument(..., help="a brew output folder, best
                                                ("latency_ms", "ms/example"), ("throughput", "examples/s")]
     console.print(results_table(f"{report['checkpoint']} on {report['split']} ({report['rows']} rows, "
                                 f"{report['device']})", rows, cols))
+    main = task.main_of(report["student"])
     if "retained_pct" in report:
         faster = f", {report['speedup']}x faster at batch 1" if "speedup" in report else ""
-        console.print(f"student keeps [bold]{report['retained_pct']}%[/bold] of the teacher's {task.main_of(report['student'])} "
+        console.print(f"student keeps [bold]{report['retained_pct']}%[/bold] of the teacher's {main} "
                       f"with {report['size_ratio']:.0%} of its parameters{faster}")
     if "pytorch" in report:
         faster = f", {report['speedup_vs_pytorch']}x as fast at batch 1" if report.get("speedup_vs_pytorch") else ""
-        console.print(f"the {exported['precision']} export against its PyTorch student: {task.main_of(report['student'])} "
+        console.print(f"the {exported['precision']} export against its PyTorch student: {main} "
                       f"{report['pytorch_delta']:+.4f}{faster}")
     console.print(speed_note(report))
+    if "teacher_agreement" in report["student"]:
+        console.print(f"teacher agreement ({task.agreement_is}): {report['student']['teacher_agreement']:.4f}",
+                      markup=False)
     for sample in report.get("samples", []):
         console.print(f"{sample['prompt']} ...", soft_wrap=True, markup=False)
         for who in ("teacher", "student"):

@@ -140,6 +140,28 @@ def speedup(student: dict[str, list[float]], teacher: dict[str, list[float]]) ->
     return {"speedup": round(statistics.median(ratios), 2), "speedup_spread_pct": spread_pct(ratios)}
 
 
+@torch.no_grad()
+def teacher_agreement(task, student, teacher, encoded, collate, batch_size: int, acc=None) -> float | None:
+    """How far the student agrees with its teacher on a split, as the task measures it (Task.agreement), the two
+    run side by side on each batch; None where the task does not measure it."""
+    device, total, count = _device(acc), 0.0, 0
+    for batch in data_mod.loader(_shard(encoded, acc), collate, batch_size):
+        moved = batch.to(device)
+        with acc.autocast() if acc is not None else nullcontext():
+            zs = task.logits(student(**moved.inputs), moved.mask)
+            zt = task.logits(teacher(**moved.inputs), moved.mask)
+        got = task.agreement(zs.float(), zt.float(), moved)
+        if got is None:
+            return None
+        total, count = total + got[0], count + got[1]
+    if acc is not None and acc.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        parts = gather_object([(total, count)])
+        total, count = sum(p[0] for p in parts), sum(p[1] for p in parts)
+    return round(total / count, 4) if count else None
+
+
 def score(model, task, encoded, collate, batch_size: int, metric, acc=None, folder: Path | None = None) -> dict:
     """Metrics + parameter count + size on disk of one model on one split (its speed: `measure_speed`)."""
     metrics, _ = evaluate_model(model, task, encoded, collate, batch_size, metric, acc)
@@ -217,6 +239,11 @@ def score_against(task, ds, names, student: Scored, teachers: list[Scored], mix:
     doing("timing the student" + (" and the teacher, in turns" if compared else ""))
     others = {a.name: score(a.model, task, a.encoded, a.collate, batch_size, task.metric(names, ds), acc, a.folder)
               for a in also}
+    if len(teachers) == 1 and shared:
+        agreed = teacher_agreement(task, student.model, teachers[0].model, student.encoded, student.collate,
+                                   batch_size, acc)
+        if agreed is not None:
+            mine["teacher_agreement"] = agreed
     timings = time_against(Timed(student.model, student.encoded, student.collate), compared, inputs, acc,
                            {a.name: Timed(a.model, a.encoded, a.collate) for a in also})
     return mine, teacher, each, timings, others

@@ -125,6 +125,7 @@ def publish(stages: list[Stage], plans: list, results: list[dict]) -> dict:
             os.replace(tmp, top / f.name)
     if not (last / PROJECTIONS).exists():
         (top / PROJECTIONS).unlink(missing_ok=True)  # an earlier last stage's projections, not this student's
+    plans[-1].task.publish(top, plans[-1].student_config)  # the task's own files (sentence-transformers')
     report = {**results[-1], "stages": [_summary(st, plan, r) for st, plan, r in zip(stages, plans, results)]}
     tmp = top / "metrics.json.tmp"
     tmp.write_text(json.dumps(report, indent=2))

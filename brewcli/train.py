@@ -609,7 +609,8 @@ def finish(job: Job) -> dict:
         if not job.main:
             return {}
         rows = teacher_rows(teacher, each) + [("student" if teacher else "model", student)]
-        console.print(results_table(f"{split} split ({len(raw)} rows)", rows, [(m, m) for m in task.metrics if m in student]))
+        shown = [(m, m) for m in task.metrics if m in student]  # sentence embeddings: what the split could score
+        console.print(results_table(f"{split} split ({len(raw)} rows)", rows, shown))
         if "retained_pct" in result:
             console.print(f"student keeps [bold]{result['retained_pct']}%[/bold] of the teacher's {task.main_of(student)}")
     if not job.main:

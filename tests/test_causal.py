@@ -189,6 +189,7 @@ def test_distill_and_eval_a_decoder(form, tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     report = json.loads(r.stdout)
     assert report["student"]["perplexity"] == pytest.approx(metrics["student"]["perplexity"], rel=1e-4)
+    assert 0 <= report["student"]["teacher_agreement"] <= 1  # top-1 next tokens the same as the teacher's
     assert len(report["samples"]) == 3 and all(isinstance(x["teacher"], str) and isinstance(x["student"], str)
                                                 for x in report["samples"])  # continuations of the first texts
     from transformers import AutoModelForCausalLM

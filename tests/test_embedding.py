@@ -146,6 +146,7 @@ def test_distill_writes_a_sentence_transformers_folder(tmp_path, monkeypatch):
     assert load_file(out / "projections.safetensors")["kd.weight"].shape == (48, 32)
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"recall@1", "recall@10", "mrr"} <= set(metrics["student"]) and "retained_pct" in metrics
+    assert "teacher_agreement" not in metrics["student"]  # 32 against 48 wide: no cosine to the teacher
 
     texts = ["alice went to paris", "bob met carol in rome city"]
     st = SentenceTransformer(str(out), device="cpu").encode(texts, convert_to_tensor=True)
@@ -203,3 +204,12 @@ def test_bad_scores_and_no_teacher(tmp_path, monkeypatch):
     path.write_text(yaml.safe_dump(recipe))
     r = brew("train", path, "--dry-run")
     assert r.exit_code == 2 and "has no labels to fine-tune" in " ".join(r.output.split()), r.output
+
+
+def test_teacher_agreement_is_the_mean_cosine_at_one_width():
+    from brewcli.tasks import TASKS
+
+    task = TASKS.get("sentence-embedding")
+    s, t = torch.tensor([[1.0, 0.0], [1.0, 1.0]]), torch.tensor([[2.0, 0.0], [-1.0, -1.0]])
+    assert task.agreement(s, t, None) == (pytest.approx(0.0), 2)  # cosines 1 and -1
+    assert task.agreement(torch.ones(2, 3), t, None) is None  # a narrower student: its own space

@@ -121,3 +121,16 @@ def test_augment_check_smoke(tmp_path):
     for name in ("bbc-titles-T4-tiny", "bbc-titles-T4-tiny-augment", "bbc-titles-T4-tiny-long"):
         assert json.loads((runs / f"augment-check/{name}.json").read_text())["student"]["params"] > 0
     assert any((tmp_path / "cache/augment").iterdir())
+
+
+def test_embedding_check_smoke(tmp_path):
+    """embedding_check.sh in smoke mode: prepare_embedding.py's BBC headlines and bodies and gensim's Lee pairs (40 of
+    each), the T3 two steps, `brew eval --json` on the test split (retrieval) and on the Lee pairs (Spearman)."""
+    before = user_folders()
+    script("embedding_check.sh", smoke_dir=tmp_path)
+    assert user_folders() == before
+    runs = tmp_path / "runs"
+    assert set(json.loads((runs / "bbc-embed-T3-test.json").read_text())["student"]) >= {"recall@1", "mrr"}
+    lee = json.loads((runs / "bbc-embed-T3-lee.json").read_text())
+    assert lee["rows"] == 40 and {"spearman", "pearson"} <= set(lee["teacher"])
+    assert (runs / "bbc-embed-T3/modules.json").is_file()

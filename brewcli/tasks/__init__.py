@@ -65,6 +65,7 @@ class Task:
     tempered: bool = True  # KD at a temperature (sentence vectors are no distribution: no temperature)
     projects_logits: bool = False  # KD through a learned projection when student and teacher widths differ
     cacheable: bool = True  # the teacher cache can hold what KD reads (vocabulary-wide logits: not yet)
+    agreement_is: str = ""  # what Task.agreement measures, for the report
 
     @property
     def option_fields(self) -> dict:
@@ -200,6 +201,11 @@ class Task:
     def main_of(self, scores: dict) -> str:
         """The metric a report compares on (a task whose splits hold different things picks from what was scored)."""
         return self.main_metric
+
+    def agreement(self, s_logits, t_logits, batch) -> tuple[float, int] | None:
+        """(sum, count) of how far the student agrees with the teacher on a batch, for `teacher_agreement` in the
+        report (a causal LM: the same top-1 next token; sentence vectors: their cosine); None: not measured."""
+        return None
 
     def samples(self, models: dict, tokenizer, ds) -> list[dict]:
         """Examples of what the models produce, for `brew eval` to show (a causal LM: continuations of prompts)."""

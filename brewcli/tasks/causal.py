@@ -73,6 +73,7 @@ class CausalLM(General):
     skips_rows = True
     cross_tokenizer = False
     cacheable = False  # vocabulary-wide logits: the teacher runs live (no top-k cache yet)
+    agreement_is = "the share of target tokens where the student's top-1 next token is the teacher's"
     feature_unit = "windows"
 
     @property
@@ -91,9 +92,9 @@ class CausalLM(General):
         for key in ("prompt", "completion"):
             col = getattr(o, key)
             if col is None:
-                other = "completion" if key == "completion" else "prompt"
-                raise RecipeError(f"task.{key}", f"is not set, but task.{'prompt' if key == 'completion' else 'completion'}"
-                                  f" is: a row is a prompt and its completion", f"name the {other} column in task.{key}")
+                other = "prompt" if key == "completion" else "completion"
+                raise RecipeError(f"task.{key}", f"is not set, but task.{other} is: a row is a prompt and its completion",
+                                  f"name the {key} column in task.{key}")
             if col not in ds.column_names:
                 raise RecipeError(f"task.{key}", f"no column '{col}' in {where_file} (columns: "
                                   f"{', '.join(ds.column_names)})", did_you_mean(col, ds.column_names))
@@ -105,11 +106,7 @@ class CausalLM(General):
             col = getattr(self.options, key)
             for i, v in enumerate(ds[col]):
                 if not isinstance(v, str) or (key == "completion" and not v.strip()):
-                    what = "no text" if not isinstance(v, str) or not v.strip() else "no text"
-                    raise RecipeError(f"task.{key}", f"{where(i)} has {what} in column '{col}'", "fill in or drop the row")
-
-    def check_teacher(self, teacher_config, names) -> None:
-        pass
+                    raise RecipeError(f"task.{key}", f"{where(i)} has no text in column '{col}'", "fill in or drop the row")
 
     def sample_texts(self, ds, n: int = 200) -> list[str]:
         if not self.paired:
@@ -183,6 +180,10 @@ class CausalLM(General):
 
     def drop_rows(self, batch, drop) -> dict:
         return {LABELS: batch.labels[LABELS].masked_fill(drop.unsqueeze(-1), IGNORE)}
+
+    def agreement(self, s_logits, t_logits, batch) -> tuple[float, int]:
+        zs, zt = self.views(s_logits, t_logits, batch)
+        return float((zs.argmax(-1) == zt.argmax(-1)).sum()), zs.size(0)
 
     def reduce(self, logits, batch):
         """(B, L-1, 2): each position's negative log-likelihood of the next token and whether it is the top-1, on

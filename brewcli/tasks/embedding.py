@@ -153,7 +153,7 @@ class SentenceEmbedding(Task):
     has_labels = False  # nothing for a hard-label loss: the teacher's vectors are the only target
     tempered = False  # the vectors are no distribution: no temperature
     projects_logits = True  # a narrower student's vector is projected to the teacher's width for KD
-    text_keys = ("text",)
+    agreement_is = "the mean cosine of the student's vector to the teacher's, same width only"
 
     def main_of(self, scores: dict) -> str:
         return next((m for m in self.metrics if m in scores), self.metrics[0])
@@ -224,9 +224,6 @@ class SentenceEmbedding(Task):
                     raise RecipeError("task.score", f"{where(i)}: score {v!r} in column '{self.options.score}' is not "
                                       "a number", "give each pair a numeric similarity (e.g. 0 to 5)")
 
-    def check_teacher(self, teacher_config, names) -> None:
-        pass
-
     def describe(self, names) -> tuple[str, str]:
         o = self.options
         how = f"{o.pooling} pooling" + (", normalised" if o.normalize else "")
@@ -270,6 +267,11 @@ class SentenceEmbedding(Task):
         from brewcli.models.families import read_widths
 
         return read_widths(config).hidden
+
+    def agreement(self, s_logits, t_logits, batch) -> tuple[float, int] | None:
+        if s_logits.size(-1) != t_logits.size(-1):  # a narrower student: its own space, not the teacher's
+            return None
+        return float(torch.nn.functional.cosine_similarity(s_logits, t_logits, dim=-1).sum()), s_logits.size(0)
 
     def metric(self, names, examples) -> Metric:
         cols = examples.column_names
