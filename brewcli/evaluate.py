@@ -291,7 +291,7 @@ def report(task, split: str, rows: int, student: dict, teacher: dict | None = No
         if teachers:
             out["teachers"] = teachers
         main = task.main_of(student)
-        kept = retained_pct(main, student[main], teacher[main], task.lower_is_better)
+        kept = retained_pct(main, student.get(main), teacher.get(main), task.lower_is_better)
         if kept is not None:
             out["retained_pct"] = kept
         out["size_ratio"] = round(student["params"] / teacher["params"], 3)

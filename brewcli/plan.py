@@ -162,6 +162,7 @@ def _teachers(recipe: Recipe, task) -> list[PlannedTeacher]:
         config = load_config(t.model, key, t.revision, t.trust_remote_code)
         check_weights(t.model, key)
         side = PlannedTeacher(t.name, key, config, task.head, t.model, t.revision, t.trust_remote_code, spec=t)
+        side.check_serves(task)
         if _reads_teacher_logits(recipe) and not side.has_head():
             raise RecipeError(key, f"'{t.model}' has no {task.name} head (architectures: "
                               f"{', '.join(architectures(config) or ['none'])}), so its logits mean nothing",
@@ -310,6 +311,7 @@ def build_plan(recipe: Recipe, *, previous: Plan | None = None, dry_run: bool = 
                    s.trust_remote_code, arch_of(sc).name, tokenizer=tokenizer,
                    embeddings=_embeddings(s, teachers) if is_bigru(sc) and init == "random" else None)
     # ^ a later stage's s.model: the previous stage's output
+    student.check_serves(task)
     meta = _meta_student(student, s.config)
     params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     student.params = params(meta)

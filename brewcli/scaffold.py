@@ -416,6 +416,13 @@ def render(*, task: str, model: str, student: str | None, data: str, path: str, 
         body += "data:\n" + data_block(data, t, columns, max_length, files, augment=bool(student)) + "\n\n"
     if student:
         distill = DISTILL.format(kd_loss=t.kd_losses[0], task=task)
+        if not t.tempered:  # sentence vectors: no temperature
+            distill = "\n".join(line for line in distill.split("\n") if not line.startswith("  temperature:"))
+        if not t.cacheable:  # vocabulary-wide logits: the teacher runs live
+            distill = distill.replace("teacher_cache: auto             # store what the losses read from the teacher "
+                                      "once (~/.cache/brew); off to run it live",
+                                      "teacher_cache: auto             # vocabulary-wide logits are not cached yet: "
+                                      "the teacher runs live")
         if stages:  # the stages choose the matches
             distill = distill[: distill.index("  matches:")] + distill[distill.index("  teacher_cache:"):]
         body += distill + "\n"

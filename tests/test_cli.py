@@ -86,8 +86,8 @@ def test_init_asks_for_what_the_flags_leave_out(tmp_path, teacher_dir, data_file
     answers = "\n".join(["asked.yaml", data_files["train"], "regression", str(teacher_dir), "T4-tiny"]) + "\n"
     r = runner.invoke(app, ["init"], input=answers)
     assert r.exit_code == 0, r.output
-    assert "Task (classification, regression, multi-label, token-classification, question-answering, general)" \
-        in r.output and "Student preset" in r.output
+    assert "Task (classification, regression, multi-label, token-classification, question-answering, general, " \
+        "sentence-embedding, causal-lm)" in " ".join(r.output.split()) and "Student preset" in r.output
     text = (tmp_path / "asked.yaml").read_text()
     assert "task: regression" in text and "auto: mse for regression" in text and "preset: T4-tiny" in text
     assert "Task (classification, " in r.output and "[classification]" in r.output  # proposed from the data

@@ -26,6 +26,9 @@ class Arch(Protocol):
     def head_name(self, head: str) -> str:
         """What the head is called in this arch, for the plan (hf: its class, ForSequenceClassification)."""
 
+    def serves(self, config, head: str) -> bool:
+        """A model of this config can be built with this head at all (a causal-LM head needs a decoder family)."""
+
     def build(self, config, head: str, attention: str | None = None):
         """A new model with random weights."""
 
@@ -70,13 +73,20 @@ class HFArch:
     def head_name(self, head: str) -> str:
         return self.classes[head].removeprefix("AutoModel") or "AutoModel"
 
+    def serves(self, config, head: str) -> bool:
+        if head != "lm":
+            return True
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+        return getattr(config, "model_type", None) in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
     def has_head(self, config, head: str) -> bool:
         from brewcli.models.hf import architectures
 
         if head == "none":
             return True
-        suffix = self.head_name(head)  # e.g. ForSequenceClassification
-        return any(a.endswith(suffix) for a in architectures(config))
+        suffixes = (self.head_name(head),) + (("LMHeadModel",) if head == "lm" else ())  # GPT2LMHeadModel
+        return any(a.endswith(suffixes) for a in architectures(config))
 
     def build(self, config, head, attention=None):
         from brewcli.models.hf import from_config

@@ -143,7 +143,12 @@ class BiGRUArch(HFArch):
     def head_name(self, head: str) -> str:
         from brewcli.models.bigru_modeling import HEADS
 
-        return HEADS[head].__name__.removeprefix("BrewBiGRU")
+        return HEADS[head].__name__.removeprefix("BrewBiGRU") if head in HEADS else f"no {head} head"
+
+    def serves(self, config, head: str) -> bool:
+        from brewcli.models.bigru_modeling import HEADS
+
+        return head in HEADS
 
     def has_head(self, config, head: str) -> bool:
         register()

@@ -45,6 +45,15 @@ class Side:
     def widths(self):
         return self.arch.widths(self.config)
 
+    def check_serves(self, task) -> None:
+        """A plan-time error naming this side's key when its model cannot take the task's head at all."""
+        if not self.arch.serves(self.config, self.head):
+            from brewcli.errors import RecipeError
+
+            raise RecipeError(self.key, f"a {getattr(self.config, 'model_type', self.arch_name)} model cannot take "
+                              f"task '{task.name}''s head ({self.arch.head_name(self.head)})",
+                              "use a decoder (GPT-2, Llama, Mistral, Qwen, ...)" if self.head == "lm" else None)
+
     def has_head(self) -> bool:
         return self.arch.has_head(self.config, self.head)
 
