@@ -94,15 +94,19 @@ def kd_mse(s: Tensor, t: Tensor, temperature: Tensor | float) -> Tensor:
     return ((s / tau - t / tau) ** 2).mean(-1)
 
 
+def _kl(log_p: Tensor, log_q: Tensor) -> Tensor:
+    return (log_p.exp() * (log_p - log_q)).sum(-1)
+
+
+def _log_mix(log_p: Tensor, log_q: Tensor, w: float) -> Tensor:
+    """log(w p + (1-w) q), from the two log-probabilities, for 0 < w < 1."""
+    return torch.logsumexp(torch.stack([log_p + math.log(w), log_q + math.log(1 - w)]), dim=0)
+
+
 @_kd("reverse_kl", "KL(student || teacher) of the softened distributions (mode-seeking; MiniLLM, GKD)", "softmax")
 def kd_reverse_kl(s: Tensor, t: Tensor, temperature: Tensor | float) -> Tensor:
     tau = _t(temperature, s)
-    log_ps = F.log_softmax(s / tau, dim=-1)
-    return (log_ps.exp() * (log_ps - F.log_softmax(t / tau, dim=-1))).sum(-1)
-
-
-def _kl(log_p: Tensor, log_q: Tensor) -> Tensor:
-    return (log_p.exp() * (log_p - log_q)).sum(-1)
+    return _kl(F.log_softmax(s / tau, dim=-1), F.log_softmax(t / tau, dim=-1))
 
 
 @_kd("jsd", "generalized JSD at distill.jsd_beta, scaled by 1/(b(1-b)): forward KL at b=0, reverse KL at b=1, "
@@ -117,7 +121,7 @@ def kd_jsd(s: Tensor, t: Tensor, temperature: Tensor | float, jsd_beta: float = 
         return _kl(log_pt, log_ps)
     if b >= 1:
         return _kl(log_ps, log_pt)
-    log_m = torch.logsumexp(torch.stack([log_pt + math.log(b), log_ps + math.log(1 - b)]), dim=0)
+    log_m = _log_mix(log_pt, log_ps, b)
     return (b * _kl(log_pt, log_m) + (1 - b) * _kl(log_ps, log_m)) / (b * (1 - b))
 
 
@@ -137,8 +141,7 @@ def kd_skew_kl(s: Tensor, t: Tensor, temperature: Tensor | float, skew_alpha: fl
         return _kl(log_pt, log_ps)
     if a >= 1:
         return log_pt.new_zeros(log_pt.shape[:-1])
-    log_mix = torch.logsumexp(torch.stack([log_pt + math.log(a), log_ps + math.log(1 - a)]), dim=0)
-    return _kl(log_pt, log_mix)
+    return _kl(log_pt, _log_mix(log_pt, log_ps, a))
 
 
 @_kd("cosine", "1 - cos(zS, zT) per row, no temperature (sentence embeddings)", None)
