@@ -85,6 +85,11 @@ def base_recipe(teacher_dir, data_files, out, **changes) -> dict:
         "distill": {"temperature": 2, "matches": [{"preset": "uniform", "feature": "hidden", "loss": "hidden_mse"}]},
         "train": {"output_dir": str(out), "epochs": 2, "batch_size": 8, "lr": 1e-3, "log_every": 2},
     }
+    return apply_changes(recipe, changes)
+
+
+def apply_changes(recipe: dict, changes: dict) -> dict:
+    """`section__field=value` sets one field of a recipe dict; `section=value` replaces the section."""
     for key, value in changes.items():
         section, _, field = key.partition("__")
         if field:

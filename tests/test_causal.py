@@ -12,13 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from typer.testing import CliRunner
 
-from brewcli.cli import app
 from brewcli.losses import KD_LOSSES
-from tests.conftest import WORDS, make_tokenizer
+from tests.conftest import WORDS, apply_changes, make_tokenizer
+from tests.test_tasks import brew, write_jsonl
 
-runner = CliRunner()
 
 
 def make_lm_teacher(path: Path, layers: int = 4) -> Path:
@@ -42,17 +40,6 @@ def text_rows(n: int, seed: int) -> list[dict]:
 def prompt_rows(n: int, seed: int) -> list[dict]:
     rng = random.Random(seed)
     return [{"prompt": " ".join(rng.sample(WORDS, 4)), "completion": " ".join(rng.sample(WORDS, 3))} for _ in range(n)]
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> str:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
-
-
-def brew(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    assert "Traceback" not in result.output, result.output
-    return result
 
 
 # ---- divergences
@@ -113,12 +100,7 @@ def _recipe(tmp_path, **changes) -> Path:
               "data": {"files": files, "eval_fraction": 0.2, "max_length": 16},
               "distill": {"kd_loss": "kl", "temperature": 1, "hard_label_weight": 0.5},
               "train": {"output_dir": str(tmp_path / "out"), "epochs": 2, "batch_size": 4, "lr": 1e-3}}
-    for key, value in changes.items():
-        section, _, field = key.partition("__")
-        if field:
-            recipe[section][field] = value
-        else:
-            recipe[section] = value
+    apply_changes(recipe, changes)
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     return path

@@ -11,15 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from typer.testing import CliRunner
 
 from brewcli.batch import Batch
-from brewcli.cli import app
 from brewcli.losses import KD_LOSSES
 from brewcli.tasks.embedding import EmbeddingMetric, pool, sentence_config
-from tests.conftest import WORDS, make_model_dir
+from tests.conftest import WORDS, apply_changes, make_model_dir
+from tests.test_tasks import brew, write_jsonl
 
-runner = CliRunner()
 
 
 def make_sentence_teacher(path: Path, pooling: str = "mean", normalize: bool = True, hidden: int = 32) -> Path:
@@ -46,17 +44,6 @@ def pair_rows(n: int, seed: int) -> list[dict]:
         key = rng.sample(WORDS, 3)
         rows.append({"title": " ".join(key), "body": " ".join(key + rng.sample(WORDS, 4))})
     return rows
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> str:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
-
-
-def brew(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    assert "Traceback" not in result.output, result.output
-    return result
 
 
 def test_pooling_by_hand():
@@ -115,9 +102,7 @@ def _recipe(tmp_path, teacher, **changes) -> Path:
               "data": {"files": files, "eval_fraction": 0.25, "max_length": 32},
               "distill": {"kd_loss": "cosine"},
               "train": {"output_dir": str(tmp_path / "out"), "epochs": 2, "batch_size": 8, "lr": 1e-3}}
-    for key, value in changes.items():
-        section, _, field = key.partition("__")
-        recipe[section][field] = value
+    apply_changes(recipe, changes)
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     return path
