@@ -23,6 +23,7 @@ from pathlib import Path
 from brewcli.errors import BrewError, RecipeError
 from brewcli.lazy import np
 from brewcli.models.hf import TOKENIZER_FILES as MODEL_TOKENIZER_FILES
+from brewcli.topk import TopK
 
 FORMAT = 1
 DTYPES = {"fp16": "float16", "fp32": "float32"}
@@ -70,6 +71,7 @@ class Layout:
     name: str  # logits, or a feature's name (features.feature_name: hidden.K, attention.K, q.K, ...)
     kind: str
     width: int
+    dtype: str | None = None  # numpy's name, where not the entry's (a top-k target holds token ids: float32)
 
     def elements(self, lengths):
         n = lengths.astype(np.int64)
@@ -79,12 +81,15 @@ class Layout:
         return {"seq": (self.width,), "tok": (length, self.width), "att": (self.width, length, length)}[self.kind]
 
 
-def layouts(needs, task, teacher_config) -> list[Layout]:
+def layouts(needs, task, teacher_config, top_k=None) -> list[Layout]:
     from brewcli.models.families import read_widths
     from brewcli.models.features import FEATURE_KINDS, feature_name
 
     w = read_widths(teacher_config)
-    out = [Layout("logits", "tok" if task.per_token else "seq", task.logit_width(teacher_config))] if needs.logits else []
+    kind = "tok" if task.per_token else "seq"
+    logits = Layout("logits", kind, top_k.width, "float32") if top_k else \
+        Layout("logits", kind, task.logit_width(teacher_config))
+    out = [logits] if needs.logits else []
     for kind, layer in needs.keys():
         k = FEATURE_KINDS.get(kind)
         out.append(Layout(feature_name(kind, layer), k.layout, k.width(w)))
@@ -211,7 +216,7 @@ class CachePlan:
         where = "in memory" if self.mode == "memory" else str(self.path)
         state = "hit: the teacher does not run during training" if self.hit else \
             "miss: filled by one teacher pass before training"
-        feats = ", ".join(lay.name for lay in self.layouts)
+        feats = ", ".join(lay.name + (f" ({lay.dtype}: top-k ids)" if lay.dtype else "") for lay in self.layouts)
         return f"{self.mode} ({state}); {feats}; {human(self.bytes, 'B')} {self.dtype}; {where}"
 
 
@@ -231,12 +236,14 @@ def plan_cache(plan, teacher, needs, teacher_inputs: list[str]) -> tuple[CachePl
     mode = d.teacher_cache
     if mode == "off" or needs is None or needs == type(needs)():
         return None, None
-    if needs.logits and not plan.task.cacheable:
-        why = (f"task '{plan.task.name}''s KD reads vocabulary-wide logits, which the teacher cache does not store yet "
-               "(a top-k cache is planned)")
+    top_k = TopK.of(d)
+    if needs.logits and plan.task.vocabulary_wide and top_k is None:
+        why = (f"task '{plan.task.name}''s KD reads vocabulary-wide logits, which the teacher cache stores only as "
+               "the teacher's top k tokens")
         if mode == "auto":
-            return None, f"teacher cache off: {why}; the teacher runs live"
-        raise RecipeError("distill.teacher_cache", f"is {mode}, but {why}", "set distill.teacher_cache: auto or off")
+            return None, f"teacher cache off: {why} (distill.top_k); the teacher runs live"
+        raise RecipeError("distill.teacher_cache", f"is {mode}, but {why}",
+                          "set distill.top_k (e.g. 64) to cache those, or distill.teacher_cache: auto or off")
     root = Path(d.cache_dir).expanduser() if d.cache_dir else default_root()
     setting = root_key(r)
     if mode == "memory":
@@ -249,12 +256,12 @@ def plan_cache(plan, teacher, needs, teacher_inputs: list[str]) -> tuple[CachePl
                 return None, f"teacher cache off: {root_ok} ({setting})"
             raise RecipeError(setting, root_ok, "set distill.cache_dir (or BREW_CACHE) to a folder you can write to, "
                               "or distill.teacher_cache: memory / off")
-    lays = layouts(needs, plan.task, teacher.config)
+    lays = layouts(needs, plan.task, teacher.config, top_k if needs.logits else None)
     encoded = teacher.encoded if teacher.encoded is not None else plan.encoded["train"]
     lengths = row_lengths(encoded)
-    itemsize = 2 if d.cache_dtype == "fp16" else 4
     scale = encoded.scale if getattr(encoded, "estimated", False) else 1  # a dry run's sample of a large corpus
-    size = int(sum(int(lay.elements(lengths).sum()) for lay in lays) * itemsize * scale)
+    size = int(sum(int(lay.elements(lengths).sum()) * np.dtype(lay.dtype or DTYPES[d.cache_dtype]).itemsize
+                   for lay in lays) * scale)
     identity = {
         "format": FORMAT,
         "teacher": teacher.spec.model,
@@ -268,6 +275,8 @@ def plan_cache(plan, teacher, needs, teacher_inputs: list[str]) -> tuple[CachePl
         "dtype": d.cache_dtype,
         "precision": r.train.precision,
     }
+    if top_k is not None and needs.logits:  # (only then: the keys of every other entry stay as they were)
+        identity.update(top_k=top_k.k, temperature=top_k.temperature)
     key = hashlib.blake2b(json.dumps(keyed(identity), sort_keys=True).encode(), digest_size=12).hexdigest()
     hit = mode != "memory" and keyed(manifest(root / key).get("identity")) == keyed(identity)
     cp = CachePlan("memory" if mode == "memory" else "disk", root, key, d.cache_dtype, lays, lengths, identity, size,

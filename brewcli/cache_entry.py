@@ -62,9 +62,8 @@ class Entry:
     @classmethod
     def allocate(cls, cp: CachePlan, folder: Path | None) -> Entry:
         e = cls(cp.layouts, cp.lengths)
-        dtype = DTYPES[cp.dtype]
         for lay in cp.layouts:
-            n = int(e.offsets[lay.name][-1])
+            n, dtype = int(e.offsets[lay.name][-1]), lay.dtype or DTYPES[cp.dtype]
             if folder is None:
                 e.arrays[lay.name] = np.zeros(n, dtype=dtype)
             else:
@@ -93,7 +92,7 @@ class Entry:
                     raise CacheDamaged(f"{path.name} does not match its checksum")
                 e.arrays[lay.name] = np.load(path, mmap_mode=mode if mode == "r" else "r+")
                 if e.arrays[lay.name].shape != (int(e.offsets[lay.name][-1]),) or \
-                        e.arrays[lay.name].dtype != DTYPES[cp.dtype]:
+                        e.arrays[lay.name].dtype != (lay.dtype or DTYPES[cp.dtype]):
                     raise CacheDamaged(f"{path.name} has the wrong size or type")
         except (OSError, ValueError, EOFError) as err:  # a missing, empty or truncated .npy
             raise CacheDamaged(f"{type(err).__name__}: {str(err)[:160]}") from None

@@ -16,6 +16,7 @@ from brewcli.batch import Batch, Features, Needs
 from brewcli.guidance import target_entropy
 from brewcli.losses import KD_LOSSES, MATCH_LOSSES
 from brewcli.schedulers import TEMPERATURE, WEIGHT
+from brewcli.topk import TopK
 
 
 def make_projection(kind: str, d_in: int, d_out: int) -> nn.Module:
@@ -121,6 +122,7 @@ class LogitKD(Term):
         self.floored = self.loss.floored  # its value includes the target's entropy (a constant)
         self.mix = self.kind if distill.ensemble == "probabilities" else None
         self.temperature, self.scale_by_t2, self.shift = distill.temperature, distill.scale_by_t2, distill.probability_shift
+        self.top_k = TopK.of(distill)  # the teacher's logits arrive packed (brewcli/topk.py)
         self.scheduler = TEMPERATURE.get(distill.temperature_scheduler.name)
         self.scheduler_args = distill.temperature_scheduler.kwargs()
         self.last_temperature: float | None = None
@@ -131,6 +133,8 @@ class LogitKD(Term):
         kw = ", ".join(f"{k}={v}" for k, v in sched.kwargs().items())
         mixed = f"; target: the teachers' weighted mean {d.ensemble}" if self.several else ""
         compared = self.task.describe(self.label_names)[1]
+        if self.top_k is not None:
+            compared += f", as {self.top_k.describe()}"
         if self.projection is not None:
             compared += f", the student's through a learned projection to {self.projection.out_features}"
         if not self.task.tempered:
@@ -152,11 +156,15 @@ class LogitKD(Term):
         tau = self.scheduler(self.temperature, zs, zt, **self.scheduler_args)
         if self.mix is not None and len(zts) > 1:  # mixing probabilities needs the temperature first
             zt = shift(ensemble_target(zts, weights, tau, self.mix))
-        per_row = self.loss(zs, zt, tau, **{a: getattr(self.distill, a) for a in self.loss.args})
+        softened = tau
+        if self.top_k is not None:  # log-probabilities over k+1 buckets, already at the temperature
+            zs, zt = self.top_k.buckets(zs, zt)
+            softened = 1.0
+        per_row = self.loss(zs, zt, softened, **{a: getattr(self.distill, a) for a in self.loss.args})
         if self.scale_by_t2:
             per_row = per_row * torch.as_tensor(tau, device=zs.device) ** 2
         self.last_temperature = float(torch.as_tensor(tau).float().mean())
-        self.last_entropy = target_entropy(zt, tau, self.kind)
+        self.last_entropy = target_entropy(zt, softened, self.kind)
         return per_row.mean() if per_row.numel() else zs.sum() * 0.0
 
 

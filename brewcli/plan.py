@@ -312,6 +312,7 @@ def build_plan(recipe: Recipe, *, previous: Plan | None = None, dry_run: bool = 
                    embeddings=_embeddings(s, teachers) if is_bigru(sc) and init == "random" else None)
     # ^ a later stage's s.model: the previous stage's output
     student.check_serves(task)
+    _check_top_k(recipe.distill.top_k, task, teachers)
     meta = _meta_student(student, s.config)
     params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     student.params = params(meta)
@@ -348,6 +349,15 @@ def build_plan(recipe: Recipe, *, previous: Plan | None = None, dry_run: bool = 
             t.cache, note = plan_cache(plan, t, needs.get(t.name), inputs)
             plan.cache_note = plan.cache_note or note
     return plan
+
+
+def _check_top_k(k: int | None, task, teachers) -> None:
+    """distill.top_k cannot name more tokens than a teacher's vocabulary holds."""
+    for t in teachers if k is not None else ():
+        vocab = task.logit_width(t.config)
+        if k > vocab:
+            raise RecipeError("distill.top_k", f"is {k}, but {t.key} ({t.spec.model}) has a vocabulary of {vocab} tokens",
+                              f"set distill.top_k to at most {vocab} (64 to 256 keep nearly all the mass)")
 
 
 def _check_arch(s, config) -> None:

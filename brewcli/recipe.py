@@ -307,6 +307,7 @@ class DistillSpec(Strict):
     probability_shift: bool = False
     jsd_beta: float = Field(0.5, ge=0, le=1)  # kd_loss jsd: the mixture's teacher share (0: forward KL, 1: reverse)
     skew_alpha: float = Field(0.1, ge=0, le=1)  # kd_loss skew_kl: the teacher's share of the skewed student
+    top_k: int | None = Field(None, ge=1)  # causal-lm: KD on the teacher's top-k tokens + the rest (brewcli/topk.py)
     matches: list[MatchSpec] = Field(default_factory=list)
     emd: EMDSpec | None = None  # BERT-EMD: every student layer against every teacher layer
     ensemble: Literal["probabilities", "logits"] = "probabilities"  # several teachers: mix what, by weight
@@ -464,6 +465,8 @@ class Recipe(Strict):
         ):
             raise ValueError("distill: every loss weight is 0, so there is nothing to train; set distill.kd_weight, "
                              "distill.hard_label_weight or a match weight above 0")
+        if d.top_k is not None:
+            _check_top_k(self, task)
         if self.distill.probability_shift and (not task.has_classes or task.name == "multi-label"):
             raise ValueError(f"distill.probability_shift needs one gold class per prediction; task '{task.name}' "
                              "has none")
@@ -532,6 +535,21 @@ def _check_unlabelled(recipe: Recipe, task) -> None:
     if not task.tempered and d.temperature != 1:
         raise ValueError(f"distill.temperature: task '{task.name}' compares vectors, not distributions, so a "
                          f"temperature does not apply; drop distill.temperature (it is {d.temperature:g})")
+
+
+def _check_top_k(recipe: Recipe, task) -> None:
+    """distill.top_k reduces a vocabulary-wide target to one fixed distribution per token (brewcli/topk.py)."""
+    d = recipe.distill
+    if not task.vocabulary_wide:
+        raise ValueError(f"distill.top_k: task '{task.name}''s KD does not read vocabulary-wide next-token "
+                         "distributions, so there is nothing to cut to the top k (it applies to causal-lm); drop it")
+    if d.temperature_scheduler.name != "constant":
+        raise ValueError(f"distill.temperature_scheduler: '{d.temperature_scheduler.name}' changes the temperature "
+                         "from step to step, but distill.top_k fixes the teacher's distribution at "
+                         f"distill.temperature ({d.temperature:g}); use the constant scheduler or drop top_k")
+    if sum(t.weight > 0 for t in recipe.teachers) > 1:
+        raise ValueError("distill.top_k: several teachers' top-k tokens differ, so their distributions cannot be "
+                         "mixed bucket by bucket; distil from one teacher, or drop top_k")
 
 
 def _check_augment(recipe: Recipe, task) -> None:

@@ -418,11 +418,12 @@ def render(*, task: str, model: str, student: str | None, data: str, path: str, 
         distill = DISTILL.format(kd_loss=t.kd_losses[0], task=task)
         if not t.tempered:  # sentence vectors: no temperature
             distill = "\n".join(line for line in distill.split("\n") if not line.startswith("  temperature:"))
-        if not t.cacheable:  # vocabulary-wide logits: the teacher runs live
-            distill = distill.replace("teacher_cache: auto             # store what the losses read from the teacher "
+        if t.vocabulary_wide:  # cached as the teacher's top k, or not at all
+            distill = distill.replace("  teacher_cache: auto             # store what the losses read from the teacher "
                                       "once (~/.cache/brew); off to run it live",
-                                      "teacher_cache: auto             # vocabulary-wide logits are not cached yet: "
-                                      "the teacher runs live")
+                                      "  top_k: 64                       # KD on the teacher's 64 likeliest next tokens + "
+                                      "the rest's mass\n  teacher_cache: auto             # stores those (~/.cache/"
+                                      "brew); without top_k the teacher runs live")
         if stages:  # the stages choose the matches
             distill = distill[: distill.index("  matches:")] + distill[distill.index("  teacher_cache:"):]
         body += distill + "\n"

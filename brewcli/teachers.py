@@ -45,9 +45,16 @@ class Ensemble(torch.nn.Module):
 
 
 class LiveTeacher:
-    def __init__(self, model, task, needs: Needs, name: str | None = None):
+    """The teacher model itself. With `top_k` (distill.top_k), its vocabulary-wide logits are reduced on its device
+    to the top-k target (brewcli/topk.py), as the cache stores it."""
+
+    def __init__(self, model, task, needs: Needs, name: str | None = None, top_k=None):
         self.model, self.task, self.needs, self.name = model.eval().requires_grad_(False), task, needs, name
+        self.top_k = top_k
 
     @torch.no_grad()
     def __call__(self, batch: Batch) -> Features:
-        return run_model(self.model, batch.for_teacher(self.name), self.needs, self.task)
+        f = run_model(self.model, batch.for_teacher(self.name), self.needs, self.task)
+        if self.top_k is not None and f.logits is not None:
+            f.logits = self.top_k.pack(f.logits)
+        return f

@@ -33,6 +33,7 @@ from brewcli.objective import Objective, build_objective, unit_counts
 from brewcli.schedulers import LR
 from brewcli.stopping import Stopped, StopRequests
 from brewcli.teachers import LiveTeacher, Teachers
+from brewcli.topk import TopK
 from brewcli.ui import Progress, console, results_table
 
 PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
@@ -293,7 +294,7 @@ def _collate(plan, side):
 
 def _teacher_source(pt, model, needs, plan, acc):
     """A teacher's source: live, or its cache (filled first when cold, from its own encoding of the data)."""
-    live = LiveTeacher(model, plan.task, needs, pt.name)
+    live = LiveTeacher(model, plan.task, needs, pt.name, TopK.of(plan.recipe.distill))
     if pt.cache is None:
         return live
     entry = open_or_fill(pt.cache, live, pt.encoded if pt.own_tokens else plan.encoded["train"],

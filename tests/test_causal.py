@@ -90,6 +90,79 @@ def test_jsd_gradient_is_finite_at_the_ends():
         assert torch.isfinite(z.grad).all()
 
 
+# ---- the top-k target (distill.top_k)
+
+def test_topk_forward_kl_is_exact_on_the_support_plus_the_tail():
+    from brewcli.topk import TopK
+
+    torch.manual_seed(0)
+    zs, zt = torch.randn(6, 11), torch.randn(6, 11) * 2
+    top = TopK(k=4, temperature=2.0)
+    s_b, t_b = top.buckets(zs, top.pack(zt))
+    p_t, p_s = torch.softmax(zt / 2, -1), torch.softmax(zs / 2, -1)
+    ids = p_t.topk(4, -1).indices
+    pt_k, ps_k = p_t.gather(-1, ids), p_s.gather(-1, ids)
+    rest_t, rest_s = 1 - pt_k.sum(-1), 1 - ps_k.sum(-1)
+    by_hand = (pt_k * (pt_k / ps_k).log()).sum(-1) + rest_t * (rest_t / rest_s).log()  # DistillKit's formula
+    got = KD_LOSSES.get("kl")(s_b, t_b, 1.0)
+    assert torch.allclose(got, by_hand, rtol=1e-4, atol=1e-6)
+    full = KD_LOSSES.get("reverse_kl")(zs, zt, 2.0)  # coarser buckets never raise a divergence (data processing)
+    assert (KD_LOSSES.get("reverse_kl")(s_b, t_b, 1.0) <= full + 1e-6).all()
+
+
+@pytest.mark.parametrize("name, kw", [("kl", {}), ("reverse_kl", {}), ("tvd", {}), ("jsd", {"jsd_beta": 0.3}),
+                                      ("skew_kl", {"skew_alpha": 0.1})])
+def test_topk_of_the_whole_vocabulary_is_the_full_divergence(name, kw):
+    from brewcli.topk import TopK
+
+    torch.manual_seed(1)
+    zs, zt = torch.randn(5, 9, requires_grad=True), torch.randn(5, 9)
+    top = TopK(k=9, temperature=1.5)  # no tail: its bucket is empty on both sides
+    s_b, t_b = top.buckets(zs, top.pack(zt))
+    got = KD_LOSSES.get(name)(s_b, t_b, 1.0, **kw)
+    assert torch.allclose(got, KD_LOSSES.get(name)(zs, zt, 1.5, **kw), rtol=1e-4, atol=1e-6)
+    got.sum().backward()
+    assert torch.isfinite(zs.grad).all()
+
+
+def test_topk_cache_holds_the_live_teachers_target_and_trains_the_same(tmp_path, monkeypatch):
+    """A cached top-k run and a live top-k run train the same student; the entry's rows are the live teacher's
+    log-probabilities at its top k (float32, with the token ids)."""
+    import numpy as np
+
+    from brewcli.cache import entries
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BREW_CACHE", str(tmp_path / "cache"))
+    path = _recipe(tmp_path, distill__top_k=5, distill__temperature=2)
+    r = brew("distill", path, "--dry-run", "distill.teacher_cache=disk")
+    flat = " ".join(r.output.split())
+    assert r.exit_code == 0 and "top 5 tokens" in flat and "logits (float32" in flat, r.output
+    assert "miss" in flat, r.output  # the plan gives the entry's size
+    for cache, out in (("off", "live"), ("disk", "cached")):
+        r = brew("distill", path, f"distill.teacher_cache={cache}", f"train.output_dir={out}")
+        assert r.exit_code == 0, r.output
+    live, cached = (json.loads((tmp_path / o / "metrics.json").read_text())["student"] for o in ("live", "cached"))
+    assert cached["nll"] == pytest.approx(live["nll"], rel=1e-5)
+    [entry] = entries(tmp_path / "cache")
+    values = np.load(Path(entry["path"]) / "logits.npy")
+    assert values.dtype == np.float32 and values.size % 11 == 0  # 2k+1 floats a token
+    rows = values.reshape(-1, 11)
+    probs = np.exp(rows[:, :5]).sum(-1) + np.exp(rows[:, 5])
+    assert np.allclose(probs, 1.0, atol=1e-4)  # the top 5 and the rest: the whole distribution
+    assert (np.diff(rows[:, :5], axis=-1) <= 1e-6).all()  # in order, most likely first
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    teacher = AutoModelForCausalLM.from_pretrained(tmp_path / "teacher")
+    tok = AutoTokenizer.from_pretrained(tmp_path / "teacher")
+    text = json.loads((tmp_path / "train.jsonl").read_text().splitlines()[0])["text"]
+    with torch.no_grad():
+        logp = torch.log_softmax(teacher(**tok(text, return_tensors="pt")).logits[0] / 2, -1)
+    top, ids = logp.topk(5, -1)  # every token of some row of the entry is this text's: find its first position
+    hit = np.isclose(rows[:, :5], top[0].numpy(), atol=1e-4).all(-1) & (rows[:, 6:] == ids[0].numpy()).all(-1)
+    assert hit.any()
+
+
 # ---- data and metric
 
 def _recipe(tmp_path, **changes) -> Path:
@@ -195,7 +268,10 @@ def _gguf(path: Path, arch: str) -> Path:
     ({"distill__kd_loss": "mse"}, ["distill.kd_loss", "kl, reverse_kl, jsd"]),
     ({"task": {"name": "causal-lm", "prompt": "prompt"}}, ["task.completion", "is not set"]),
     ({"task": {"name": "causal-lm", "prompt": "prompt", "completion": "answer"}}, ["task.completion", "'answer'"]),
-    ({"distill__teacher_cache": "disk"}, ["distill.teacher_cache", "vocabulary-wide"]),
+    ({"distill__teacher_cache": "disk"}, ["distill.teacher_cache", "vocabulary-wide", "distill.top_k"]),
+    ({"distill__top_k": 5000}, ["distill.top_k", "is 5000", "at most"]),
+    ({"distill__top_k": 0}, ["distill.top_k", "greater than or equal to 1"]),
+    ({"distill__top_k": 8, "distill__temperature_scheduler": "flsw"}, ["distill.temperature_scheduler", "constant"]),
     ({"teacher": {"model": "GGUF", "gguf_file": "missing.gguf"}}, ["teacher.gguf_file", "missing.gguf",
                                                                     "model.gguf"]),
     ({"teacher": {"model": "GGUF", "gguf_file": "notes.gguf"}}, ["teacher.gguf_file", "not a GGUF model file"]),

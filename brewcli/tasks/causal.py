@@ -72,7 +72,7 @@ class CausalLM(General):
     label_unit = "labels"  # target tokens
     skips_rows = True
     cross_tokenizer = False
-    cacheable = False  # vocabulary-wide logits: the teacher runs live (no top-k cache yet)
+    vocabulary_wide = True  # cached only as the teacher's top k (distill.top_k)
     agreement_is = "the share of target tokens where the student's top-1 next token is the teacher's"
     feature_unit = "windows"
 
