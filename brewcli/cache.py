@@ -237,6 +237,8 @@ def plan_cache(plan, teacher, needs, teacher_inputs: list[str]) -> tuple[CachePl
     if mode == "off" or needs is None or needs == type(needs)():
         return None, None
     top_k = TopK.of(d)
+    if d.on_policy > 0:
+        return None, "teacher cache off: distill.on_policy has the teacher score the student's own text; it runs live"
     if needs.logits and plan.task.vocabulary_wide and top_k is None:
         why = (f"task '{plan.task.name}''s KD reads vocabulary-wide logits, which the teacher cache stores only as "
                "the teacher's top k tokens")

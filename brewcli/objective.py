@@ -135,6 +135,8 @@ class LogitKD(Term):
         compared = self.task.describe(self.label_names)[1]
         if self.top_k is not None:
             compared += f", as {self.top_k.describe()}"
+        if d.on_policy > 0:
+            compared += f"; {d.on_policy:.0%} of batches on continuations the student samples"
         if self.projection is not None:
             compared += f", the student's through a learned projection to {self.projection.out_features}"
         if not self.task.tempered:

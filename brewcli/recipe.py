@@ -308,6 +308,7 @@ class DistillSpec(Strict):
     jsd_beta: float = Field(0.5, ge=0, le=1)  # kd_loss jsd: the mixture's teacher share (0: forward KL, 1: reverse)
     skew_alpha: float = Field(0.1, ge=0, le=1)  # kd_loss skew_kl: the teacher's share of the skewed student
     top_k: int | None = Field(None, ge=1)  # causal-lm: KD on the teacher's top-k tokens + the rest (brewcli/topk.py)
+    on_policy: float = Field(0.0, ge=0, le=1)  # causal-lm: share of batches on the student's own text (onpolicy.py)
     matches: list[MatchSpec] = Field(default_factory=list)
     emd: EMDSpec | None = None  # BERT-EMD: every student layer against every teacher layer
     ensemble: Literal["probabilities", "logits"] = "probabilities"  # several teachers: mix what, by weight
@@ -467,6 +468,8 @@ class Recipe(Strict):
                              "distill.hard_label_weight or a match weight above 0")
         if d.top_k is not None:
             _check_top_k(self, task)
+        if d.on_policy > 0:
+            _check_on_policy(self, task)
         if self.distill.probability_shift and (not task.has_classes or task.name == "multi-label"):
             raise ValueError(f"distill.probability_shift needs one gold class per prediction; task '{task.name}' "
                              "has none")
@@ -550,6 +553,21 @@ def _check_top_k(recipe: Recipe, task) -> None:
     if sum(t.weight > 0 for t in recipe.teachers) > 1:
         raise ValueError("distill.top_k: several teachers' top-k tokens differ, so their distributions cannot be "
                          "mixed bucket by bucket; distil from one teacher, or drop top_k")
+
+
+def _check_on_policy(recipe: Recipe, task) -> None:
+    """distill.on_policy: the student samples text and the teacher scores it, live."""
+    d = recipe.distill
+    if not task.generates:
+        raise ValueError(f"distill.on_policy: task '{task.name}''s student does not write text; on-policy "
+                         "distillation applies to causal-lm, drop it (or set it to 0)")
+    if d.kd_weight == 0:
+        raise ValueError("distill.on_policy: the student's own continuations are learned through KD alone, and "
+                         "distill.kd_weight is 0; set distill.kd_weight above 0")
+    if d.teacher_cache in ("disk", "memory"):
+        raise ValueError(f"distill.teacher_cache: is {d.teacher_cache}, but with distill.on_policy the teacher scores "
+                         "text the student writes during training, which no cache can hold; set "
+                         "distill.teacher_cache: auto or off")
 
 
 def _check_augment(recipe: Recipe, task) -> None:

@@ -30,6 +30,7 @@ from brewcli.evaluate import (Scored, Timed, ensemble_mix, evaluate_model, load_
 from brewcli.heldout import term_metrics
 from brewcli.models.students import copy_teacher_layers
 from brewcli.objective import Objective, build_objective, unit_counts
+from brewcli.onpolicy import OnPolicy
 from brewcli.schedulers import LR
 from brewcli.stopping import Stopped, StopRequests
 from brewcli.teachers import LiveTeacher, Teachers
@@ -166,6 +167,7 @@ class Job:
     recipe_text: str
     writer: object | None
     batches: int  # micro-batches per epoch and process
+    on_policy: OnPolicy | None = None  # distill.on_policy: some batches become the student's own text
 
     @property
     def main(self) -> bool:
@@ -190,6 +192,8 @@ class Job:
         tokens, then one optimizer step. A loss or gradient that is not finite stops the run before any update."""
         acc, task, objective = self.acc, self.plan.task, self.objective
         step, progress = self.state.step + 1, self.state.step / self.plan.total_steps
+        if self.on_policy is not None:  # before the shares: a rollout changes a batch's targets
+            window = [self.on_policy(b.to(acc.device), self.plain_student, step, i) for i, b in enumerate(window)]
         probe = self.main and meter.steps == 0 and len(objective.terms) > 1 and \
             guidance.probe_due(step, self.plan.total_steps, self.state.loss_terms.get("probes", 0))
         for i, (batch, scale) in enumerate(zip(window, window_shares(window, task))):
@@ -380,8 +384,10 @@ def build_job(plan, resume: bool = False) -> Job:
     own = {pt.name: (pt.encoded, _collate(plan, pt)) for pt in plan.teachers if pt.own_tokens}
     loader = data_mod.loader(plan.encoded["train"], collate, t.batch_size, sampler, own)
     batches = math.ceil(sampler.per_process() / t.batch_size)
+    on_policy = OnPolicy(r.distill.on_policy, t.seed, plan.task, plan.tokenizer, 8 if t.precision != "fp32" else None) \
+        if plan.teachers and r.distill.on_policy > 0 else None
     return Job(plan, acc, out, student, plain_student, teacher, teacher_models, plain_objective, optimizer, scheduler,
-               sampler, loader, collate, state, recipe_text, writer, batches)
+               sampler, loader, collate, state, recipe_text, writer, batches, on_policy)
 
 
 # ---------------------------------------------------------------------------------------------- the loop

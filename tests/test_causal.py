@@ -163,6 +163,58 @@ def test_topk_cache_holds_the_live_teachers_target_and_trains_the_same(tmp_path,
     assert hit.any()
 
 
+# ---- on-policy batches (distill.on_policy)
+
+def test_rollout_keeps_the_prompt_and_targets_only_the_students_sample(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from brewcli.tasks import TASKS
+    from brewcli.tasks.causal import IGNORE
+
+    model = AutoModelForCausalLM.from_pretrained(make_lm_teacher(tmp_path / "lm"))
+    tok = AutoTokenizer.from_pretrained(tmp_path / "lm")
+    task = TASKS.get("causal-lm")
+    prompt, answer = tok("alpha beta gamma", add_special_tokens=False)["input_ids"], [5, 6, 7, 8]
+    rows = [{"input_ids": prompt + answer, "attention_mask": [1] * 7, "labels": [IGNORE] * 3 + answer, "example": 0},
+            {"input_ids": list(range(3, 13)), "attention_mask": [1] * 10, "example": 1}]  # a window: all targets
+    batch = task.collate(tok)(rows)
+    batch.rows = torch.tensor([0, 1])
+    torch.manual_seed(0)
+    new = task.rollout(batch, model.eval(), tok)
+    ids, labels, mask = new.inputs["input_ids"], new.labels["labels"], new.mask.bool()
+    assert ids[0, :3].tolist() == prompt and (labels[0, :3] == IGNORE).all()  # the prompt stays, not a target
+    assert ids[1, :5].tolist() == list(range(3, 8)) and (labels[1, :5] == IGNORE).all()  # a window's first half
+    for i in range(2):
+        targets = labels[i][mask[i]] != IGNORE
+        assert torch.equal(labels[i][mask[i]][targets], ids[i][mask[i]][targets])  # the targets are what it wrote
+    assert int(mask[0].sum()) <= 7 and int(mask[1].sum()) <= 10  # as long as the text replaced, or ended at EOS
+    assert new.gold.tolist() == [False, False] and new.rows.tolist() == [0, 1]  # teacher-only rows
+
+
+def test_on_policy_run_is_seeded_and_resumes_exactly(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    monkeypatch.chdir(tmp_path)
+    path = _recipe(tmp_path, distill__on_policy=0.5, train__save_every=2, train__keep_checkpoints=5)
+    r = brew("distill", path, "--dry-run")
+    flat = " ".join(r.output.split())
+    assert r.exit_code == 0 and "50% of batches on continuations the student samples" in flat, r.output
+    assert "teacher cache off: distill.on_policy" in flat, r.output
+    for out in ("a", "b"):
+        r = brew("distill", path, f"train.output_dir={out}", "train.max_steps=4")
+        assert r.exit_code == 0, r.output
+    import shutil
+
+    shutil.rmtree(tmp_path / "b" / "checkpoint-4")
+    r = brew("distill", path, "train.output_dir=b", "train.max_steps=4", "--resume")
+    assert r.exit_code == 0, r.output
+    a, b = (load_file(str(tmp_path / o / "checkpoint-4" / "model.safetensors")) for o in ("a", "b"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    r = brew("distill", path, "train.output_dir=c", "train.max_steps=4", "distill.on_policy=0")
+    c = load_file(str(tmp_path / "c" / "checkpoint-4" / "model.safetensors"))
+    assert r.exit_code == 0 and not all(torch.equal(a[k], c[k]) for k in a)  # the rollouts changed what it learned
+
+
 # ---- data and metric
 
 def _recipe(tmp_path, **changes) -> Path:
@@ -271,6 +323,8 @@ def _gguf(path: Path, arch: str) -> Path:
     ({"distill__teacher_cache": "disk"}, ["distill.teacher_cache", "vocabulary-wide", "distill.top_k"]),
     ({"distill__top_k": 5000}, ["distill.top_k", "is 5000", "at most"]),
     ({"distill__top_k": 0}, ["distill.top_k", "greater than or equal to 1"]),
+    ({"distill__on_policy": 1.5}, ["distill.on_policy", "less than or equal to 1"]),
+    ({"distill__on_policy": 0.5, "distill__teacher_cache": "disk"}, ["distill.teacher_cache", "no cache can hold"]),
     ({"distill__top_k": 8, "distill__temperature_scheduler": "flsw"}, ["distill.temperature_scheduler", "constant"]),
     ({"teacher": {"model": "GGUF", "gguf_file": "missing.gguf"}}, ["teacher.gguf_file", "missing.gguf",
                                                                     "model.gguf"]),
@@ -293,3 +347,11 @@ def test_bad_causal_recipes_fail_before_weights_load(changes, needles, tmp_path,
     r = brew("distill", path, "--dry-run")
     flat = " ".join(r.output.split())
     assert r.exit_code == 2 and all(n in flat for n in needles), r.output
+
+
+@pytest.mark.parametrize("key, value, needle", [("top_k", 8, "nothing to cut to the top k"),
+                                                ("on_policy", 0.5, "student does not write text")])
+def test_causal_only_options_are_refused_elsewhere(key, value, needle, recipe_file):
+    r = brew("distill", recipe_file(**{f"distill__{key}": value}), "--dry-run")
+    flat = " ".join(r.output.split())
+    assert r.exit_code == 2 and f"distill.{key}" in flat and needle in flat, r.output

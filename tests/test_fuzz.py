@@ -326,6 +326,8 @@ RANGES: dict[str, list] = {
     "distill.temperature": [0, -1.0],
     "distill.jsd_beta": [-0.1, 1.5],
     "distill.skew_alpha": [-0.1, 1.5],
+    "distill.top_k": [0, -3],
+    "distill.on_policy": [-0.1, 1.5],
     "distill.kd_weight": [-1.0],
     "distill.hard_label_weight": [-0.5],
     "distill.matches[0].weight": [-1.0],

@@ -64,6 +64,7 @@ class Task:
     has_labels: bool = True  # gold labels for the hard-label loss (sentence embeddings: none)
     tempered: bool = True  # KD at a temperature (sentence vectors are no distribution: no temperature)
     projects_logits: bool = False  # KD through a learned projection when student and teacher widths differ
+    generates: bool = False  # the student can write its own training text (distill.on_policy: Task.rollout)
     vocabulary_wide: bool = False  # KD reads a distribution over the vocabulary per token (causal-lm): too large to
     # cache whole; distill.top_k reduces it to the teacher's top k (brewcli/topk.py), which the cache can hold
     agreement_is: str = ""  # what Task.agreement measures, for the report

@@ -73,6 +73,7 @@ class CausalLM(General):
     skips_rows = True
     cross_tokenizer = False
     vocabulary_wide = True  # cached only as the teacher's top k (distill.top_k)
+    generates = True
     agreement_is = "the share of target tokens where the student's top-1 next token is the teacher's"
     feature_unit = "windows"
 
@@ -195,6 +196,37 @@ class CausalLM(General):
 
     def metric(self, names, examples) -> Metric:
         return LMMetric()
+
+    def rollout(self, batch, model, tokenizer, multiple: int | None = None):
+        """The batch with each row's continuation sampled from `model` (distill.on_policy, brewcli/onpolicy.py): a
+        prompt row keeps its prompt, a window its first half; the sample is as long as the text it replaces (or ends
+        at EOS) and is the row's only target. The rows become teacher-only: the student wrote them, no gold label."""
+        prompts, lengths = [], []
+        for ids, keep, labels in zip(batch.inputs["input_ids"], batch.mask.bool(), batch.labels[LABELS]):
+            seq, targets = ids[keep], (labels[keep] != IGNORE).nonzero().squeeze(-1)
+            first = int(targets[0]) if len(targets) else len(seq)
+            cut = first if first > 0 else max(1, len(seq) // 2)  # windows: every token is a target
+            prompts.append(seq[:cut])
+            lengths.append(len(seq) - cut)
+        if max(lengths) == 0:
+            return batch
+        pad, eos, width = tokenizer.pad_token_id, tokenizer.eos_token_id, max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), pad, dtype=torch.long, device=batch.mask.device)
+        mask = torch.zeros_like(ids)
+        for i, p in enumerate(prompts):  # left padding: every row continues from its last column
+            ids[i, width - len(p):], mask[i, width - len(p):] = p, 1
+        out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
+                             max_new_tokens=max(lengths), pad_token_id=pad)[:, width:].tolist()
+        rows = []
+        for i, (p, n) in enumerate(zip(prompts, lengths)):
+            sample = out[i][:n]
+            sample = sample[:sample.index(eos) + 1] if eos in sample else sample
+            seq = p.tolist() + sample
+            rows.append({"input_ids": seq, "attention_mask": [1] * len(seq), LABELS: [IGNORE] * len(p) + sample,
+                         "example": int(batch.ids[i])})
+        new = self.collate(tokenizer, multiple)(rows).to(batch.mask.device)
+        new.rows, new.gold = batch.rows, torch.zeros(len(rows), dtype=torch.bool, device=batch.mask.device)
+        return new
 
     def samples(self, models: dict, tokenizer, ds, n: int = 3, words: int = 12, tokens: int = 24) -> list[dict]:
         """Greedy continuations, by each model, of the first `words` words of the split's first `n` texts (or its
