@@ -26,6 +26,31 @@ def make_projection(kind: str, d_in: int, d_out: int) -> nn.Module:
     return linear if kind == "linear" else nn.Sequential(linear, nn.ReLU() if kind == "relu" else nn.Tanh())
 
 
+class TeacherPCA(nn.Module):
+    """A fixed map of the teacher's vectors onto their first principal components, at the student's width
+    (sentence-transformers' distillation into a narrower student): fitted once on the teacher's vectors of training
+    texts (centred for the fit, applied without centring, as sentence-transformers' Dense layer does), saved with
+    the projections so a resumed run reads the same map."""
+
+    teacher_side = True
+
+    def __init__(self, d_in: int, d_out: int):
+        super().__init__()
+        self.out_features = d_out
+        self.register_buffer("weight", torch.zeros(d_out, d_in))
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+
+    def fit(self, x: torch.Tensor) -> None:
+        _, _, v = torch.linalg.svd((x - x.mean(0)).double(), full_matrices=False)
+        n = min(self.out_features, v.size(0))
+        self.weight.zero_()
+        self.weight[:n] = v[:n].to(self.weight.dtype)
+        self.fitted.fill_(True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight.T
+
+
 def probability_shift(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Swap the teacher's top logit with the gold label's, so the gold class is always the argmax."""
     rows = torch.arange(logits.size(0), device=logits.device)
@@ -112,7 +137,9 @@ class LogitKD(Term):
     def __init__(self, task, distill, kd_loss: str, weight: float, schedule: str, teachers: list, label_names=None,
                  projection: nn.Module | None = None):
         super().__init__(weight, schedule)
-        self.projection = projection  # a narrower student's vectors to the teachers' width (sentence embeddings)
+        self.projection = projection  # sentence embeddings: a narrower student's vectors to the teachers' width, or
+        # (TeacherPCA) the teachers' to the student's
+        self.teacher_side = getattr(projection, "teacher_side", False)
         self.task, self.unit, self.distill, self.label_names = task, task.label_unit, distill, label_names
         self.teachers = [(t.name, t.spec.weight, t.label_order) for t in teachers if t.spec.weight > 0]
         self.several = len(teachers) > 1
@@ -137,7 +164,9 @@ class LogitKD(Term):
             compared += f", as {self.top_k.describe()}"
         if d.on_policy > 0:
             compared += f"; {d.on_policy:.0%} of batches on continuations the student samples"
-        if self.projection is not None:
+        if self.teacher_side:
+            compared += f", the teacher's through PCA to the student's {self.projection.out_features}"
+        elif self.projection is not None:
             compared += f", the student's through a learned projection to {self.projection.out_features}"
         if not self.task.tempered:
             return f"{self.loss_name} on {compared}{mixed}"
@@ -146,9 +175,10 @@ class LogitKD(Term):
 
     def __call__(self, batch, s, t):
         zts, weights = [], []
-        mine = s.logits.float() if self.projection is None else self.projection(s.logits.float())
+        mine = s.logits.float() if self.projection is None or self.teacher_side else self.projection(s.logits.float())
         for name, weight, order in self.teachers:
             z = t[name].logits.float()
+            z = self.projection(z) if self.teacher_side else z
             zs, zt = self.task.views(mine, z[..., order] if order else z, batch, batch.teachers.get(name))
             zts.append(zt)
             weights.append(weight)
@@ -268,9 +298,10 @@ def unique_names(names: list[str]) -> list[str]:
     return out
 
 
-def _kd_projection(plan) -> nn.Linear | None:
-    """A linear map from the student's vectors to the teachers' for a task that projects its logits (sentence
-    embeddings) when the widths differ; the teachers must agree on theirs."""
+def _kd_projection(plan) -> nn.Module | None:
+    """For a task that projects its logits (sentence embeddings) when the widths differ: a learned linear map from
+    the student's vectors to the teachers', or (task.projection: pca) the teachers' PCA down to the student's width.
+    The teachers must agree on their width."""
     task = plan.task
     if not task.projects_logits:
         return None
@@ -285,7 +316,15 @@ def _kd_projection(plan) -> nn.Linear | None:
                           "be compared with them all", "use teachers of one width")
     if not widths or widths == {mine}:
         return None
-    return make_projection("linear", mine, widths.pop())
+    theirs = widths.pop()
+    if getattr(task.options, "projection", "learned") == "pca":
+        if mine > theirs:
+            from brewcli.errors import RecipeError
+
+            raise RecipeError("task.projection", f"is pca, which reduces the teacher's {theirs}-wide vectors, but the "
+                              f"student's are wider ({mine})", "set task.projection: learned")
+        return TeacherPCA(theirs, mine)
+    return make_projection("linear", mine, theirs)
 
 
 def build_objective(plan) -> Objective:

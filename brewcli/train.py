@@ -306,6 +306,36 @@ def _teacher_source(pt, model, needs, plan, acc):
     return CachedTeacher(entry, acc.device, pt.name)
 
 
+PCA_ROWS = 5000  # training texts the teacher-side PCA is fitted on (sentence-transformers' example uses 20,000)
+
+
+def _fit_pca(plan, objective, teacher_models: dict, device) -> None:
+    """task.projection: pca: fit the map on the teachers' vectors of up to PCA_ROWS training texts, drawn with the
+    run's seed (a resumed run has it from its checkpoint already)."""
+    import random
+
+    pca = [m for m in objective.projections.values() if getattr(m, "teacher_side", False) and not bool(m.fitted)]
+    if not pca:
+        return
+    train = plan.encoded["train"]
+    rows = sorted(random.Random(plan.recipe.train.seed).sample(range(len(train)), min(len(train), PCA_ROWS)))
+    doing(f"fitting the teacher-side PCA on {len(rows)} training texts")
+    vectors = []
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():  # run unchanged
+        for pt in plan.teachers:
+            if pt.spec.weight <= 0:
+                continue
+            model = teacher_models[pt.name].to(device).eval()
+            encoded = pt.encoded if pt.own_tokens else train
+            for batch in data_mod.loader(encoded, _collate(plan, pt), plan.recipe.train.eval_batch_size, rows):
+                inputs = batch.to(device).inputs
+                vectors.append(plan.task.logits(model(**inputs), inputs["attention_mask"]).float())
+    for m in pca:
+        m.fit(torch.cat(vectors))
+        console.print(f"fitted the teacher-side PCA ({m.weight.size(1)} -> {m.out_features}) on {len(rows)} training "
+                      "texts")
+
+
 def _tensorboard(out: Path, resumed_at: int | None):
     """The run's TensorBoard writer. A fresh run moves the events of an earlier run in the folder (one that left no
     checkpoint) to logs.old; a resumed run purges the events logged after its checkpoint, which it logs again."""
@@ -353,7 +383,8 @@ def build_job(plan, resume: bool = False) -> Job:
     scheduler = get_scheduler(LR.get(t.lr_schedule), optimizer, num_warmup_steps=int(t.warmup * plan.total_steps),
                               num_training_steps=plan.total_steps)
     student, optimizer = acc.prepare(student, optimizer)
-    objective = acc.prepare(objective) if len(objective.projections) else objective.to(acc.device)
+    trained = any(p.requires_grad for p in objective.parameters())  # (a fitted PCA alone trains nothing)
+    objective = acc.prepare(objective) if trained else objective.to(acc.device)
     plain_objective = acc.unwrap_model(objective)
     collate = _collate(plan, plan.student)
     sources = {}
@@ -374,6 +405,7 @@ def build_job(plan, resume: bool = False) -> Job:
         changed = _changed_keys(saved.recipe, yaml.safe_load(recipe_text))
         if changed:
             console.print(f"[yellow]note:[/yellow] the recipe differs from the checkpoint's in: {', '.join(changed)}")
+    _fit_pca(plan, plain_objective, teacher_models, acc.device)
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "recipe.yaml").write_text(recipe_text)

@@ -151,7 +151,43 @@ def test_distill_writes_a_sentence_transformers_folder(tmp_path, monkeypatch):
     assert all(-1 <= report[m]["spearman"] <= 1 for m in ("student", "teacher")), report
 
 
+def test_pca_projection_reduces_the_teacher_and_resumes_with_it(tmp_path, monkeypatch):
+    """task.projection: pca (sentence-transformers' recipe): the teacher's 48-wide vectors are mapped onto their first
+    32 principal components of the training texts; the map is saved and a resumed run continues with it."""
+    from safetensors.torch import load_file
+
+    from brewcli.objective import TeacherPCA
+
+    monkeypatch.chdir(tmp_path)
+    teacher = make_sentence_teacher(tmp_path / "teacher", hidden=48)
+    narrow = {"hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 37}
+    path = _recipe(tmp_path, teacher, student__preset="T3-small", student__config=narrow, task__projection="pca",
+                   train__save_every=2, train__keep_checkpoints=5, train__max_steps=4)
+    r = brew("distill", path, "--dry-run")
+    assert r.exit_code == 0 and "the teacher's through PCA to the student's 32" in " ".join(r.output.split()), r.output
+    for out in ("a", "b"):
+        r = brew("distill", path, f"train.output_dir={out}")
+        assert r.exit_code == 0 and "fitted the teacher-side PCA (48 -> 32)" in r.output, r.output
+    saved = load_file(tmp_path / "a" / "projections.safetensors")
+    w = saved["kd.weight"]
+    assert w.shape == (32, 48) and torch.allclose(w @ w.T, torch.eye(32), atol=1e-4)  # orthonormal components
+    assert not any(k.startswith("kd.") and k != "kd.weight" and k != "kd.fitted" for k in saved)  # nothing trained
+    import shutil
+
+    shutil.rmtree(tmp_path / "b" / "checkpoint-4")
+    r = brew("distill", path, "train.output_dir=b", "--resume")
+    assert r.exit_code == 0 and "fitted the teacher-side PCA" not in r.output, r.output
+    a, b = (load_file(tmp_path / o / "checkpoint-4" / "model.safetensors") for o in ("a", "b"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    pca = TeacherPCA(3, 2)  # the first component of points along a line is that line
+    x = torch.randn(50, 1) * torch.tensor([[3.0, 4.0, 0.0]]) / 5 + 0.01 * torch.randn(50, 3)
+    pca.fit(x)
+    assert abs(float(pca.weight[0] @ torch.tensor([0.6, 0.8, 0.0]))) > 0.99
+
+
 @pytest.mark.parametrize("changes, needles", [
+    ({"task__projection": "pca", "student__config": {"hidden_size": 64, "num_attention_heads": 4}},
+     ["task.projection", "is pca", "student's are wider (64)"]),
     ({"distill__hard_label_weight": 1.0}, ["distill.hard_label_weight", "no gold labels"]),
     ({"distill__temperature": 2}, ["distill.temperature", "does not apply"]),
     ({"distill__kd_loss": "ce"}, ["distill.kd_loss", "cosine, mse"]),

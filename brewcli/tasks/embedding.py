@@ -2,8 +2,9 @@
 
 Each text is one row: pooled over its tokens (mean, [CLS] or max, as the teacher's sentence-transformers folder
 says, or as `task.pooling` says) and optionally normalised; KD compares the student's vector with the teacher's
-(`cosine` or `mse`), through a learned projection when the student is narrower (trained with it, kept beside it,
-not part of the deployed model). What is scored depends on what a split holds:
+(`cosine` or `mse`). When the student is narrower, either a learned projection maps its vectors to the teacher's
+width (trained with it, kept beside it, not part of the deployed model), or (`task.projection: pca`) the teacher's
+vectors are reduced to the student's width by PCA fitted on the training texts. What is scored depends on what a split holds:
 - `sentence1`, `sentence2` and `score` (STS format; `task.pairs` may name the two text columns): Spearman and
   Pearson of the cosine similarities against the scores;
 - the two columns of `task.pairs` (e.g. a headline and its article): retrieval, each first text's own second text
@@ -46,6 +47,11 @@ class EmbeddingSpec(Strict):
                                     "eval and test splits are scored by retrieval between them (or by Spearman with "
                                     "a score column); null: sentence1, sentence2")
     score: str = Field("score", description="the column of a pair's similarity score (STS format)")
+    projection: Literal["learned", "pca"] = Field(
+        "learned", description="a student narrower than the teacher: learn a map of its vectors to the teacher's width "
+        "(learned: kept beside the model, the student's own vectors are its output), or map the teacher's vectors onto "
+        "their principal components at the student's width, fitted on training texts (pca: sentence-transformers' "
+        "recipe; the student then reproduces the reduced space)")
 
     @field_validator("pairs")
     @classmethod
