@@ -217,7 +217,8 @@ class CachePlan:
         state = "hit: the teacher does not run during training" if self.hit else \
             "miss: filled by one teacher pass before training"
         feats = ", ".join(lay.name + (f" ({lay.dtype}: top-k ids)" if lay.dtype else "") for lay in self.layouts)
-        return f"{self.mode} ({state}); {feats}; {human(self.bytes, 'B')} {self.dtype}; {where}"
+        dtype = f" {self.dtype}" if any(lay.dtype is None for lay in self.layouts) else ""
+        return f"{self.mode} ({state}); {feats}; {human(self.bytes, 'B')}{dtype}; {where}"
 
 
 def keyed(identity):

@@ -54,3 +54,16 @@ def test_bench_export_smoke(tmp_path):
     assert models["onnx-fp32"]["accuracy"] == models["pytorch"]["accuracy"]
     assert models["onnx-fp32"]["relative_difference"] < 1e-5 and models["onnx-int8"]["speedup_batch1"] > 0
     assert "target: int8 loses at most 0.5 points" in done.stdout
+
+
+def test_bench_onpolicy_smoke(tmp_path, monkeypatch):
+    """scripts/bench_onpolicy.py on a tiny Llama: both kinds of step run and are reported (nothing is asserted of the
+    times)."""
+    from tests.test_causal import _recipe
+
+    monkeypatch.chdir(tmp_path)
+    path = _recipe(tmp_path)
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_onpolicy.py"), str(path), "--windows", "2"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ordinary" in done.stdout and "on-policy / ordinary:" in done.stdout, done.stdout
