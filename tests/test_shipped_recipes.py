@@ -45,7 +45,9 @@ TASK_SETS = ("wnut16", "bbc-multilabel", "bbc-qa")
 
 GENERAL = {"bbc/distill-T4-tiny-general.yaml", "bbc/tinybert-T4-tiny.yaml", "bbc/tinybert-pipeline-T4-tiny.yaml",
            "bbc-qa/distill-T4-tiny-general.yaml", "bbc-qa/tinybert-T4-tiny.yaml",
-           "wnut16/distill-T4-tiny-general.yaml", "wnut16/tinybert-T4-tiny.yaml", "general/T4-tiny.yaml"}
+           "wnut16/distill-T4-tiny-general.yaml", "wnut16/tinybert-T4-tiny.yaml", "general/T4-tiny.yaml",
+           "bbc-embed/distill-T4-tiny-general.yaml"}
+EMBED_GENERAL = "bbc-embed/distill-T4-tiny-general.yaml"  # no layer matches: its own dry-run test
 # ^ these need data/general (and its student)
 
 
@@ -66,9 +68,10 @@ def test_every_recipe_is_covered():
 PRETRAINED = ("bbc-embed/distill-T3.yaml", "lm/distill-smollm2-L15.yaml")  # teachers used as they come
 
 
-def test_sentence_embedding_recipe_dry_run(workdir, monkeypatch):
-    """The BBC headline/article recipe on prepare_embedding.py's rows (the Lee pairs, which need gensim's wheel, are
-    brew eval's, not the recipe's); the teacher's sentence-transformers pooling read from its folder."""
+@pytest.fixture(scope="module")
+def embed_workdir(workdir):
+    """data/bbc-embed as prepare_embedding.py makes it from the BBC rows (the Lee pairs, which need gensim's wheel,
+    are brew eval's, not the recipes')."""
     from tests.test_tasks import write_jsonl
 
     title_body = runpy.run_path(str(ROOT / "scripts" / "prepare_embedding.py"))["title_body"]
@@ -77,6 +80,12 @@ def test_sentence_embedding_recipe_dry_run(workdir, monkeypatch):
         assert all(r["body"] and not r["body"].startswith(r["title"]) for r in rows)
         (workdir / "data/bbc-embed").mkdir(exist_ok=True)
         write_jsonl(workdir / f"data/bbc-embed/{split}.jsonl", rows)
+    return workdir
+
+
+def test_sentence_embedding_recipe_dry_run(embed_workdir, monkeypatch):
+    """The BBC headline/article recipe; the teacher's sentence-transformers pooling read from its folder."""
+    workdir = embed_workdir
     monkeypatch.chdir(workdir)
     r = runner.invoke(app, ["distill", "recipes/bbc-embed/distill-T3.yaml", "--dry-run"])
     assert r.exit_code == 0, r.output
@@ -222,7 +231,14 @@ def test_general_student_is_a_plain_encoder(general_workdir):
     assert metrics["student"]["loss"] > 0 and metrics["task"] == "general"
 
 
-@pytest.mark.parametrize("recipe", sorted(GENERAL - {"general/T4-tiny.yaml"}))
+def test_embedding_recipe_from_the_general_student_dry_run(general_workdir, embed_workdir, monkeypatch):
+    monkeypatch.chdir(general_workdir)
+    r = runner.invoke(app, ["distill", "recipes/bbc-embed/distill-T4-tiny-general.yaml", "--dry-run"])
+    flat = " ".join(r.output.split())
+    assert r.exit_code == 0 and "the teacher's through PCA to the student's 312" in flat, r.output
+
+
+@pytest.mark.parametrize("recipe", sorted(GENERAL - {"general/T4-tiny.yaml", EMBED_GENERAL}))
 def test_recipes_from_the_general_student_dry_run(recipe, general_workdir, monkeypatch):
     monkeypatch.chdir(general_workdir)
     r = runner.invoke(app, ["distill", f"recipes/{recipe}", "--dry-run", "data.max_train_samples=64"])  # plans fast
