@@ -418,10 +418,14 @@ def render(*, task: str, model: str, student: str | None, data: str, path: str, 
         distill = DISTILL.format(kd_loss=t.kd_losses[0], task=task)
         if not t.tempered:  # sentence vectors: no temperature
             distill = "\n".join(line for line in distill.split("\n") if not line.startswith("  temperature:"))
-        if t.vocabulary_wide:  # cached as the teacher's top k, or not at all
+        if t.vocabulary_wide:  # a next-token distribution: cached as the teacher's top k, or not at all
+            k = min(64, _config_json(model).get("vocab_size") or 64)
+            distill = distill.replace("  temperature: 8                  # softens the logits; TextBrewer's published "
+                                      "runs use 8", "  temperature: 1                  # next-token distributions are "
+                                      "distilled at 1-2 (DistillKit, TRL): higher flattens the whole vocabulary")
             distill = distill.replace("  teacher_cache: auto             # store what the losses read from the teacher "
                                       "once (~/.cache/brew); off to run it live",
-                                      "  top_k: 64                       # KD on the teacher's 64 likeliest next tokens + "
+                                      f"  top_k: {k:<24}# KD on the teacher's {k} likeliest next tokens + "
                                       "the rest's mass\n  teacher_cache: auto             # stores those (~/.cache/"
                                       "brew); without top_k the teacher runs live")
         if stages:  # the stages choose the matches

@@ -355,3 +355,16 @@ def test_causal_only_options_are_refused_elsewhere(key, value, needle, recipe_fi
     r = brew("distill", recipe_file(**{f"distill__{key}": value}), "--dry-run")
     flat = " ".join(r.output.split())
     assert r.exit_code == 2 and f"distill.{key}" in flat and needle in flat, r.output
+
+
+def test_init_scaffolds_an_lm_recipe_with_top_k_and_temperature_1(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    teacher = make_lm_teacher(tmp_path / "teacher")
+    write_jsonl(tmp_path / "train.jsonl", text_rows(40, 1))
+    r = brew("init", "--task", "causal-lm", "--teacher", str(teacher), "--student", "T3", "--data", "train.jsonl",
+             "--out", "r.yaml")
+    assert r.exit_code == 0, r.output
+    distill = yaml.safe_load((tmp_path / "r.yaml").read_text())["distill"]
+    assert distill["temperature"] == 1 and distill["top_k"] == 30 and distill["teacher_cache"] == "auto"  # its vocab
+    r = brew("distill", "r.yaml", "--dry-run", "data.max_length=16")
+    assert r.exit_code == 0 and "top 30 tokens" in " ".join(r.output.split()), r.output
