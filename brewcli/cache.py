@@ -409,7 +409,10 @@ def entries(root: Path) -> list[dict]:
         ident = m.get("identity", {})
         used = folder / "last_used"
         state = ("filling" if _filling(root, key) else "interrupted") if partial else "complete" if m else "damaged"
-        out.append({"key": key, **{k: ident.get(k) for k in _SHOWN},
+        shown = {k: ident.get(k) for k in _SHOWN}
+        if isinstance(ident.get("top_k"), int) and isinstance(shown["features"], list):  # causal-lm's top-k target
+            shown["features"] = [f"logits (top {ident['top_k']})" if f == "logits" else f for f in shown["features"]]
+        out.append({"key": key, **shown,
                     "bytes": sum(f.stat().st_size for f in folder.iterdir() if f.is_file()),
                     "last_used": used.stat().st_mtime if used.is_file() else None, "path": str(folder),
                     "complete": bool(m), "state": state, "problem": problem})

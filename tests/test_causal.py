@@ -145,6 +145,7 @@ def test_topk_cache_holds_the_live_teachers_target_and_trains_the_same(tmp_path,
     live, cached = (json.loads((tmp_path / o / "metrics.json").read_text())["student"] for o in ("live", "cached"))
     assert cached["nll"] == pytest.approx(live["nll"], rel=1e-5)
     [entry] = entries(tmp_path / "cache")
+    assert entry["features"] == ["logits (top 5)"]  # what brew cache ls shows
     values = np.load(Path(entry["path"]) / "logits.npy")
     assert values.dtype == np.float32 and values.size % 11 == 0  # 2k+1 floats a token
     rows = values.reshape(-1, 11)
