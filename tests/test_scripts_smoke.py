@@ -74,12 +74,13 @@ def test_silver_split_is_checked_against_prepare_bbc_rows(tmp_path):
 
 
 @needs_venv
-def test_real_checks_smoke(tmp_path):
-    """real_checks.sh in smoke mode: prepare_tasks.sh builds a few rows of each split, then the set's teacher,
+@pytest.mark.parametrize("name", ["wnut16", "bbc-multilabel", "bbc-qa"])  # one set a test: they run in parallel
+def test_real_checks_smoke(name, tmp_path):
+    """real_checks.sh SET in smoke mode: prepare_tasks.sh builds a few rows of each split, then the set's teacher,
     T3 and T4-tiny run two steps each with `brew train` / `brew distill` and `brew eval --json` scores each student;
     nothing lands in the repository's data/ or runs/."""
     before = user_folders()
-    sets = ["wnut16", "bbc-multilabel", "bbc-qa"]
+    sets = [name]
     script("real_checks.sh", *sets, smoke_dir=tmp_path)
     assert user_folders() == before
     data, runs = tmp_path / "data", tmp_path / "runs"
