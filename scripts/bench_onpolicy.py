@@ -51,6 +51,12 @@ def main() -> None:
                 start = time.perf_counter()
                 job.step(window, Meter())
                 times[kind].append(time.perf_counter() - start)
+        sampling = []  # the rollout alone: the student writing each row's second half
+        for i, window in enumerate(windows):
+            start = time.perf_counter()
+            new = always(window[0], job.plain_student, i + 1, 0)
+            sampling.append(time.perf_counter() - start)
+        written = int((new.labels["labels"] != -100).sum())
     tokens = t.batch_size * recipe.data.max_length
     ratios = [b / a for a, b in zip(times["ordinary"], times["on-policy"])]
     print(f"{args.windows} windows of {t.batch_size} x {recipe.data.max_length} tokens each way (a new token per "
@@ -58,6 +64,7 @@ def main() -> None:
     for kind, values in times.items():
         print(f"  {kind:<10} {statistics.median(values):7.2f} s a step   ({', '.join(f'{v:.2f}' for v in values)})")
     print(f"  on-policy / ordinary: {statistics.median(ratios):.2f}x")
+    print(f"  of which sampling   {statistics.median(sampling):7.2f} s a micro-batch ({written} tokens written in the last)")
 
 
 if __name__ == "__main__":
