@@ -131,7 +131,7 @@ def read_terms(terms, weighted: dict, raw: dict, steps: int, share: dict, init_l
     for t in terms:
         m = getattr(t, "match", None)
         settled = m is not None and not m.proj and copied_at_init(m.student_layer, m.teacher_layer, init_layers)
-        figures.append(TermFigures(t.name, t.key, t.weight, weighted.get(t.name, 0.0) / steps, share.get(t.name),
+        figures.append(TermFigures(t.name, t.key, t.key_weight, weighted.get(t.name, 0.0) / steps, share.get(t.name),
                                    getattr(t, "floored", False), settled))
     kd = next((t for t in terms if t.name == "kd"), None)
     if kd is None:

@@ -74,6 +74,7 @@ class Planned:
     weight: float = 1.0
     group: str | None = None  # matches of one group share one projection (TinyBERT's hidden matches)
     options: tuple = ()  # (name, value) pairs the loss takes (relation_heads, window)
+    term: str | None = None  # a composite preset's term: its weight is the entry's weights.TERM
 
 
 def _ratio_layers(n_teacher: int, n_student: int, first: int) -> list[Pair]:
@@ -84,16 +85,17 @@ def _tinybert(spec, key: str, nt: int, ns: int, tw, sw) -> list[Planned]:
     """TinyBERT: hidden MSE through one shared projection (embedding output included) and MSE of the attention
     scores before the softmax, student layer m <- teacher layer m*N/M."""
     w = _weights(spec, key, ("hidden_mse", "attention_score_mse"))
-    return ([Planned("hidden", "hidden_mse", t, s, w["hidden_mse"], "tinybert") for t, s in _ratio_layers(nt, ns, 0)]
-            + [Planned("scores", "attention_score_mse", t, s, w["attention_score_mse"])
+    return ([Planned("hidden", "hidden_mse", t, s, w["hidden_mse"], "tinybert", term="hidden_mse")
+             for t, s in _ratio_layers(nt, ns, 0)]
+            + [Planned("scores", "attention_score_mse", t, s, w["attention_score_mse"], term="attention_score_mse")
                for t, s in _ratio_layers(nt, ns, 1)])
 
 
 def _minilm(spec, key: str, nt: int, ns: int, tw, sw) -> list[Planned]:
     """MiniLM v1: the last layer's self-attention distributions (KL) and value relations (KL)."""
     w = _weights(spec, key, ("attention_kl", "value_relation"))
-    return [Planned("scores", "attention_kl", nt, ns, w["attention_kl"]),
-            Planned("v", "value_relation", nt, ns, w["value_relation"])]
+    return [Planned("scores", "attention_kl", nt, ns, w["attention_kl"], term="attention_kl"),
+            Planned("v", "value_relation", nt, ns, w["value_relation"], term="value_relation")]
 
 
 def relation_heads_for(tw: int, sw: int, wanted: int | None = None) -> int:
@@ -111,7 +113,8 @@ def _minilm_v2(spec, key: str, nt: int, ns: int, tw, sw) -> list[Planned]:
     t = spec.teacher_layer if spec.teacher_layer is not None else nt
     heads = relation_heads_for(tw.hidden, sw.hidden, spec.relation_heads)
     w = _weights(spec, key, ("q", "k", "v"))
-    return [Planned(kind, "relation_kl", t, ns, w[kind], options=(("relation_heads", heads),)) for kind in "qkv"]
+    return [Planned(kind, "relation_kl", t, ns, w[kind], options=(("relation_heads", heads),), term=kind)
+            for kind in "qkv"]
 
 
 def ckd_layers(n: int, other: int) -> tuple[int, ...]:
@@ -127,11 +130,12 @@ def _ckd(spec, key: str, nt: int, ns: int, tw, sw) -> list[Planned]:
     ts, ss = ckd_layers(nt, ns), ckd_layers(ns, nt)
     window = (("window", spec.window),) if spec.window else ()
     # the paper averages the word relations over the selected layers: each layer's term weighs 1/len of the weight
-    out = [Planned("hidden", loss, t, s, w[loss] / len(ts), options=window if loss == "wr_angle" else ())
+    out = [Planned("hidden", loss, t, s, w[loss] / len(ts), options=window if loss == "wr_angle" else (), term=loss)
            for t, s in zip(ts, ss) for loss in ("wr_distance", "wr_angle") if w[loss] > 0]
     if len(ts) < 3:  # two layers relate one way only: the layer relations are constant (0), so they are left out
         return out
-    return out + [Planned("hidden", loss, ts, ss, w[loss]) for loss in ("ltr_distance", "ltr_angle") if w[loss] > 0]
+    return out + [Planned("hidden", loss, ts, ss, w[loss], term=loss) for loss in ("ltr_distance", "ltr_angle")
+                  if w[loss] > 0]
 
 
 def _weights(spec, key: str, names: tuple[str, ...]) -> dict[str, float]:
@@ -174,6 +178,13 @@ class ResolvedMatch:
     teacher: str = "teacher"  # the name of the teacher it pulls towards
     group: str | None = None  # matches of one group share one projection
     options: tuple = field(default=())  # (name, value) pairs passed to the loss
+    term: str | None = None  # a composite preset's term (Planned.term)
+    key_weight: float = 1.0  # the value at weight_key (a preset's term: its weights entry, not the product)
+
+    @property
+    def weight_key(self) -> str:
+        """The recipe key that sets this match's weight (for messages)."""
+        return f"{self.key}.weights.{self.term}" if self.term else f"{self.key}.weight"
 
     @property
     def name(self) -> str:
@@ -253,6 +264,10 @@ def resolve_match(spec, key: str, teachers: dict, student_config) -> list[Resolv
             for p in _planned(spec, key, depth, widths["teacher"], widths["student"])]
 
 
+def _key_weight(spec, p: Planned) -> float:
+    return (spec.weights or {}).get(p.term, 1.0) if p.term else p.weight
+
+
 def _checked(key: str, spec, p: Planned, depth: dict, widths: dict, tc, sc) -> ResolvedMatch:
     from brewcli.models.features import FEATURE_KINDS
     from brewcli.models.hooks import hook_problem
@@ -307,7 +322,8 @@ def _checked(key: str, spec, p: Planned, depth: dict, widths: dict, tc, sc) -> R
             raise RecipeError(f"{key}.loss", f"'{p.loss}' compares attention head by head, but the teacher has {wt} "
                               f"heads and the student {ws}", f"use '{p.loss}_sum'" if p.loss == "attention_mse"
                               else "use 'attention_ce_mean'")
-        return ResolvedMatch(key, p.feature, p.loss, t, s, p.weight, None, wt, ws, options=tuple(options.items()))
+        return ResolvedMatch(key, p.feature, p.loss, t, s, p.weight, None, wt, ws, options=tuple(options.items()),
+                             term=p.term, key_weight=_key_weight(spec, p))
     proj = spec.proj
     if proj == "auto":
         proj = "linear" if (wt != ws and info.needs_equal_width) else None
@@ -317,7 +333,7 @@ def _checked(key: str, spec, p: Planned, depth: dict, widths: dict, tc, sc) -> R
             raise RecipeError(f"{key}.proj", f"hidden sizes differ (student {ws}, teacher {wt}) and proj is none",
                               "set proj: auto (or linear/relu/tanh) to learn a projection")
     return ResolvedMatch(key, p.feature, p.loss, t, s, p.weight, proj, wt, ws, group=p.group if proj else None,
-                         options=tuple(options.items()))
+                         options=tuple(options.items()), term=p.term, key_weight=_key_weight(spec, p))
 
 
 def _moved(loss: str, feature: str) -> str | None:

@@ -96,6 +96,7 @@ class Term:
 
     def __init__(self, weight: float, schedule: str = "none"):
         self.weight, self.schedule_name, self.schedule = weight, schedule, WEIGHT.get(schedule)
+        self.key_weight = weight  # the value the recipe gives at `key` (a preset's term: its weights entry)
 
     def describe(self) -> str:
         """What the term computes, for the plan's table of loss terms."""
@@ -206,7 +207,7 @@ class Match(Term):
     def __init__(self, match, name: str, projection: nn.Module | None):
         super().__init__(match.weight)
         self.match, self.name, self.projection = match, name, projection
-        self.key = f"{match.key}.weight"
+        self.key, self.key_weight = match.weight_key, match.key_weight
         info = MATCH_LOSSES.get(match.loss)
         self.fn, self.several, self.unit = info.fn, info.pair or info.many, info.unit
         self.options = dict(match.options)

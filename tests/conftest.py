@@ -14,6 +14,20 @@ os.environ["COLUMNS"] = "200"  # rich tables unwrapped, so tests can search them
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub here: fail at once instead of retrying
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ["BREW_CACHE"] = tempfile.mkdtemp(prefix="brew-cache-")  # the teacher cache of this test session, not ~/.cache
+# Under pytest-xdist each worker (and every brew process it starts) gets its share of the cores: two workers each
+# running torch on every core oversubscribe the CPU, and the suite then runs far slower than one thread a worker.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    os.environ.setdefault("OMP_NUM_THREADS",
+                          str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+
+# The tests that take minutes (the scripts' smoke runs) start first, so that the workers share them and the short
+# tests fill in around them instead of one worker finishing them alone at the end.
+HEAVY_FIRST = ("tests/test_scripts_smoke.py", "tests/test_new_user.py::test_every_example_in_help_and_readme_runs",
+               "tests/test_bench.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: not item.nodeid.startswith(HEAVY_FIRST))  # stable: the rest keep their order
 
 WORDS = ("good great fine lovely superb happy bad awful poor sad terrible boring movie film plot actor the a is "
          "was very not and it this").split()

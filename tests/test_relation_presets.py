@@ -93,3 +93,23 @@ def test_relation_on_a_family_the_seam_cannot_hook():
 def test_old_attention_ce_mean_spelling_points_at_the_rename():
     with pytest.raises(RecipeError, match="attention_prob_ce_mean"):
         expand({"teacher_layer": 6, "student_layer": 4, "feature": "attention", "loss": "attention_ce_mean"})
+
+
+def test_a_preset_term_is_weighted_by_its_own_key():
+    """A composite preset's terms name the key that weights each (a loss-scale warning tells the user which to
+    change) and its value there, not the product with the entry's weight."""
+    from types import SimpleNamespace
+
+    from brewcli.objective import build_objective
+
+    got = expand({"preset": "ckd", "weight": 2, "weights": {"wr_angle": 3}})
+    by_loss = {m.loss: m for m in got}
+    assert by_loss["wr_angle"].weight_key == "distill.matches[0].weights.wr_angle"
+    assert by_loss["wr_angle"].key_weight == 3 and by_loss["wr_angle"].weight == pytest.approx(2 * 3 / 3)  # 3 layers
+    assert by_loss["ltr_distance"].key_weight == 1 and by_loss["ltr_distance"].weight == 2
+    plain = expand({"feature": "hidden", "teacher_layer": 6, "student_layer": 4, "weight": 0.5})[0]
+    assert plain.weight_key == "distill.matches[0].weight" and plain.key_weight == 0.5
+    plan = SimpleNamespace(recipe=SimpleNamespace(teacher="t", distill=SimpleNamespace(kd_weight=0, hard_label_weight=0)),
+                           task=None, matches=expand({"preset": "tinybert"}), teachers=[])
+    keys = {(t.key, t.key_weight) for t in build_objective(plan).terms}
+    assert keys == {("distill.matches[0].weights.hidden_mse", 1.0), ("distill.matches[0].weights.attention_score_mse", 1.0)}
