@@ -291,9 +291,14 @@ class Job:
                                trainer=asdict(self.state), keep=self.plan.recipe.train.keep_checkpoints, rng=rng)
 
 
+def _pad_multiple(plan) -> int | None:
+    """Training batches are padded to a multiple of 8 under mixed precision (tensor cores)."""
+    return 8 if plan.recipe.train.precision != "fp32" else None
+
+
 def _collate(plan, side):
-    """A side's collate for training: padded to a multiple of 8 under mixed precision (tensor cores)."""
-    return side.collate(plan.task, 8 if plan.recipe.train.precision != "fp32" else None)
+    """A side's collate for training."""
+    return side.collate(plan.task, _pad_multiple(plan))
 
 
 def _teacher_source(pt, model, needs, plan, acc):
@@ -416,7 +421,7 @@ def build_job(plan, resume: bool = False) -> Job:
     own = {pt.name: (pt.encoded, _collate(plan, pt)) for pt in plan.teachers if pt.own_tokens}
     loader = data_mod.loader(plan.encoded["train"], collate, t.batch_size, sampler, own)
     batches = math.ceil(sampler.per_process() / t.batch_size)
-    on_policy = OnPolicy(r.distill.on_policy, t.seed, plan.task, plan.tokenizer, 8 if t.precision != "fp32" else None) \
+    on_policy = OnPolicy(r.distill.on_policy, t.seed, plan.task, plan.tokenizer, _pad_multiple(plan)) \
         if plan.teachers and r.distill.on_policy > 0 else None
     return Job(plan, acc, out, student, plain_student, teacher, teacher_models, plain_objective, optimizer, scheduler,
                sampler, loader, collate, state, recipe_text, writer, batches, on_policy)
