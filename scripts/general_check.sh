@@ -28,7 +28,8 @@ for s in "${@:-bbc wnut16 bbc-qa}"; do
       at "$set" "$set-teacher"
       "$VENV/bin/brew" train "recipes/$set/teacher.yaml" "${AT[@]}"
     fi
-    whole=(); [ "$set" = bbc-qa ] && whole=(--data "$DATA/bbc-qa/test.json")  # all 1,926 questions
+    # all 1,926 questions (smoke mode: the run's own capped test split, a few rows)
+    whole=(); [ "$set" = bbc-qa ] && [ -z "${SMOKE:-}" ] && whole=(--data "$DATA/bbc-qa/test.json")
     # TinyBERT's two task stages, the layers then the predictions
     rm -rf "$RUNS/$set-tinybert-T4-tiny"
     at "$set" "$set-tinybert-T4-tiny"
