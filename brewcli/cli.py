@@ -155,13 +155,15 @@ def eval_(checkpoint: str = typer.Argument(..., help="a brew output folder, best
           split: Optional[str] = typer.Option(None, help="train, eval or test (default: test if the recipe has one)"),
           batch_size: int = typer.Option(64, min=1, help="batch size for scoring"),
           teacher: bool = typer.Option(True, help="also score the teacher the checkpoint records"),
+          timing_rounds: int = typer.Option(20, min=0, help="single-example passes timed per model (batched: a "
+                                            "quarter as many); 0: no timing"),
           as_json: bool = typer.Option(False, "--json", help="print the report as JSON on stdout")):
     """Score a checkpoint and compare it with its teacher: quality, size, speed."""
     from brewcli.evaluate import evaluate_checkpoint, speed_note, teacher_rows
     from brewcli.tasks import TASKS
     from brewcli.ui import console, human, results_table
 
-    report = evaluate_checkpoint(checkpoint, data, split, batch_size, teacher)
+    report = evaluate_checkpoint(checkpoint, data, split, batch_size, teacher, timing_rounds)
     if as_json:
         print(json.dumps(report, indent=2))
         return

@@ -112,13 +112,13 @@ def spread_pct(values: list[float]) -> float:
     return round(100 * (q3 - q1) / statistics.median(values), 1)
 
 
-def measure_speed(models: dict[str, Timed], acc=None, latency_rounds: int = 20, throughput_rounds: int = 5,
+def measure_speed(models: dict[str, Timed], acc=None, rounds: int = 20,
                   throughput_batch: int = 32) -> dict[str, dict[str, list[float]]]:
-    """The paired timings `report` summarises: per model, ms per example at batch 1 and examples/s at a batch of
-    `throughput_batch` (or the split's size), round by round."""
-    latency = paired_seconds(models, acc, 1, latency_rounds)
+    """The paired timings `report` summarises: per model, ms per example at batch 1 (`rounds` passes) and examples/s
+    at a batch of `throughput_batch` or the split's size (a quarter as many), round by round."""
+    latency = paired_seconds(models, acc, 1, rounds, warmup=min(3, rounds))
     rows = min(throughput_batch, *(len(t.encoded) for t in models.values()))
-    batched = paired_seconds(models, acc, rows, throughput_rounds, warmup=1)
+    batched = paired_seconds(models, acc, rows, max(1, rounds // 4), warmup=1)
     return {name: {"latency_ms": [1000 * s for s in latency[name]], "throughput": [rows / s for s in batched[name]]}
             for name in models}
 
@@ -215,7 +215,7 @@ def local_folder(ref: str) -> Path | None:
 
 
 def score_against(task, ds, names, student: Scored, teachers: list[Scored], mix: str | None, batch_size: int,
-                  acc=None, also: list[Scored] = ()):
+                  acc=None, also: list[Scored] = (), timing_rounds: int = 20):
     """The student and its teachers on one split, then timed in turns: (student, teacher, each, timings, others)
     for `report`. `also`: more models scored and timed beside them (an export's PyTorch source), their scores in
     `others` by name. The end of a run and `brew eval` both score this way."""
@@ -236,7 +236,6 @@ def score_against(task, ds, names, student: Scored, teachers: list[Scored], mix:
         doing("scoring the teacher" + ("s" if len(teachers) > 1 else ""))
     shared = all(t.encoded is student.encoded for t in teachers)
     teacher, each, compared = score_teachers(rows, task, mix, scorer, shared=shared)
-    doing("timing the student" + (" and the teacher, in turns" if compared else ""))
     others = {a.name: score(a.model, task, a.encoded, a.collate, batch_size, task.metric(names, ds), acc, a.folder)
               for a in also}
     if len(teachers) == 1 and shared:
@@ -245,19 +244,23 @@ def score_against(task, ds, names, student: Scored, teachers: list[Scored], mix:
         if agreed is not None:
             mine["teacher_agreement"] = agreed
     timings = time_against(Timed(student.model, student.encoded, student.collate), compared, inputs, acc,
-                           {a.name: Timed(a.model, a.encoded, a.collate) for a in also})
+                           {a.name: Timed(a.model, a.encoded, a.collate) for a in also}, timing_rounds)
     return mine, teacher, each, timings, others
 
 
-def time_against(student: Timed, compared, inputs, acc=None, also: dict[str, Timed] | None = None) -> dict:
+def time_against(student: Timed, compared, inputs, acc=None, also: dict[str, Timed] | None = None,
+                 rounds: int = 20) -> dict:
     """The paired timings (`measure_speed`) of the student and the model it is compared with: `compared` as
     `score_teachers` returns it, `inputs(name)` that teacher's (encoded, collate). The student alone without one;
-    `also`, more models timed in the same rounds."""
+    `also`, more models timed in the same rounds. None timed at 0 rounds."""
+    if rounds == 0:
+        return {}
+    doing("timing the student" + (" and the teacher, in turns" if compared is not None else ""))
     models = {"student": student, **(also or {})}
     if compared is not None:
         model, name = compared
         models["teacher"] = Timed(model, *inputs(name))
-    return measure_speed(models, acc)
+    return measure_speed(models, acc, rounds)
 
 
 def teacher_rows(teacher: dict | None, each: dict | None) -> list[tuple[str, dict]]:
@@ -306,14 +309,17 @@ def report(task, split: str, rows: int, student: dict, teacher: dict | None = No
             out["speedup_vs_pytorch"] = speedup(timings["student"], timings["pytorch"]).get("speedup")
     if spreads:
         out["timing_spread_pct"] = max(spreads)
+        out["timing_rounds"] = len(timings["student"]["latency_ms"])
     return out
 
 
 def speed_note(report: dict) -> str:
     """The line under `brew eval`'s table: how the speed was timed, and whether the machine was too busy to trust it."""
-    spread = report.get("timing_spread_pct", 0.0)
-    how = ("medians of 20 single-example passes, student and teacher in turns; speedup: the median ratio of "
-           "neighbouring timings" if "speedup" in report else "median of 20 single-example passes")
+    if "timing_rounds" not in report:
+        return "[dim]speed: not timed (--timing-rounds 0)[/dim]"
+    spread, n = report["timing_spread_pct"], report["timing_rounds"]
+    how = (f"medians of {n} single-example passes, student and teacher in turns; speedup: the median ratio of "
+           "neighbouring timings" if "speedup" in report else f"median of {n} single-example passes")
     if spread > BUSY_PCT:
         return f"[yellow]timings varied by {spread:.0f}%: the machine is busy; rerun for a firm figure[/yellow] ({how})"
     return f"[dim]speed: {how}; they varied by {spread:.0f}% (interquartile range over the median)[/dim]"
@@ -327,7 +333,7 @@ def load_model(folder, task, acc=None, arch: str = "hf"):
 
 
 def evaluate_checkpoint(path: str, data_file: str | None = None, split: str | None = None,
-                        batch_size: int = 64, with_teacher: bool = True) -> dict:
+                        batch_size: int = 64, with_teacher: bool = True, timing_rounds: int = 20) -> dict:
     """`brew eval`: a brew output folder (or an export of one) against its teacher (and, for an export, the PyTorch
     student it came from), on a split of the recipe's data or on one file."""
     from accelerate import Accelerator
@@ -351,7 +357,8 @@ def evaluate_checkpoint(path: str, data_file: str | None = None, split: str | No
         from brewcli.heldout import evaluate_general
 
         student, teacher, ref, timings = evaluate_general(folder, run.recipe, task, run.meta, encoded,
-                                                          task.collate(tokenizer), batch_size, acc, with_teacher)
+                                                          task.collate(tokenizer), batch_size, acc, with_teacher,
+                                                          timing_rounds)
         return {"checkpoint": str(folder), **report(task, split, len(encoded), student, teacher, ref, device, None,
                                                     timings)}
     doing(f"scoring {folder} on the {split} split")
@@ -369,7 +376,7 @@ def evaluate_checkpoint(path: str, data_file: str | None = None, split: str | No
         me = Scored("student", load_model(folder, task, acc), encoded, collate, folder)
     teachers = _load_teachers(run, ds, tokenizer, encoded, collate, acc) if with_teacher else []
     student, teacher, each, timings, scored = score_against(task, ds, names, me, teachers, ensemble_mix(run.recipe),
-                                                            batch_size, acc, also)
+                                                            batch_size, acc, also, timing_rounds)
     out = report(task, split, len(ds), student, teacher, run.teacher_ref, device, each, timings, scored.get("pytorch"))
     if run.export is None:
         shown = {"teacher": teachers[0].model} if teachers else {}

@@ -84,7 +84,8 @@ WHAT_IT_MEASURES = ("a general run has no task metric: it is scored by its loss 
                     "no head: start a task recipe from it with student: {model: %s}")
 
 
-def evaluate_general(folder, recipe, task, meta: dict, encoded, collate, batch_size: int, acc, with_teacher: bool):
+def evaluate_general(folder, recipe, task, meta: dict, encoded, collate, batch_size: int, acc, with_teacher: bool,
+                     timing_rounds: int = 20):
     """`brew eval` of a general run: (student, teacher, teacher path) and the keywords `report` takes. The terms are
     the saved recipe's matches against the teacher brew.json records, with the saved projections. Returns (student,
     teacher, teacher path, timings)."""
@@ -115,5 +116,6 @@ def evaluate_general(folder, recipe, task, meta: dict, encoded, collate, batch_s
     doing(f"scoring {folder}'s loss terms")
     scores = score_general(student, {name: teacher}, objective, task, encoded, collate, batch_size, acc, folder,
                            Path(ref) if Path(ref).is_dir() else None)
-    timings = time_against(Timed(student, encoded, collate), (teacher, name), lambda _: (encoded, collate), acc)
+    timings = time_against(Timed(student, encoded, collate), (teacher, name), lambda _: (encoded, collate), acc,
+                           rounds=timing_rounds)
     return (*scores, ref, timings)

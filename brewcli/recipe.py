@@ -342,6 +342,7 @@ class TrainSpec(Strict):
     max_steps: int | None = Field(None, ge=1)
     batch_size: int = Field(32, ge=1)
     eval_batch_size: int = Field(64, ge=1)
+    timing_rounds: int = Field(20, ge=0)  # the end-of-run speed: single-example passes a model; 0: not timed
     grad_accum: int = Field(1, ge=1)
     lr: float = Field(1e-4, gt=0)
     projection_lr: float | None = Field(None, gt=0)

@@ -613,7 +613,8 @@ def _finish_general(job: Job, split: str, result: dict) -> None:
     student, teacher = score_general(student_model, job.teacher_models, job.objective, plan.task, encoded,
                                      job.collate, r.train.eval_batch_size, acc, job.out, teacher_dir)
     timings = time_against(Timed(student_model, encoded, job.collate),
-                           (job.teacher_models[first.name], first.name), lambda name: (encoded, job.collate), acc)
+                           (job.teacher_models[first.name], first.name), lambda name: (encoded, job.collate), acc,
+                           rounds=r.train.timing_rounds)
     result.update(report(plan.task, split, len(encoded), student, teacher, _meta(plan, 0, None)["teacher"],
                          acc.device.type, None, timings))
     if job.main:
@@ -647,7 +648,8 @@ def finish(job: Job) -> dict:
         teachers = [Scored(t.name, job.teacher_models[t.name],
                            *((t.encode(task, raw, names), t.collate(task)) if t.own_tokens else (encoded, job.collate)),
                            local_folder(t.spec.model), t.spec.weight, t.label_order) for t in plan.teachers]
-        student, teacher, each, timings, _ = score_against(task, raw, names, me, teachers, ensemble_mix(r), batch_size, acc)
+        student, teacher, each, timings, _ = score_against(task, raw, names, me, teachers, ensemble_mix(r), batch_size,
+                                                           acc, timing_rounds=r.train.timing_rounds)
         result.update(report(task, split, len(raw), student, teacher, _meta(plan, 0, None)["teacher"],
                              acc.device.type, each, timings))
         if not job.main:

@@ -25,7 +25,7 @@ run() {  # run COMMAND RUN RECIPE [OVERRIDES...]: one run into $RUNS/RUN, then i
   titles "$name"
   echo "=== $(date +%T) $name"
   "$VENV/bin/brew" "$command" "recipes/bbc-titles/$recipe.yaml" "$@" ${AT[@]+"${AT[@]}"} "train.output_dir=$RUNS/$name"
-  "$VENV/bin/brew" eval "$RUNS/$name" --json > "$OUT/$name.json"
+  "$VENV/bin/brew" eval "$RUNS/$name" "${EVAL_CAPS[@]}" --json > "$OUT/$name.json"
 }
 steps() { "$VENV/bin/python" -c "import json,sys; print(json.load(open(sys.argv[1]))['steps'])" "$RUNS/$1/metrics.json"; }
 if [ ! -f "$RUNS/bbc-titles-teacher/model.safetensors" ]; then
@@ -34,7 +34,7 @@ if [ ! -f "$RUNS/bbc-titles-teacher/model.safetensors" ]; then
   echo "=== $(date +%T) bbc-titles-teacher"
   "$VENV/bin/brew" train recipes/bbc-titles/teacher.yaml ${AT[@]+"${AT[@]}"} "train.output_dir=$RUNS/bbc-titles-teacher"
 fi
-"$VENV/bin/brew" eval "$RUNS/bbc-titles-teacher" --json > "$OUT/bbc-titles-teacher.json"
+"$VENV/bin/brew" eval "$RUNS/bbc-titles-teacher" "${EVAL_CAPS[@]}" --json > "$OUT/bbc-titles-teacher.json"
 titles bbc-titles-T4-tiny-augment
 "$VENV/bin/brew" augment recipes/bbc-titles/distill-T4-tiny-augment.yaml --dry-run ${AT[@]+"${AT[@]}"}
 run distill bbc-titles-T4-tiny-augment distill-T4-tiny-augment

@@ -17,5 +17,5 @@ if [ -n "${SMOKE:-}" ]; then
 fi
 rm -rf "$RUNS/bbc-embed-T3"
 "$VENV/bin/brew" distill recipes/bbc-embed/distill-T3.yaml "${RUN[@]}"
-"$VENV/bin/brew" eval "$RUNS/bbc-embed-T3" --json > "$RUNS/bbc-embed-T3-test.json"
-"$VENV/bin/brew" eval "$RUNS/bbc-embed-T3" --data "$DATA/lee/pairs.jsonl" --json > "$RUNS/bbc-embed-T3-lee.json"
+"$VENV/bin/brew" eval "$RUNS/bbc-embed-T3" "${EVAL_CAPS[@]}" --json > "$RUNS/bbc-embed-T3-test.json"
+"$VENV/bin/brew" eval "$RUNS/bbc-embed-T3" --data "$DATA/lee/pairs.jsonl" "${EVAL_CAPS[@]}" --json > "$RUNS/bbc-embed-T3-lee.json"

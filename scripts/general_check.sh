@@ -21,7 +21,7 @@ if [ -n "${SMOKE:-}" ]; then
            "teacher=$DATA/all-MiniLM-L6-v2" "train.output_dir=$RUNS/general-T4-tiny" "${CAPS[@]}")
 fi
 [ -f "$RUNS/general-T4-tiny/metrics.json" ] || "$VENV/bin/brew" distill recipes/general/T4-tiny.yaml "${GENERAL[@]}"
-"$VENV/bin/brew" eval "$RUNS/general-T4-tiny" --json > "$RUNS/general-check/general-T4-tiny.json"
+"$VENV/bin/brew" eval "$RUNS/general-T4-tiny" "${EVAL_CAPS[@]}" --json > "$RUNS/general-check/general-T4-tiny.json"
 for s in "${@:-bbc wnut16 bbc-qa}"; do
   for set in $s; do
     if [ ! -f "$RUNS/$set-teacher/model.safetensors" ]; then
@@ -34,14 +34,14 @@ for s in "${@:-bbc wnut16 bbc-qa}"; do
     rm -rf "$RUNS/$set-tinybert-T4-tiny"
     at "$set" "$set-tinybert-T4-tiny"
     "$VENV/bin/brew" distill "recipes/$set/tinybert-T4-tiny.yaml" "student.model=$RUNS/general-T4-tiny" "${AT[@]}"
-    "$VENV/bin/brew" eval "$RUNS/$set-tinybert-T4-tiny" "${whole[@]}" --json > "$RUNS/general-check/$set-tinybert-T4-tiny.json"
+    "$VENV/bin/brew" eval "$RUNS/$set-tinybert-T4-tiny" "${whole[@]}" "${EVAL_CAPS[@]}" --json > "$RUNS/general-check/$set-tinybert-T4-tiny.json"
     if [ "$set" = wnut16 ]; then  # the loss families compared (README): MiniLM v2's and CKD's relations in stage 1
       for fam in minilm-v2 ckd; do
         rm -rf "$RUNS/$set-$fam-T4-tiny"
         at "$set" "$set-$fam-T4-tiny"
         "$VENV/bin/brew" distill "recipes/$set/tinybert-T4-tiny.yaml" "student.model=$RUNS/general-T4-tiny" \
           "stages.0.distill.matches=[$fam]" "${AT[@]}" "train.output_dir=$RUNS/$set-$fam-T4-tiny"
-        "$VENV/bin/brew" eval "$RUNS/$set-$fam-T4-tiny" --json > "$RUNS/general-check/$set-$fam-T4-tiny.json"
+        "$VENV/bin/brew" eval "$RUNS/$set-$fam-T4-tiny" "${EVAL_CAPS[@]}" --json > "$RUNS/general-check/$set-$fam-T4-tiny.json"
       done
     fi
     for init in general taskonly; do
@@ -51,7 +51,7 @@ for s in "${@:-bbc wnut16 bbc-qa}"; do
       [ "$init" = taskonly ] && from=("student.model=null" "student.preset=T4-tiny" "student.init=random")
       "$VENV/bin/brew" distill "recipes/$set/distill-T4-tiny-general.yaml" "${from[@]}" "${AT[@]}" \
         "train.output_dir=$RUNS/$set-T4-tiny-$init"
-      "$VENV/bin/brew" eval "$RUNS/$set-T4-tiny-$init" "${whole[@]}" --json > "$RUNS/general-check/$set-T4-tiny-$init.json"
+      "$VENV/bin/brew" eval "$RUNS/$set-T4-tiny-$init" "${whole[@]}" "${EVAL_CAPS[@]}" --json > "$RUNS/general-check/$set-T4-tiny-$init.json"
     done
   done
 done

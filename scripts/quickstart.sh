@@ -15,4 +15,4 @@ at bbc bbc-teacher
 "$VENV/bin/brew" train recipes/bbc/teacher.yaml "${AT[@]}"
 at bbc bbc-T3
 "$VENV/bin/brew" distill recipes/bbc/distill-T3.yaml "${AT[@]}"
-"$VENV/bin/brew" eval "$RUNS/bbc-T3"
+"$VENV/bin/brew" eval "$RUNS/bbc-T3" "${EVAL_CAPS[@]}"

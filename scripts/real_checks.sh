@@ -20,7 +20,7 @@ for set in "${@:-wnut16 bbc-multilabel bbc-qa}"; do
     for student in T3 T4-tiny; do
       at "$s" "$s-$student"
       "$VENV/bin/brew" distill "recipes/$s/distill-$student.yaml" "${AT[@]}"
-      "$VENV/bin/brew" eval "$RUNS/$s-$student" "${whole[@]}" --json > "$RUNS/real-checks/$s-$student.json"
+      "$VENV/bin/brew" eval "$RUNS/$s-$student" "${whole[@]}" "${EVAL_CAPS[@]}" --json > "$RUNS/real-checks/$s-$student.json"
     done
   done
 done

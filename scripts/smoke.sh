@@ -5,18 +5,21 @@
 #   DATA     where the data is read and written (data/; smoke: $SMOKE_DIR/data)
 #   RUNS     where the runs go (runs/; smoke: $SMOKE_DIR/runs)
 #   LIMIT    arguments for the prepare_*.py scripts (smoke: --limit 40, the first rows of each split)
-#   CAPS     overrides appended to each brew command (smoke: 2 steps of 4 rows, 4 rows scored)
+#   CAPS     overrides appended to each brew command (smoke: 2 steps of 4 rows, 4 rows scored, 2 timing rounds)
+#   EVAL_CAPS  options appended to each brew eval (smoke: 2 timing rounds, not 20: the speed of 2 steps means nothing)
 export VENV=${VENV:-.venv}
 if [ -n "${SMOKE:-}" ]; then
   export SMOKE_DIR=${SMOKE_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/brew-smoke.XXXXXX")}
   DATA=$SMOKE_DIR/data RUNS=$SMOKE_DIR/runs
   export BREW_CACHE=$SMOKE_DIR/cache
   LIMIT=(--limit 40)
-  CAPS=(train.max_steps=2 train.batch_size=4 train.eval_batch_size=8 data.max_train_samples=8 data.max_eval_samples=4)
+  CAPS=(train.max_steps=2 train.batch_size=4 train.eval_batch_size=8 data.max_train_samples=8 data.max_eval_samples=4
+        train.timing_rounds=2)
+  EVAL_CAPS=(--timing-rounds 2)
   [ -n "${SMOKE_SAID:-}" ] || echo "smoke mode: a few rows and 2 steps per run, all under $SMOKE_DIR"
   export SMOKE_SAID=1  # once, not again in the scripts this one runs
 else
-  DATA=data RUNS=runs LIMIT=() CAPS=()
+  DATA=data RUNS=runs LIMIT=() CAPS=() EVAL_CAPS=()
 fi
 
 # at SET RUN: the overrides that point recipes/SET/*.yaml at $DATA/SET/* and $RUNS/RUN (smoke mode only; a full run

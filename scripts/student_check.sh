@@ -23,7 +23,7 @@ run() {  # run COMMAND SET RUN RECIPE [OVERRIDES...]: one run into $RUNS/RUN, th
     [ "$command" = train ] && [[ $a == teacher=* ]] || keep+=("$a")
   done
   "$VENV/bin/brew" "$command" "recipes/$set/$recipe.yaml" "$@" ${keep[@]+"${keep[@]}"} "train.output_dir=$RUNS/$name"
-  "$VENV/bin/brew" eval "$RUNS/$name" --json > "$OUT/$name.json"
+  "$VENV/bin/brew" eval "$RUNS/$name" "${EVAL_CAPS[@]}" --json > "$OUT/$name.json"
 }
 for s in "${@:-bbc wnut16}"; do
   for set in $s; do

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import random
+import sys
 import tempfile
 from pathlib import Path
 
@@ -29,9 +31,23 @@ HEAVY_FIRST = ("tests/test_scripts_smoke.py", "tests/test_new_user.py::test_ever
 def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: not item.nodeid.startswith(HEAVY_FIRST))  # stable: the rest keep their order
 
+
 WORDS = ("good great fine lovely superb happy bad awful poor sad terrible boring movie film plot actor the a is "
          "was very not and it this").split()
 POSITIVE, NEGATIVE = WORDS[:6], WORDS[6:11]
+
+
+def load_script(name: str):
+    """scripts/NAME.py imported as a module (its own folder on the path while it loads)."""
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    sys.path.insert(0, str(scripts))
+    try:
+        spec = importlib.util.spec_from_file_location(name, scripts / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(scripts))
 
 
 def make_tokenizer():

@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from brewcli.losses import KD_LOSSES
-from tests.conftest import WORDS, apply_changes, make_tokenizer
+from tests.conftest import WORDS, apply_changes, load_script, make_tokenizer
 from tests.test_tasks import brew, write_jsonl
 
 
@@ -369,3 +369,33 @@ def test_init_scaffolds_an_lm_recipe_with_top_k_and_temperature_1(tmp_path, monk
     assert distill["temperature"] == 1 and distill["top_k"] == 30 and distill["teacher_cache"] == "auto"  # its vocab
     r = brew("distill", "r.yaml", "--dry-run", "data.max_length=16")
     assert r.exit_code == 0 and "top 30 tokens" in " ".join(r.output.split()), r.output
+
+
+def test_lm_select_layers_drops_the_layer_that_costs_least(tmp_path, monkeypatch, capsys):
+    """scripts/lm_select_layers.py: from 4 layers to 3, it drops the middle layer whose loss leaves the lower
+    perplexity (computed here directly), and keeps the first and the last."""
+    import math
+    import sys
+
+    from transformers import AutoModelForCausalLM
+
+    teacher = make_lm_teacher(tmp_path / "lm")
+    write_jsonl(tmp_path / "train.jsonl", text_rows(40, 0))
+    monkeypatch.setattr(sys, "argv", ["lm_select_layers.py", "--model", str(teacher), "--data",
+                                      str(tmp_path / "train.jsonl"), "--keep", "3", "--windows", "2",
+                                      "--max-length", "16"])
+    load_script("lm_select_layers").main()
+    out = capsys.readouterr().out
+    model = AutoModelForCausalLM.from_pretrained(teacher).eval()
+    tok = make_tokenizer()
+    ids = [i for r in text_rows(40, 0)[-60:] for i in tok(r["text"])["input_ids"]][:32]
+    x = torch.tensor(ids).view(2, 16)
+    layers = list(model.model.layers)
+
+    def ppl(keep):
+        model.model.layers = torch.nn.ModuleList([layers[i] for i in keep])
+        with torch.no_grad():
+            return math.exp(model(input_ids=x, labels=x).loss.item())
+
+    best = [0, 2, 3] if ppl([0, 2, 3]) < ppl([0, 1, 3]) else [0, 1, 3]
+    assert out.strip().splitlines()[-1] == f"teacher_layers: {best}"

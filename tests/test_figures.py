@@ -309,6 +309,18 @@ def test_speedup_is_the_median_of_neighbouring_ratios():
     steady = {"latency_ms": [10.0, 10.5, 9.5, 10.0], "throughput": [100.0, 101.0]}
     out = report(task, "test", 20, {"accuracy": 0.9, "params": 10}, timings={"student": steady})
     assert out["student"]["latency_ms"] == 10.0 and "busy" not in speed_note(out) and "speedup" not in out
+    assert "median of 4 single-example passes" in speed_note(out) and out["timing_rounds"] == 4
+    out = report(task, "test", 20, {"accuracy": 0.9, "params": 10}, {"accuracy": 1.0, "params": 20}, "t", timings={})
+    assert "latency_ms" not in out["student"] and "speedup" not in out and "not timed" in speed_note(out)
+
+
+def test_timing_rounds_set_the_passes_and_zero_times_nothing(tmp_path):
+    from brewcli.evaluate import measure_speed, time_against
+
+    small = _timed(tmp_path / "small", layers=1)
+    timings = measure_speed({"student": small}, rounds=5, throughput_batch=4)
+    assert len(timings["student"]["latency_ms"]) == 5 and len(timings["student"]["throughput"]) == 1
+    assert time_against(small, None, None, rounds=0) == {}
 
 
 @contextlib.contextmanager
@@ -334,8 +346,7 @@ def test_timings_keep_their_order_under_load(tmp_path):
     torch.set_num_threads(1)  # one thread among the busy loops: the load slows it, spinning threads do not
     try:
         with cpu_load() as procs:
-            timings = measure_speed({"student": small, "teacher": big}, latency_rounds=12, throughput_rounds=3,
-                                    throughput_batch=8)
+            timings = measure_speed({"student": small, "teacher": big}, rounds=12, throughput_batch=8)
             assert all(p.poll() is None for p in procs)  # the load ran all along
     finally:
         torch.set_num_threads(threads)

