@@ -1,6 +1,6 @@
-"""Scoring and the report. `evaluate_model` streams a split through a model into the task's metric (sharded
-across processes, states merged). `report` compares a student with its teacher (metric, % retained, size,
-speed); the end of a run and `brew eval` both call it, so metrics.json and `brew eval --json` share its shape.
+"""Scoring and the report. `evaluate_models` streams a split through one model, or a student and its teacher side
+by side, into the task's metrics (sharded across processes, states merged). `report` compares a student with its
+teacher (metric, % retained, size, speed); the end of a run and `brew eval` both call it, so metrics.json and `brew eval --json` share its shape.
 Speed is timed with the student and its teacher taking turns on the same rows (`measure_speed`): medians, their
 spreads, and the speedup as the median of neighbouring ratios, so a parallel job skews neither model alone.
 """
@@ -35,28 +35,50 @@ def _shard(encoded, acc):
     return encoded.select([i for i, e in enumerate(examples) if lo <= e < hi])
 
 
-@torch.no_grad()
 def evaluate_model(model, task, encoded, collate, batch_size: int, metric, acc=None) -> tuple[dict, float]:
     """(metrics, seconds): every process scores its shard, process 0 merges the metric states."""
-    was_training = model.training
-    model.eval()
-    device = _device(acc)
     start = time.perf_counter()
+    (metrics,), _ = evaluate_models([model], task, encoded, collate, batch_size, [metric], acc)
+    return metrics, time.perf_counter() - start
+
+
+@torch.no_grad()
+def evaluate_models(models: list, task, encoded, collate, batch_size: int, metrics: list, acc=None,
+                    agreement: bool = False) -> tuple[list[dict], float | None]:
+    """Each model into its metric, all on each batch in turn, in one pass over the split; with `agreement`, also how
+    far models[0] (the student) agrees with models[1] (its teacher) as the task measures it (Task.agreement; None
+    where the task does not). Every process scores its shard; the states and sums are merged."""
+    device = _device(acc)
+    was_training = [m.training for m in models]
+    for m in models:
+        m.eval()
+    total, count, agreeing = 0.0, 0, agreement
     for batch in data_mod.loader(_shard(encoded, acc), collate, batch_size):
         moved = batch.to(device)
-        with acc.autocast() if acc is not None else nullcontext():
-            out = model(**moved.inputs)
-        metric.update(task.reduce(task.logits(out, moved.mask), moved).float().cpu(), batch)
-    seconds = time.perf_counter() - start
-    model.train(was_training)
+        logits = []
+        for model, metric in zip(models, metrics):
+            with acc.autocast() if acc is not None else nullcontext():
+                z = task.logits(model(**moved.inputs), moved.mask)
+            metric.update(task.reduce(z, moved).float().cpu(), batch)
+            logits.append(z)
+        if agreeing:
+            got = task.agreement(logits[0].float(), logits[1].float(), moved)
+            agreeing = got is not None
+            if agreeing:
+                total, count = total + got[0], count + got[1]
+        del logits
+    for m, was in zip(models, was_training):
+        m.train(was)
     if acc is not None and acc.num_processes > 1:
         from accelerate.utils import gather_object
 
-        states = gather_object([metric.state()])
-        for rank, state in enumerate(states):
+        states = gather_object([([metric.state() for metric in metrics], total, count)])
+        for rank, (theirs, t, c) in enumerate(states):
             if rank != acc.process_index:
-                metric.merge(state)
-    return metric.compute(), seconds
+                for metric, state in zip(metrics, theirs):
+                    metric.merge(state)
+                total, count = total + t, count + c
+    return [metric.compute() for metric in metrics], (round(total / count, 4) if agreeing and count else None)
 
 
 @dataclass
@@ -140,31 +162,14 @@ def speedup(student: dict[str, list[float]], teacher: dict[str, list[float]]) ->
     return {"speedup": round(statistics.median(ratios), 2), "speedup_spread_pct": spread_pct(ratios)}
 
 
-@torch.no_grad()
-def teacher_agreement(task, student, teacher, encoded, collate, batch_size: int, acc=None) -> float | None:
-    """How far the student agrees with its teacher on a split, as the task measures it (Task.agreement), the two
-    run side by side on each batch; None where the task does not measure it."""
-    device, total, count = _device(acc), 0.0, 0
-    for batch in data_mod.loader(_shard(encoded, acc), collate, batch_size):
-        moved = batch.to(device)
-        with acc.autocast() if acc is not None else nullcontext():
-            zs = task.logits(student(**moved.inputs), moved.mask)
-            zt = task.logits(teacher(**moved.inputs), moved.mask)
-        got = task.agreement(zs.float(), zt.float(), moved)
-        if got is None:
-            return None
-        total, count = total + got[0], count + got[1]
-    if acc is not None and acc.num_processes > 1:
-        from accelerate.utils import gather_object
-
-        parts = gather_object([(total, count)])
-        total, count = sum(p[0] for p in parts), sum(p[1] for p in parts)
-    return round(total / count, 4) if count else None
-
-
 def score(model, task, encoded, collate, batch_size: int, metric, acc=None, folder: Path | None = None) -> dict:
     """Metrics + parameter count + size on disk of one model on one split (its speed: `measure_speed`)."""
     metrics, _ = evaluate_model(model, task, encoded, collate, batch_size, metric, acc)
+    return described(model, metrics, folder)
+
+
+def described(model, metrics: dict, folder: Path | None = None) -> dict:
+    """A model's metrics with its parameter count and size on disk."""
     params = getattr(model, "num_params", None) or sum(p.numel() for p in model.parameters())
     return {**metrics, "params": params,
             "size_bytes": size_on_disk(folder) if folder is not None else None}
@@ -229,20 +234,26 @@ def score_against(task, ds, names, student: Scored, teachers: list[Scored], mix:
         folder = by_name[name].folder if name in by_name else None
         return score(model, task, *inputs(name), batch_size, task.metric(names, ds), acc, folder)
 
-    mine = score(student.model, task, student.encoded, student.collate, batch_size, task.metric(names, ds), acc,
-                 student.folder)
-    rows = [(t.name, t.model, t.weight, t.label_order) for t in teachers]
-    if teachers:
-        doing("scoring the teacher" + ("s" if len(teachers) > 1 else ""))
     shared = all(t.encoded is student.encoded for t in teachers)
-    teacher, each, compared = score_teachers(rows, task, mix, scorer, shared=shared)
-    others = {a.name: score(a.model, task, a.encoded, a.collate, batch_size, task.metric(names, ds), acc, a.folder)
-              for a in also}
-    if len(teachers) == 1 and shared:
-        agreed = teacher_agreement(task, student.model, teachers[0].model, student.encoded, student.collate,
-                                   batch_size, acc)
+    if len(teachers) == 1 and shared:  # one pass with both side by side, which also gives their agreement
+        doing("scoring the student and the teacher, side by side")
+        t = teachers[0]
+        (ours, theirs), agreed = evaluate_models([student.model, t.model], task, student.encoded, student.collate,
+                                                 batch_size, [task.metric(names, ds), task.metric(names, ds)], acc,
+                                                 agreement=True)
+        mine = described(student.model, ours, student.folder)
+        teacher, each, compared = described(t.model, theirs, t.folder), None, (t.model, t.name)
         if agreed is not None:
             mine["teacher_agreement"] = agreed
+    else:
+        mine = score(student.model, task, student.encoded, student.collate, batch_size, task.metric(names, ds), acc,
+                     student.folder)
+        if teachers:
+            doing("scoring the teacher" + ("s" if len(teachers) > 1 else ""))
+        teacher, each, compared = score_teachers([(t.name, t.model, t.weight, t.label_order) for t in teachers],
+                                                 task, mix, scorer, shared=shared)
+    others = {a.name: score(a.model, task, a.encoded, a.collate, batch_size, task.metric(names, ds), acc, a.folder)
+              for a in also}
     timings = time_against(Timed(student.model, student.encoded, student.collate), compared, inputs, acc,
                            {a.name: Timed(a.model, a.encoded, a.collate) for a in also}, timing_rounds)
     return mine, teacher, each, timings, others

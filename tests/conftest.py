@@ -22,14 +22,26 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     os.environ.setdefault("OMP_NUM_THREADS",
                           str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
-# The tests that take minutes (the scripts' smoke runs) start first, so that the workers share them and the short
-# tests fill in around them instead of one worker finishing them alone at the end.
-HEAVY_FIRST = ("tests/test_scripts_smoke.py", "tests/test_new_user.py::test_every_example_in_help_and_readme_runs",
+# The tests that take minutes (the scripts' smoke runs) start first, longest first, so that the workers share them
+# and the short tests fill in around them instead of one worker finishing a long one alone at the end.
+# scripts/test.sh hands the tests out one at a time (--maxschedchunk 1): each worker starts with two, so the first
+# worker takes the QA and multi-label real checks (the first prepares the data they share, `task_data`) and the
+# second the augmentation and quickstart scripts.
+HEAVY_FIRST = ("tests/test_scripts_smoke.py::test_real_checks_smoke[bbc-qa]",
+               "tests/test_scripts_smoke.py::test_real_checks_smoke[bbc-multilabel]",
+               "tests/test_scripts_smoke.py::test_augment_check_smoke",
+               "tests/test_scripts_smoke.py::test_quickstart_and_bench_smoke",
+               "tests/test_scripts_smoke.py::test_real_checks_smoke[wnut16]",
+               "tests/test_scripts_smoke.py::test_embedding_check_smoke",
+               "tests/test_new_user.py::test_every_example_in_help_and_readme_runs", "tests/test_multiprocess.py",
                "tests/test_bench.py")
 
 
 def pytest_collection_modifyitems(config, items):
-    items.sort(key=lambda item: not item.nodeid.startswith(HEAVY_FIRST))  # stable: the rest keep their order
+    def rank(item):
+        return next((i for i, name in enumerate(HEAVY_FIRST) if item.nodeid.startswith(name)), len(HEAVY_FIRST))
+
+    items.sort(key=rank)  # stable: the rest keep their order
 
 
 WORDS = ("good great fine lovely superb happy bad awful poor sad terrible boring movie film plot actor the a is "

@@ -113,7 +113,12 @@ def test_quickstart_and_bench_smoke(tmp_path):
     script("bench_textbrewer.sh", "--json", str(tmp_path / "bench.json"), smoke_dir=tmp_path)
     summary = json.loads((tmp_path / "bench.json").read_text())
     assert set(summary["datasets"]) == {"short"}
-    assert {"brew-live", "brew-cold", "brew-warm"} <= set(summary["datasets"]["short"])
+    rows = summary["datasets"]["short"]
+    assert {"brew-live", "brew-cold", "brew-warm"} <= set(rows)
+    for row in rows.values():
+        assert row["samples_per_s"] > 0 and 0 <= row["accuracy"] <= 1 and row["peak_rss_mib"] > 0
+    # the same job, the same seed: a fp16 cache changes the teacher's values only in their last bits
+    assert abs(rows["brew-warm"]["accuracy"] - rows["brew-live"]["accuracy"]) <= 0.25
     assert user_folders() == before
 
 
@@ -126,7 +131,7 @@ def test_augment_check_smoke(tmp_path):
     assert "variants, labelled by the teacher only" in out
     assert user_folders() == before
     runs = tmp_path / "runs"
-    for name in ("bbc-titles-T4-tiny", "bbc-titles-T4-tiny-augment", "bbc-titles-T4-tiny-long"):
+    for name in ("bbc-titles-T4-tiny", "bbc-titles-T4-tiny-augment"):  # the long run is the plain one in smoke mode
         assert json.loads((runs / f"augment-check/{name}.json").read_text())["student"]["params"] > 0
     assert any((tmp_path / "cache/augment").iterdir())
 

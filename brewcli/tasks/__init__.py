@@ -205,7 +205,7 @@ class Task:
         return self.main_metric
 
     def agreement(self, s_logits, t_logits, batch) -> tuple[float, int] | None:
-        """(sum, count) of how far the student agrees with the teacher on a batch, for `teacher_agreement` in the
+        """(sum, count) of how far the student agrees with the teacher on a batch, for `evaluate_models` in the
         report (a causal LM: the same top-1 next token; sentence vectors: their cosine); None: not measured."""
         return None
 
