@@ -44,9 +44,12 @@ def test_init_distill_eval(tmp_path, teacher_dir, data_files, monkeypatch):
     assert report["teacher"]["accuracy"] == metrics["teacher"]["accuracy"]
     assert report["student"]["params"] < report["teacher"]["params"] and report["size_ratio"] < 1
     assert report["student"]["latency_ms"] > 0 and report["speedup"] >= 0 and report["student"]["size_bytes"] > 10_000
+    assert report["timing_rounds"] == 20
 
-    r = brew("eval", out / "best", "--data", data_files["test"], "--no-teacher")
-    assert r.exit_code == 0 and "on test.csv (16 rows" in " ".join(r.output.split()) and "accuracy" in r.output
+    r = brew("eval", out / "best", "--data", data_files["test"], "--no-teacher", "--timing-rounds", "0")
+    flat = " ".join(r.output.split())
+    assert r.exit_code == 0 and "on test.csv (16 rows" in flat and "accuracy" in r.output
+    assert "speed: not timed" in flat and "timing the student" not in flat
     r = brew("eval", out, "--split", "eval", "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["rows"] == 5  # the 10% held out from train.csv
 

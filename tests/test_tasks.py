@@ -17,7 +17,7 @@ from brewcli.batch import Needs, run_model
 from brewcli.cli import app
 from brewcli.plan import build_plan
 from brewcli.recipe import load_recipe
-from brewcli.tasks import TASKS
+from brewcli.tasks import TASKS, Task
 from tests.conftest import make_model_dir, make_rows, write_csv
 
 runner = CliRunner()
@@ -178,7 +178,7 @@ NOT_YET = {"general": "the contract compares KD views of task.logits() and score
                                   for n in TASKS.names()])
 def test_task_contract(name, tmp_path):
     from brewcli.checkpoint import save_model_folder
-    from brewcli.evaluate import evaluate_model, load_model
+    from brewcli.evaluate import evaluate_model, evaluate_models, load_model
     from brewcli.train import Meter, build_job
 
     plan = build_plan(load_recipe(recipe_for(name, tmp_path), ["train.max_steps=2"]))
@@ -212,6 +212,14 @@ def test_task_contract(name, tmp_path):
     # the loaded copy runs the default attention kernel, the training student on CPU the eager one: equal up to
     # float rounding, which a correlation of near-constant predictions (regression, one step) magnifies
     assert after == pytest.approx(before, rel=1e-6, abs=1e-4)
+    # scored side by side in one pass (as brew eval scores a student and its teacher): each as it scores alone, and
+    # their agreement where the task measures one (the same model twice: full agreement)
+    (paired, copy), agreed = evaluate_models([job.plain_student, load_model(tmp_path / "saved", task)], task,
+                                             plan.encoded["eval"], job.collate, 8,
+                                             [task.metric(names, raw), task.metric(names, raw)], agreement=True)
+    assert paired == pytest.approx(before, rel=1e-6, abs=1e-4) and copy == pytest.approx(after, rel=1e-6, abs=1e-4)
+    measured = type(task).agreement is not Task.agreement
+    assert agreed == pytest.approx(1.0, abs=1e-3) if measured else agreed is None
 
 
 def test_labels_go_on_the_first_sub_word(tmp_path):
