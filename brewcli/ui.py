@@ -45,7 +45,7 @@ class FitTable:
         self.rows.append(cells)
 
     def _table(self, keep: list[int], short: bool) -> Table:
-        t = Table(title=self.title, title_justify="left", **self.options)
+        t = Table(**self.options)  # the title goes above it on its own line: a table's title wraps at the table's width
         for i in keep:
             header, abbreviated, options = self.columns[i]
             t.add_column(abbreviated if short else header, **options)
@@ -83,21 +83,21 @@ class FitTable:
     def print_to(self, console: Console) -> None:
         """Print at the console's width; rows as lines never wrap (a log keeps each row on one line)."""
         table = self.layout(console, console.width)
+        if self.title:
+            console.print(Text(self.title, style="table.title"))
         if table is not None or console.is_terminal:  # a terminal: rich wraps the cells of the narrowest layout
             console.print(table or self._table([i for i, c in enumerate(self.columns) if c[0] not in self.drop], True))
             return
-        if self.title:
-            console.print(self.title)
         for line in self.lines():
             console.print(line, soft_wrap=True, markup=False)
 
     def __rich_console__(self, console: Console, options):
         table = self.layout(console, options.max_width)
+        if self.title:
+            yield Text(self.title, style="table.title")
         if table is not None:
             yield table
             return
-        if self.title:
-            yield Text(self.title)
         indent = 4
         for line in self.lines():  # printed by someone else, who may crop: wrapped under itself instead
             yield Text("\n".join(textwrap.wrap(line, options.max_width, subsequent_indent=" " * indent)) or line)

@@ -441,3 +441,15 @@ def test_results_rows_stay_on_one_line_at_80_columns(monkeypatch):
     text = _render(monkeypatch, 80, lambda: __import__("brewcli.ui").ui.console.print(
         plain_table("teacher cache", ("entry", "teacher", "stored", "size"), ls)))
     _one_line_rows(text)
+
+
+def test_a_long_title_wraps_at_the_console_not_the_table(monkeypatch):
+    """A checkpoint's full path as the title: one line at a width that holds it, though the table is narrower (a
+    rich table's own title folds at the table's width, mid-path)."""
+    from brewcli.ui import results_table
+
+    title = "/tmp/pytest-of-root/pytest-0/popen-gw1/test_quickstart_and_bench_smok0/runs/bbc-T3 on test (4 rows, cpu)"
+    rows = [("teacher", {"accuracy": 0.5}), ("student", {"accuracy": 0.25})]
+    text = _render(monkeypatch, 200, lambda: __import__("brewcli.ui").ui.console.print(
+        results_table(title, rows, [("accuracy", "accuracy")])))
+    assert text.splitlines()[0] == title and max(len(line) for line in text.splitlines()[1:]) < len(title)
