@@ -231,6 +231,8 @@ def load_splits(task, teacher_config=None, names: list[str] | None = None, dry_r
             raise RecipeError("data.eval_fraction", f"{spec.eval_fraction} of {len(train)} training rows leaves "
                               "nothing to evaluate on or to train on", "give more rows, or an eval file")
         train, evals = _carve_eval(train, spec, names)
+    if spec.skip_train_samples:
+        train = _skip(train, spec.skip_train_samples)
     if spec.max_train_samples:
         train = _first(train, spec.max_train_samples)
     if spec.max_eval_samples:
@@ -248,6 +250,16 @@ def _first(ds, n: int):
     if isinstance(ds, Sample) and n > len(ds.ds):
         return Sample(ds.ds, n / len(ds.ds), f"{ds.estimate_note}, for data.max_*_samples {n}")
     return (ds.ds if isinstance(ds, Sample) else ds).select(range(n))
+
+
+def _skip(ds, n: int):
+    """All but the first `n` rows (after any eval carve: the rows a run with max_train_samples n did not see)."""
+    if n >= len(ds):
+        raise RecipeError("data.skip_train_samples", f"{n} leaves none of the {len(ds)} training rows",
+                          f"a number below {len(ds)}")
+    if isinstance(ds, Sample):  # the sampled rows stand for the rest
+        return Sample(ds.ds, ds.scale * (len(ds) - n) / len(ds), f"{ds.estimate_note}, less the {n} skipped")
+    return ds.select(range(n, len(ds)))
 
 
 def _sample_rows(ds, column: str):

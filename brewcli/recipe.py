@@ -174,6 +174,7 @@ class DataSpec(Strict):
     context: str | None = None
     answers: str | None = None
     max_length: int = Field(128, ge=8)
+    skip_train_samples: int = Field(0, ge=0)  # leave out the first N training rows: continue on rows not yet seen
     max_train_samples: int | None = Field(None, ge=1)
     max_eval_samples: int | None = Field(None, ge=1)
     augment: AugmentSpec | None = None  # augmented copies of the train rows, labelled by the teacher

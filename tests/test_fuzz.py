@@ -317,6 +317,7 @@ RANGES: dict[str, list] = {
     "data.seed": [-1],
     "data.max_length": [0, -16],
     "data.max_train_samples": [0, -5],
+    "data.skip_train_samples": [-1],
     "data.augment.n": [0, 1001],
     "data.augment.p": [0, 1.5],
     "data.augment.m": [0, 201],
@@ -328,6 +329,7 @@ RANGES: dict[str, list] = {
     "distill.skew_alpha": [-0.1, 1.5],
     "distill.top_k": [0, -3],
     "distill.on_policy": [-0.1, 1.5],
+    "train.timing_rounds": [-1],
     "distill.kd_weight": [-1.0],
     "distill.hard_label_weight": [-0.5],
     "distill.matches[0].weight": [-1.0],
@@ -833,6 +835,9 @@ def data_cases() -> list[Case]:
         data_changes={"label": "text"}, keys=("data.label",))
     add("data:eval_fraction-on-1-row", "one-row.csv", "text,label\ngood movie,pos\n",
         data_changes={"eval_fraction": 0.25}, keys=("data.eval_fraction", "data.files.train"))
+
+    add("data:skip-every-train-row", "skip-all.csv", good_csv, key("data.skip_train_samples"), lit("a number below"),
+        data_changes={"skip_train_samples": 1000}, keys=("data.skip_train_samples",))
 
     def missing_file(ctx):
         return ctx.dry(ctx.with_train_file(ctx.tmp / "missing.csv"))

@@ -368,3 +368,19 @@ def test_a_small_eval_fraction_is_held_out_not_trained_on(tmp_path, teacher_dir)
     path = write_recipe(tmp_path, {"train": corpus}, teacher=teacher_dir, data={"eval_fraction": 0.02})
     plan = build_plan(load_recipe(path))
     assert len(plan.encoded["eval"]) >= 1 and len(plan.encoded["train"]) > 10
+
+
+def test_skip_train_samples_leaves_out_the_rows_a_capped_run_saw(tmp_path):
+    """data.skip_train_samples N then max_train_samples M: rows N..N+M of the train split after the eval carve, so
+    a continued run reads none of a first run's max_train_samples N rows; the held-out rows are the same."""
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(f"document {i} " + d for i, d in enumerate(docs(40, seed=3))) + "\n")
+
+    def splits(**data):
+        recipe = load_recipe(write_recipe(tmp_path, {"train": path}, data={"eval_fraction": 0.2, **data}))
+        return load_splits(task_of(recipe))
+
+    whole, first, rest = splits(), splits(max_train_samples=10), splits(skip_train_samples=10, max_train_samples=12)
+    assert list(first.train["text"]) == list(whole.train["text"])[:10]
+    assert list(rest.train["text"]) == list(whole.train["text"])[10:22]
+    assert list(rest.eval["text"]) == list(whole.eval["text"])
