@@ -399,3 +399,9 @@ def test_lm_select_layers_drops_the_layer_that_costs_least(tmp_path, monkeypatch
 
     best = [0, 2, 3] if ppl([0, 2, 3]) < ppl([0, 1, 3]) else [0, 1, 3]
     assert out.strip().splitlines()[-1] == f"teacher_layers: {best}"
+    # --start goes on from an earlier list: from those 3 layers to 2, the first and the last
+    monkeypatch.setattr(sys, "argv", [*sys.argv[:5], "--keep", "2", "--windows", "2", "--max-length", "16",
+                                      "--start", ",".join(map(str, best))])
+    load_script("lm_select_layers").main()
+    out = capsys.readouterr().out
+    assert out.startswith("starting from 3 layers") and out.strip().splitlines()[-1] == "teacher_layers: [0, 3]"
