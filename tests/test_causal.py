@@ -216,6 +216,26 @@ def test_on_policy_run_is_seeded_and_resumes_exactly(tmp_path, monkeypatch):
     assert r.exit_code == 0 and not all(torch.equal(a[k], c[k]) for k in a)  # the rollouts changed what it learned
 
 
+def test_a_student_made_from_a_converted_gguf_teacher_goes_on_and_saves(tmp_path, monkeypatch):
+    """A teacher folder whose config still names GGUF quantization (what brew's conversion wrote before, over plain
+    float weights): a student built from its layers, then a run that goes on from that student, both save (the
+    second used to fail in save_pretrained: transformers refuses to save a model it thinks GGUF-quantized), and no
+    saved config names GGUF."""
+    monkeypatch.chdir(tmp_path)
+    path = _recipe(tmp_path)
+    teacher = tmp_path / "teacher" / "config.json"
+    teacher.write_text(json.dumps({**json.loads(teacher.read_text()), "quantization_config": {
+        "quant_method": "gguf", "gguf_file": "model.Q4_1.gguf", "dequantize": False}}))
+    r = brew("distill", path, "train.max_steps=1")
+    assert r.exit_code == 0 and (tmp_path / "out" / "config.json").is_file(), r.output
+    r = brew("distill", path, f"student={{model: {tmp_path / 'out'}}}", "train.output_dir=again",
+             "train.max_steps=1", "data.skip_train_samples=8")
+    assert r.exit_code == 0, r.output
+    for out in ("out", "again", "again/checkpoint-1"):
+        assert "quantization_config" not in json.loads((tmp_path / out / "config.json").read_text()), out
+    assert brew("eval", "again", "--timing-rounds", "0").exit_code == 0
+
+
 # ---- data and metric
 
 def _recipe(tmp_path, **changes) -> Path:

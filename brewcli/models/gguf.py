@@ -64,12 +64,12 @@ def converted(folder: str, name: str, key: str, cache_root: Path) -> str:
     doing(f"converting the GGUF teacher {name} ({arch}) to a Hugging Face folder, once")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from brewcli.models.hf import quiet_transformers
+    from brewcli.models.hf import plain, quiet_transformers
 
     quiet_transformers()
     loaded = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name)
     tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    model = AutoModelForCausalLM.from_config(loaded.config)  # a GGUF-loaded model refuses save_pretrained
+    model = AutoModelForCausalLM.from_config(plain(loaded.config))  # a GGUF-loaded model refuses save_pretrained
     model.load_state_dict(loaded.state_dict())
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

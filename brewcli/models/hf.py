@@ -33,7 +33,7 @@ def load_config(ref: str, key: str, revision: str | None = None, trust_remote_co
             raise RecipeError(key, f"'{ref}' is a file; give the model's folder (the one holding config.json)")
         _check_config_json(path / "config.json", ref, key)
         try:
-            return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+            return plain(AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code))
         except Exception as e:  # transformers raises many types for a config it cannot read
             raise RecipeError(key, f"{path / 'config.json'} is not a config transformers can read "
                               f"({str(e).splitlines()[0][:200]})") from None
@@ -44,6 +44,16 @@ def load_config(ref: str, key: str, revision: str | None = None, trust_remote_co
         return AutoConfig.from_pretrained(ref, revision=revision, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
         raise RecipeError(key, hub.not_found(ref, "model", e)) from None
+
+
+def plain(config):
+    """The config without a GGUF `quantization_config`: a folder brew converted from a GGUF file (or a student built
+    from one) holds plain float weights, but transformers treats a model whose config names GGUF as quantized and
+    refuses to save it."""
+    q = getattr(config, "quantization_config", None)
+    if q is not None and (q.get("quant_method") if isinstance(q, dict) else getattr(q, "quant_method", None)) == "gguf":
+        del config.quantization_config
+    return config
 
 
 def _check_config_json(file: Path, ref: str, key: str) -> None:
@@ -114,8 +124,13 @@ def load_pretrained(ref: str, config, cls, revision=None, trust_remote_code=Fals
     config where `config` is None (a saved run, loaded as saved). The config is copied: a kernel choice stays with
     this model."""
     quiet_transformers()
-    config = copy.deepcopy(config)
     path = Path(ref).expanduser()
+    if config is None and path.is_dir():
+        from transformers import AutoConfig
+
+        loaded = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        config = plain(loaded) if getattr(loaded, "quantization_config", None) else None
+    config = copy.deepcopy(config)
     return cls.from_pretrained(
         path if path.exists() else ref, config=config, revision=revision, trust_remote_code=trust_remote_code,
         ignore_mismatched_sizes=config is not None, **({"attn_implementation": attention} if attention else {}),
