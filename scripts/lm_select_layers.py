@@ -77,7 +77,8 @@ def main() -> None:
     keep = args.start or list(range(len(layers)))
     if not (2 < len(keep) and set(keep) <= set(range(len(layers))) and args.keep < len(keep)):
         sys.exit(f"--start {keep}: expected more than --keep layers, each of 0 to {len(layers) - 1}")
-    print(f"{'all' if args.start is None else 'starting from'} {len(keep)} layers: perplexity {perplexity(keep):.1f}", flush=True)
+    start = "all" if args.start is None else "starting from"
+    print(f"{start} {len(keep)} layers: perplexity {perplexity(keep):.1f}", flush=True)
     while len(keep) > args.keep:
         ppl, drop = min((perplexity([k for k in keep if k != c]), c) for c in keep[1:-1])
         keep.remove(drop)

@@ -51,7 +51,8 @@ def plain(config):
     from one) holds plain float weights, but transformers treats a model whose config names GGUF as quantized and
     refuses to save it."""
     q = getattr(config, "quantization_config", None)
-    if q is not None and (q.get("quant_method") if isinstance(q, dict) else getattr(q, "quant_method", None)) == "gguf":
+    method = q.get("quant_method") if isinstance(q, dict) else getattr(q, "quant_method", None)
+    if method == "gguf":
         del config.quantization_config
     return config
 
@@ -125,15 +126,15 @@ def load_pretrained(ref: str, config, cls, revision=None, trust_remote_code=Fals
     this model."""
     quiet_transformers()
     path = Path(ref).expanduser()
-    if config is None and path.is_dir():
+    exact = config is None  # a saved run: every weight as saved
+    if exact and path.is_dir():
         from transformers import AutoConfig
 
-        loaded = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-        config = plain(loaded) if getattr(loaded, "quantization_config", None) else None
+        config = plain(AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code))
     config = copy.deepcopy(config)
     return cls.from_pretrained(
         path if path.exists() else ref, config=config, revision=revision, trust_remote_code=trust_remote_code,
-        ignore_mismatched_sizes=config is not None, **({"attn_implementation": attention} if attention else {}),
+        ignore_mismatched_sizes=not exact, **({"attn_implementation": attention} if attention else {}),
     )
 
 
