@@ -4,6 +4,8 @@
 # BBC test articles. About 1.5 hours on 2 CPU cores: one teacher pass fills the top-64 cache (2,356 windows), then
 # 295 training steps (about 6 s a step alone), then the end-of-run scoring and `brew eval` each score the teacher
 # beside the student on 476 windows (the GGUF conversion, once, 30 s). Its layers: scripts/lm_select_layers.py.
+# PARTS=3: then go on from the student twice, on the next 600 training articles and on the last 492 (runs
+# lm-smollm2-L15-c2, -c3, lr 1e-4, about 1 hour each; the README's table), and `brew eval` scores the last.
 # SMOKE=1: the same commands on a few rows, 2 steps each, under a temp folder (scripts/smoke.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,4 +25,13 @@ if [ -n "${SMOKE:-}" ]; then
 fi
 rm -rf "$RUNS/lm-smollm2-L15"
 "$VENV/bin/brew" distill recipes/lm/distill-smollm2-L15.yaml "${RUN[@]}"
-"$VENV/bin/brew" eval "$RUNS/lm-smollm2-L15" "${EVAL_CAPS[@]}" --json > "$RUNS/lm-smollm2-L15.json"
+last=lm-smollm2-L15 per=600
+[ -z "${SMOKE:-}" ] || per=8
+for part in $(seq 2 "${PARTS:-1}"); do
+  run=lm-smollm2-L15-c$part
+  rm -rf "$RUNS/$run"
+  "$VENV/bin/brew" distill recipes/lm/distill-smollm2-L15.yaml "${RUN[@]}" "student={model: $RUNS/$last}" \
+    data.skip_train_samples=$((per * (part - 1))) train.lr=1e-4 "train.output_dir=$RUNS/$run"
+  last=$run
+done
+"$VENV/bin/brew" eval "$RUNS/$last" "${EVAL_CAPS[@]}" --json > "$RUNS/$last.json"
